@@ -1,0 +1,18 @@
+"""Lambda entry point of the usage API (API Gateway HTTP API -> Mangum -> FastAPI)."""
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from mangum import Mangum
+
+from meterbridge.api.usage import create_app
+from meterbridge.observability import logger, metrics, tracer
+
+app = create_app()
+_asgi = Mangum(app, lifespan="off")
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return _asgi(event, context)

@@ -1,0 +1,1 @@
+"""HTTP surfaces: FastAPI routers served by Mangum on Lambda and by uvicorn locally."""

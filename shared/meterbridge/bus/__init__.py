@@ -1,0 +1,1 @@
+"""The event bus: NATS JetStream subjects, and publishing behind a circuit breaker."""

@@ -1,0 +1,1 @@
+"""The ``meterbridge`` command line: local stack, in-process invoke, operators' commands."""

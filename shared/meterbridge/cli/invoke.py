@@ -1,0 +1,26 @@
+"""``meterbridge invoke``: run one Lambda handler in-process (the ``sam local invoke`` stand-in)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from meterbridge.local.lambda_runtime import FUNCTIONS
+
+
+def invoke(
+    function: Annotated[str, typer.Argument(help=f"One of: {', '.join(FUNCTIONS)}")],
+    event: Annotated[Path, typer.Option("--event", "-e", help="Event JSON file", exists=True,
+                                        dir_okay=False, readable=True)],
+    timeout: Annotated[float, typer.Option(help="Simulated Lambda timeout, seconds")] = 60.0,
+) -> None:
+    """Invoke FUNCTION with the event in FILE against the configured services."""
+    from meterbridge.local.lambda_runtime import invoke as run, load_event
+
+    if function not in FUNCTIONS:
+        raise typer.BadParameter(f"unknown function {function!r}; one of {', '.join(FUNCTIONS)}")
+    result = run(function, load_event(event), timeout_s=timeout)
+    typer.echo(json.dumps(result, indent=2, default=str))

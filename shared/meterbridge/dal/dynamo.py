@@ -1,0 +1,273 @@
+"""DynamoDB client factory and the conditional-write helpers every idempotent step uses.
+
+``ClientError`` codes become domain exceptions here, raised ``from`` the original; nothing
+matches on message strings. boto3 honours ``AWS_ENDPOINT_URL``, so the same code talks to
+DynamoDB on AWS and to a moto server locally.
+
+The client is created lazily on first use (not at import): handler modules import in a
+fraction of the time, and tests can reset it with ``reset_clients()``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from meterbridge.errors import ConditionFailed, StorageUnavailable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+
+_lock = threading.Lock()
+_client: DynamoDBClient | None = None
+
+THROTTLING_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionConflictException",
+    }
+)
+
+
+def client() -> DynamoDBClient:
+    """The process-wide low-level DynamoDB client (thread-safe, created once)."""
+    global _client
+    if _client is None:
+        with _lock:
+            if _client is None:
+                import boto3
+                from botocore.config import Config
+
+                _client = boto3.client(
+                    "dynamodb",
+                    config=Config(
+                        retries={"max_attempts": 4, "mode": "adaptive"},
+                        max_pool_connections=50,
+                        connect_timeout=2,
+                        read_timeout=5,
+                    ),
+                )
+    return _client
+
+
+def reset_clients() -> None:
+    """Forget the cached client (tests change AWS_ENDPOINT_URL between servers)."""
+    global _client
+    with _lock:
+        _client = None
+
+
+# -- (de)serialisation ---------------------------------------------------------------------
+
+_serializer: Any = None
+_deserializer: Any = None
+
+
+def _codecs() -> tuple[Any, Any]:
+    global _serializer, _deserializer
+    if _serializer is None:
+        from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+        _serializer, _deserializer = TypeSerializer(), TypeDeserializer()
+    return _serializer, _deserializer
+
+
+def _to_dynamo_value(value: Any) -> Any:
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {k: _to_dynamo_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_dynamo_value(v) for v in value]
+    return value
+
+
+def _from_dynamo_value(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _from_dynamo_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_dynamo_value(v) for v in value]
+    if isinstance(value, set):
+        return {_from_dynamo_value(v) for v in value}
+    return value
+
+
+def serialize(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain dict to DynamoDB's typed wire form. ``None`` values are dropped."""
+    ser, _ = _codecs()
+    return {k: ser.serialize(_to_dynamo_value(v)) for k, v in item.items() if v is not None}
+
+
+def deserialize(item: Mapping[str, Any]) -> dict[str, Any]:
+    """DynamoDB's typed wire form to a plain dict (numbers as int or float)."""
+    _, de = _codecs()
+    return {k: _from_dynamo_value(de.deserialize(v)) for k, v in item.items()}
+
+
+def values(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """Expression attribute values, serialised."""
+    return serialize(mapping)
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+def error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def translate(exc: Exception, what: str) -> Exception:
+    """A botocore ``ClientError`` as a domain exception (caller raises it ``from exc``)."""
+    code = error_code(exc)
+    if code == "ConditionalCheckFailedException":
+        return ConditionFailed(f"{what}: condition not met")
+    if code in THROTTLING_CODES:
+        return StorageUnavailable(
+            f"{what}: storage is busy, retry the request", headers={"Retry-After": "1"}
+        )
+    if code == "TransactionCanceledException":
+        return ConditionFailed(f"{what}: transaction cancelled")
+    return StorageUnavailable(f"{what}: storage error ({code or type(exc).__name__})")
+
+
+def is_client_error(exc: BaseException) -> bool:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return isinstance(exc, ClientError | BotoCoreError)
+
+
+# -- conditional writes --------------------------------------------------------------------
+
+
+def put_new(table: str, item: Mapping[str, Any], *, key_attr: str = "pk") -> bool:
+    """Write ``item`` only if no item with its key exists. True if written, False if it existed.
+
+    The building block of every dedupe: a retry of the same write is a no-op.
+    """
+    try:
+        client().put_item(
+            TableName=table,
+            Item=serialize(item),
+            ConditionExpression="attribute_not_exists(#k)",
+            ExpressionAttributeNames={"#k": key_attr},
+        )
+        return True
+    except Exception as exc:
+        if error_code(exc) == "ConditionalCheckFailedException":
+            return False
+        if is_client_error(exc):
+            raise translate(exc, f"put {table}") from exc
+        raise
+
+
+def get(table: str, key: Mapping[str, Any], *, consistent: bool = True) -> dict[str, Any] | None:
+    """One item by key, or None."""
+    try:
+        resp = client().get_item(TableName=table, Key=serialize(key), ConsistentRead=consistent)
+    except Exception as exc:
+        if is_client_error(exc):
+            raise translate(exc, f"get {table}") from exc
+        raise
+    item = resp.get("Item")
+    return deserialize(item) if item else None
+
+
+def update(
+    table: str,
+    key: Mapping[str, Any],
+    *,
+    set_: str,
+    condition: str | None = None,
+    names: Mapping[str, str] | None = None,
+    vals: Mapping[str, Any] | None = None,
+    return_new: bool = True,
+) -> dict[str, Any] | None:
+    """An ``UpdateItem`` with an optional condition; ``ConditionFailed`` when it does not hold."""
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "Key": serialize(key),
+        "UpdateExpression": set_,
+        "ReturnValues": "ALL_NEW" if return_new else "NONE",
+    }
+    if condition:
+        kwargs["ConditionExpression"] = condition
+    if names:
+        kwargs["ExpressionAttributeNames"] = dict(names)
+    if vals:
+        kwargs["ExpressionAttributeValues"] = values(vals)
+    try:
+        resp = client().update_item(**kwargs)
+    except Exception as exc:
+        if is_client_error(exc):
+            raise translate(exc, f"update {table}") from exc
+        raise
+    attrs = resp.get("Attributes")
+    return deserialize(attrs) if attrs else None
+
+
+def delete(table: str, key: Mapping[str, Any], *, condition: str | None = None,
+           names: Mapping[str, str] | None = None, vals: Mapping[str, Any] | None = None) -> None:
+    kwargs: dict[str, Any] = {"TableName": table, "Key": serialize(key)}
+    if condition:
+        kwargs["ConditionExpression"] = condition
+    if names:
+        kwargs["ExpressionAttributeNames"] = dict(names)
+    if vals:
+        kwargs["ExpressionAttributeValues"] = values(vals)
+    try:
+        client().delete_item(**kwargs)
+    except Exception as exc:
+        if is_client_error(exc):
+            raise translate(exc, f"delete {table}") from exc
+        raise
+
+
+def query(
+    table: str,
+    *,
+    key_condition: str,
+    vals: Mapping[str, Any],
+    names: Mapping[str, str] | None = None,
+    index: str | None = None,
+    limit: int | None = None,
+    start_key: Mapping[str, Any] | None = None,
+    filter_: str | None = None,
+    forward: bool = True,
+    consistent: bool = False,
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """One page of a ``Query``: items and the key to continue from (None at the end)."""
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "KeyConditionExpression": key_condition,
+        "ExpressionAttributeValues": values(vals),
+        "ScanIndexForward": forward,
+    }
+    if names:
+        kwargs["ExpressionAttributeNames"] = dict(names)
+    if index:
+        kwargs["IndexName"] = index
+    elif consistent:
+        kwargs["ConsistentRead"] = True
+    if limit:
+        kwargs["Limit"] = limit
+    if start_key:
+        kwargs["ExclusiveStartKey"] = serialize(start_key)
+    if filter_:
+        kwargs["FilterExpression"] = filter_
+    try:
+        resp = client().query(**kwargs)
+    except Exception as exc:
+        if is_client_error(exc):
+            raise translate(exc, f"query {table}") from exc
+        raise
+    last = resp.get("LastEvaluatedKey")
+    return [deserialize(i) for i in resp.get("Items", [])], (deserialize(last) if last else None)

@@ -1,0 +1,1 @@
+"""Local stand-ins for the real parts (moto, nats-server, OpenMeter, Stripe)."""

@@ -1,0 +1,1 @@
+"""Pydantic models: inputs, outputs, and the CloudEvents meterbridge emits."""

@@ -1,0 +1,83 @@
+"""Configuration, read once from the environment (the same names on AWS and locally).
+
+Logic never reads ``os.environ``: it receives a ``Settings`` (or reads ``get_settings()``).
+boto3 honours ``AWS_ENDPOINT_URL`` by itself, so pointing at a moto server needs no switch here.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _split_csv(value: object) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list | tuple):
+        return [str(part).strip() for part in value if str(part).strip()]
+    raise ValueError("expected a comma-separated string")
+
+
+class Settings(BaseSettings):
+    """Every variable meterbridge reads. Documented in docs/environment-variables.md."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    # DynamoDB tables
+    tenants_table: str = Field("meterbridge-tenants", alias="TENANTS_TABLE")
+    events_table: str = Field("meterbridge-events", alias="EVENTS_TABLE")
+    usage_table: str = Field("meterbridge-usage", alias="USAGE_TABLE")
+    idempotency_table: str = Field("meterbridge-idempotency", alias="IDEMPOTENCY_TABLE")
+
+    # NATS JetStream
+    nats_enabled: bool = Field(False, alias="NATS_ENABLED")
+    nats_servers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["nats://127.0.0.1:4222"], alias="NATS_SERVERS"
+    )
+    nats_stream: str = Field("METERBRIDGE", alias="NATS_STREAM")
+    nats_connect_timeout_s: float = Field(2.0, alias="NATS_CONNECT_TIMEOUT_S")
+
+    # OpenMeter
+    openmeter_enabled: bool = Field(True, alias="OPENMETER_ENABLED")
+    openmeter_base_url: str = Field("https://openmeter.cloud", alias="OPENMETER_BASE_URL")
+    openmeter_api_key: str = Field("", alias="OPENMETER_API_KEY", repr=False)
+    openmeter_timeout_s: float = Field(10.0, alias="OPENMETER_TIMEOUT_S")
+    flush_batch_size: int = Field(100, alias="FLUSH_BATCH_SIZE", ge=1, le=1000)
+
+    # Stripe
+    stripe_api_key: str = Field("", alias="STRIPE_API_KEY", repr=False)
+    stripe_api_base: str = Field("", alias="STRIPE_API_BASE")
+    stripe_webhook_secret: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, alias="STRIPE_WEBHOOK_SECRET", repr=False
+    )
+    stripe_webhook_secret_parameter: str = Field("", alias="STRIPE_WEBHOOK_SECRET_PARAMETER")
+
+    # Admin and keys
+    admin_token: str = Field("", alias="METERBRIDGE_ADMIN_TOKEN", repr=False)
+    admin_auth: str = Field("token", alias="METERBRIDGE_ADMIN_AUTH", pattern="^(token|iam)$")
+    key_pepper: str = Field("", alias="METERBRIDGE_KEY_PEPPER", repr=False)
+    key_environment: str = Field("test", alias="METERBRIDGE_KEY_ENV", pattern="^(live|test)$")
+    plans_file: str = Field("", alias="METERBRIDGE_PLANS_FILE")
+    key_cache_ttl_s: float = Field(10.0, alias="METERBRIDGE_KEY_CACHE_TTL_S", ge=0, le=60)
+    stream_token_secret: str = Field("", alias="METERBRIDGE_STREAM_TOKEN_SECRET", repr=False)
+
+    # Logging (Powertools reads POWERTOOLS_* itself; listed here so they are documented and checked)
+    powertools_service_name: str = Field("meterbridge", alias="POWERTOOLS_SERVICE_NAME")
+    powertools_metrics_namespace: str = Field("Meterbridge", alias="POWERTOOLS_METRICS_NAMESPACE")
+    log_level: str = Field("INFO", alias="POWERTOOLS_LOG_LEVEL")
+
+    @field_validator("nats_servers", "stripe_webhook_secret", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> list[str]:
+        return _split_csv(value)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings. Tests call ``get_settings.cache_clear()`` after changing env."""
+    return Settings()
