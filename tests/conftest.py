@@ -4,7 +4,8 @@
   built from template.yaml's own key schemas, and the env pointing at them.
 - ``nats_server``: a real ``nats-server -js`` with its own store directory, killable.
 - ``openmeter``: the OpenMeter-compatible sink, recording every CloudEvent, with faults.
-- ``stripe_api``: the fake Stripe API the real ``stripe`` client talks to.
+- The OpenMeter sink and the fake Stripe API run per test through
+  ``meterbridge.local.servers.BackgroundServer`` (fixtures beside the tests that use them).
 - ``lambda_context`` and ``load_event`` for invoking handlers in-process.
 """
 

@@ -6,17 +6,67 @@ Service name and namespace come from POWERTOOLS_SERVICE_NAME / POWERTOOLS_METRIC
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aws_lambda_powertools import Tracer
 
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "meterbridge")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "Meterbridge")
 
+
+class LazyTracer:
+    """Powertools' Tracer, built on first use instead of at import.
+
+    The X-Ray SDK imports botocore (about 150 ms here). Handlers import in less than half the
+    time when it loads with the first traced call, which also needs botocore for DynamoDB;
+    where tracing is off (tests, local stack) it never loads. docs/performance.md has figures.
+    """
+
+    def __init__(self) -> None:
+        self._tracer: Tracer | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def real(self) -> Tracer:
+        if self._tracer is None:
+            with self._lock:
+                if self._tracer is None:
+                    from aws_lambda_powertools import Tracer
+
+                    self._tracer = Tracer()
+        return self._tracer
+
+    def capture_lambda_handler(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        traced: list[Callable[..., Any]] = []
+
+        @functools.wraps(handler)
+        def wrapper(event: Any, context: Any) -> Any:
+            if not traced:
+                traced.append(self.real.capture_lambda_handler(handler))
+            return traced[0](event, context)
+
+        return wrapper
+
+    def put_annotation(self, key: str, value: Any) -> None:
+        self.real.put_annotation(key=key, value=value)
+
+    def put_metadata(self, key: str, value: Any) -> None:
+        self.real.put_metadata(key=key, value=value)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
 logger = Logger()
-tracer = Tracer()
+tracer = LazyTracer()
 metrics = Metrics()
 
 

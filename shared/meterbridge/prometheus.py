@@ -58,5 +58,62 @@ API_REQUESTS = Counter(
 )
 
 
+# Streaming service (issue 7): the NATS bridge and the SSE fan-out.
+NATS_FALLBACK_ACTIVE = Gauge(
+    "meterbridge_nats_fallback_active",
+    "1 while the NATS bridge serves from the in-memory fallback bus (NATS unreachable)",
+    registry=REGISTRY,
+)
+NATS_CONNECTED = Gauge(
+    "meterbridge_nats_connected",
+    "1 while the NATS bridge holds a JetStream connection and consumer",
+    registry=REGISTRY,
+)
+NATS_RECONNECTS = Counter(
+    "meterbridge_nats_reconnects_total",
+    "Successful (re)connections of the NATS bridge after a loss",
+    registry=REGISTRY,
+)
+NATS_MESSAGES_DELIVERED = Counter(
+    "meterbridge_nats_messages_delivered_total",
+    "Events the bridge handed to its consumers, by origin (jetstream or fallback)",
+    ["origin"],
+    registry=REGISTRY,
+)
+STREAM_EVENTS_BY_KIND = Counter(
+    "meterbridge_stream_events_total",
+    "Events seen by the bridge's metering consumer, by kind (usage, billing, tenant)",
+    ["kind"],
+    registry=REGISTRY,
+)
+SSE_CLIENTS_CONNECTED = Gauge(
+    "meterbridge_sse_clients_connected",
+    "Server-Sent Events clients currently connected",
+    registry=REGISTRY,
+)
+SSE_CLIENTS_DROPPED = Counter(
+    "meterbridge_sse_clients_dropped_total",
+    "SSE clients closed by the server, by reason (slow_consumer, shutdown, replay_failed)",
+    ["reason"],
+    registry=REGISTRY,
+)
+SSE_EVENTS_DELIVERED = Counter(
+    "meterbridge_sse_events_delivered_total",
+    "Event frames written to SSE clients",
+    registry=REGISTRY,
+)
+SSE_REPLAYS = Counter(
+    "meterbridge_sse_replays_total",
+    "Resumes with Last-Event-ID, by source (buffer, jetstream, reset)",
+    ["source"],
+    registry=REGISTRY,
+)
+STREAM_DELIVERY_LATENCY = Histogram(
+    "meterbridge_stream_delivery_latency_seconds",
+    "From the JetStream store time of an event to its write to an SSE client",
+    registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
 def render_latest() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -46,11 +46,13 @@ class Settings(BaseSettings):
     openmeter_enabled: bool = Field(True, alias="OPENMETER_ENABLED")
     openmeter_base_url: str = Field("https://openmeter.cloud", alias="OPENMETER_BASE_URL")
     openmeter_api_key: str = Field("", alias="OPENMETER_API_KEY", repr=False)
+    openmeter_api_key_parameter: str = Field("", alias="OPENMETER_API_KEY_PARAMETER")
     openmeter_timeout_s: float = Field(10.0, alias="OPENMETER_TIMEOUT_S")
     flush_batch_size: int = Field(100, alias="FLUSH_BATCH_SIZE", ge=1, le=1000)
 
     # Stripe
     stripe_api_key: str = Field("", alias="STRIPE_API_KEY", repr=False)
+    stripe_api_key_parameter: str = Field("", alias="STRIPE_API_KEY_PARAMETER")
     stripe_api_base: str = Field("", alias="STRIPE_API_BASE")
     stripe_webhook_secret: Annotated[list[str], NoDecode] = Field(
         default_factory=list, alias="STRIPE_WEBHOOK_SECRET", repr=False
@@ -61,6 +63,7 @@ class Settings(BaseSettings):
     admin_token: str = Field("", alias="METERBRIDGE_ADMIN_TOKEN", repr=False)
     admin_auth: str = Field("token", alias="METERBRIDGE_ADMIN_AUTH", pattern="^(token|iam)$")
     key_pepper: str = Field("", alias="METERBRIDGE_KEY_PEPPER", repr=False)
+    key_pepper_parameter: str = Field("", alias="METERBRIDGE_KEY_PEPPER_PARAMETER")
     key_environment: str = Field("test", alias="METERBRIDGE_KEY_ENV", pattern="^(live|test)$")
     plans_file: str = Field("", alias="METERBRIDGE_PLANS_FILE")
     key_cache_ttl_s: float = Field(10.0, alias="METERBRIDGE_KEY_CACHE_TTL_S", ge=0, le=60)
@@ -71,13 +74,49 @@ class Settings(BaseSettings):
     powertools_metrics_namespace: str = Field("Meterbridge", alias="POWERTOOLS_METRICS_NAMESPACE")
     log_level: str = Field("INFO", alias="POWERTOOLS_LOG_LEVEL")
 
+    # Streaming service (docs/streaming.md)
+    nats_stream_replicas: int = Field(1, alias="NATS_STREAM_REPLICAS", ge=1, le=5)
+    sse_heartbeat_s: float = Field(15.0, alias="SSE_HEARTBEAT_S", gt=0, le=300)
+    sse_queue_size: int = Field(1000, alias="SSE_QUEUE_SIZE", ge=1, le=100_000)
+    sse_retry_ms: int = Field(3000, alias="SSE_RETRY_MS", ge=0, le=600_000)
+    sse_replay_buffer: int = Field(10_000, alias="SSE_REPLAY_BUFFER", ge=0, le=1_000_000)
+    stream_token_ttl_s: int = Field(300, alias="STREAM_TOKEN_TTL_S", ge=10, le=3600)
+
     @field_validator("nats_servers", "stripe_webhook_secret", mode="before")
     @classmethod
     def _csv(cls, value: object) -> list[str]:
         return _split_csv(value)
 
 
+# Secret value field -> the field naming its SSM parameter (SecureString) on AWS.
+SECRET_PARAMETERS = {
+    "openmeter_api_key": "openmeter_api_key_parameter",
+    "stripe_api_key": "stripe_api_key_parameter",
+    "stripe_webhook_secret": "stripe_webhook_secret_parameter",
+    "key_pepper": "key_pepper_parameter",
+}
+
+
+def _with_secrets(settings: Settings) -> Settings:
+    """Fill secrets that are not in the environment from SSM (template.yaml passes the names).
+
+    Powertools Parameters caches each value for 5 minutes, so a rotated secret is picked up by
+    warm functions without a redeploy once ``get_settings.cache_clear()`` runs (the webhook does
+    on a signature failure).
+    """
+    update: dict[str, object] = {}
+    for field, parameter_field in SECRET_PARAMETERS.items():
+        name = getattr(settings, parameter_field)
+        if getattr(settings, field) or not name:
+            continue
+        from aws_lambda_powertools.utilities.parameters import get_parameter
+
+        value = get_parameter(name, decrypt=True, max_age=300) or ""
+        update[field] = _split_csv(value) if field == "stripe_webhook_secret" else value
+    return settings.model_copy(update=update) if update else settings
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings. Tests call ``get_settings.cache_clear()`` after changing env."""
-    return Settings()
+    return _with_secrets(Settings())

@@ -54,7 +54,9 @@ class NatsPublisher:
             servers=self.settings.nats_servers,
             connect_timeout=self.settings.nats_connect_timeout_s,
             allow_reconnect=False,
-            max_reconnect_attempts=0,
+            # 0 means "retry forever" in nats-py; 1 gives one attempt per server, then an error.
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.1,
             name="meterbridge-lambda",
         )
         self._loop = loop
@@ -80,7 +82,9 @@ class NatsPublisher:
             return set()
         acked: set[str] = set()
         try:
-            js = await self._connect()
+            js = await asyncio.wait_for(
+                self._connect(), timeout=self.settings.nats_connect_timeout_s * 2
+            )
             futures = [
                 js.publish(
                     m.subject,

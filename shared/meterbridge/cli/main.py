@@ -12,6 +12,13 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
 app.command()(dev)
 app.command()(invoke)
 # Operators' command groups register below, one line each.
+from meterbridge.cli import keys as keys_cli, tenants as tenants_cli  # noqa: E402
+
+app.add_typer(tenants_cli.app, name="tenants")
+app.add_typer(keys_cli.app, name="keys")
+from meterbridge.cli.stripe import stripe_app  # noqa: E402
+
+app.add_typer(stripe_app, name="stripe")
 
 
 def main() -> None:

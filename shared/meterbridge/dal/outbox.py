@@ -15,6 +15,7 @@ import zlib
 from typing import Any
 
 from meterbridge.dal import dynamo
+from meterbridge.errors import ConditionFailed
 from meterbridge.models.cloudevent import CloudEvent, Kind, now_rfc3339
 
 OUTBOX_SHARDS = 8
@@ -37,10 +38,17 @@ def outbox_item(
     *,
     tenant_id: str | None,
     kind: Kind,
-    nats_pending: bool = True,
+    nats_pending: bool | None = None,
     accepted_at: str | None = None,
 ) -> dict[str, Any]:
-    """The outbox item for ``event`` (plain dict; ``dynamo.serialize`` before writing)."""
+    """The outbox item for ``event`` (plain dict; ``dynamo.serialize`` before writing).
+
+    ``nats_pending`` defaults to whether NATS is enabled: with NATS off, nothing waits for it.
+    """
+    if nats_pending is None:
+        from meterbridge.settings import get_settings
+
+        nats_pending = get_settings().nats_enabled
     at = accepted_at or now_rfc3339()
     shard = shard_of(event.source, event.id)
     item: dict[str, Any] = {
@@ -62,7 +70,12 @@ def outbox_item(
 
 
 def enqueue(
-    table: str, event: CloudEvent, *, tenant_id: str | None, kind: Kind, nats_pending: bool = True
+    table: str,
+    event: CloudEvent,
+    *,
+    tenant_id: str | None,
+    kind: Kind,
+    nats_pending: bool | None = None,
 ) -> bool:
     """Put ``event`` in the outbox once. False if an event with its (source, id) is there."""
     return dynamo.put_new(
@@ -78,4 +91,221 @@ def mark_published(table: str, source: str, event_id: str) -> None:
         set_="REMOVE republish_shard",
         condition="attribute_exists(pk)",
         return_new=False,
+    )
+
+
+# -- the flush: leases, delivery marks, dead letters (issue 5) ------------------------------
+#
+# A pending event is claimed by one flush run at a time: a conditional update on the base
+# table (the GSI is eventually consistent, so it is only a hint) sets ``lease_owner`` (the
+# run id) and ``lease_until`` (epoch ms). Every later write by that run is conditioned on
+# ``lease_owner = :me``, so a run whose lease expired and was taken over cannot mark or
+# dead-letter the event: the event is marked exactly once. Claims and marks are single-item
+# ``UpdateItem`` calls run in parallel (see docs/flush.md for why not transactions).
+
+DEAD = "DEAD"
+# Dedupe records outlive the 35-day late-event window with margin: a duplicate of any event
+# ingest may still accept finds its record (docs/flush.md).
+DEDUPE_RETENTION_S = 45 * 24 * 3600
+_ERROR_MAX = 2000
+
+_PENDING_UNLEASED = (
+    "#st = :pending AND attribute_exists(outbox_shard) "
+    "AND (attribute_not_exists(lease_until) OR lease_until < :now)"
+)
+
+
+def shard_of_pk(pk: str) -> str:
+    """``shard_of`` from an item key (the key is ``f"{source}#{id}"``, the shard's input)."""
+    return str(zlib.crc32(pk.encode()) % OUTBOX_SHARDS)
+
+
+def _key(pk: str) -> dict[str, str]:
+    return {"pk": pk, "sk": EVENT_SK}
+
+
+def pending_page(
+    table: str, shard: str, *, limit: int, start_key: dict[str, Any] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """One page of events waiting for OpenMeter in ``shard``, oldest first (GSI: a hint)."""
+    return dynamo.query(
+        table,
+        index=OUTBOX_INDEX,
+        key_condition="outbox_shard = :s",
+        vals={":s": shard},
+        limit=limit,
+        start_key=start_key,
+    )
+
+
+def count_pending(table: str) -> int:
+    """Events waiting for OpenMeter, over every shard (``Select=COUNT``: no item is read out)."""
+    total = 0
+    for shard in range(OUTBOX_SHARDS):
+        start: dict[str, Any] | None = None
+        while True:
+            kwargs: dict[str, Any] = {
+                "TableName": table,
+                "IndexName": OUTBOX_INDEX,
+                "KeyConditionExpression": "outbox_shard = :s",
+                "ExpressionAttributeValues": dynamo.values({":s": str(shard)}),
+                "Select": "COUNT",
+            }
+            if start:
+                kwargs["ExclusiveStartKey"] = dynamo.serialize(start)
+            try:
+                resp = dynamo.client().query(**kwargs)
+            except Exception as exc:
+                if dynamo.is_client_error(exc):
+                    raise dynamo.translate(exc, f"count {table}") from exc
+                raise
+            total += int(resp.get("Count", 0))
+            last = resp.get("LastEvaluatedKey")
+            if not last:
+                break
+            start = dynamo.deserialize(last)
+    return total
+
+
+def claim(table: str, pk: str, *, owner: str, now_ms: int, lease_ms: int) -> bool:
+    """Lease one pending event to ``owner`` until ``now_ms + lease_ms``. False if not claimable
+    (already sent, dead, or leased by a live run)."""
+    try:
+        dynamo.update(
+            table,
+            _key(pk),
+            set_="SET lease_owner = :me, lease_until = :until",
+            condition=_PENDING_UNLEASED,
+            names={"#st": "status"},
+            vals={":me": owner, ":until": now_ms + lease_ms, ":now": now_ms, ":pending": "pending"},
+            return_new=False,
+        )
+        return True
+    except ConditionFailed:
+        return False
+
+
+def mark_sent(table: str, pk: str, *, owner: str, sent_at: str, now_s: int) -> bool:
+    """OpenMeter acknowledged the event: leave the outbox, keep the dedupe record for
+    ``DEDUPE_RETENTION_S``. False if ``owner`` no longer holds the lease (someone else will)."""
+    try:
+        dynamo.update(
+            table,
+            _key(pk),
+            set_=(
+                "SET #st = :sent, sent_at = :at, expires_at = :exp "
+                "REMOVE outbox_shard, lease_owner, lease_until"
+            ),
+            condition="lease_owner = :me AND #st = :pending",
+            names={"#st": "status"},
+            vals={
+                ":sent": "sent",
+                ":at": sent_at,
+                ":exp": now_s + DEDUPE_RETENTION_S,
+                ":me": owner,
+                ":pending": "pending",
+            },
+            return_new=False,
+        )
+        return True
+    except ConditionFailed:
+        return False
+
+
+def release(table: str, pk: str, *, owner: str, error: str) -> bool:
+    """Give a claimed event back (delivery failed; the next run retries it at once)."""
+    try:
+        dynamo.update(
+            table,
+            _key(pk),
+            set_="SET last_error = :err ADD attempts :one REMOVE lease_owner, lease_until",
+            condition="lease_owner = :me",
+            vals={":err": error[:_ERROR_MAX], ":one": 1, ":me": owner},
+            return_new=False,
+        )
+        return True
+    except ConditionFailed:
+        return False
+
+
+def dead_letter(table: str, pk: str, *, owner: str, error: str, dead_at: str) -> bool:
+    """OpenMeter rejected this one event: park it in the ``deadletters`` index with the error."""
+    try:
+        dynamo.update(
+            table,
+            _key(pk),
+            set_=(
+                "SET #st = :dead, dead = :dead_key, dead_at = :at, #err = :err ADD attempts :one "
+                "REMOVE outbox_shard, lease_owner, lease_until"
+            ),
+            condition="lease_owner = :me AND #st = :pending",
+            names={"#st": "status", "#err": "error"},
+            vals={
+                ":dead": "dead",
+                ":dead_key": DEAD,
+                ":at": dead_at,
+                ":err": error[:_ERROR_MAX],
+                ":one": 1,
+                ":me": owner,
+                ":pending": "pending",
+            },
+            return_new=False,
+        )
+        return True
+    except ConditionFailed:
+        return False
+
+
+def list_dead_letters(
+    table: str, *, limit: int, start_key: dict[str, Any] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """One page of dead letters, oldest first."""
+    return dynamo.query(
+        table,
+        index=DEADLETTER_INDEX,
+        key_condition="dead = :d",
+        vals={":d": DEAD},
+        limit=limit,
+        start_key=start_key,
+    )
+
+
+def get_event(table: str, pk: str) -> dict[str, Any] | None:
+    return dynamo.get(table, _key(pk))
+
+
+def retry_dead_letter(table: str, pk: str, *, retried_at: str) -> bool:
+    """Put a dead letter back in the outbox (same id and source). False if it is not dead."""
+    try:
+        dynamo.update(
+            table,
+            _key(pk),
+            # ``error`` stays as the last rejection's reason until the next outcome.
+            set_="SET #st = :pending, outbox_shard = :shard, retried_at = :at REMOVE dead",
+            condition="#st = :dead AND attribute_exists(dead)",
+            names={"#st": "status"},
+            vals={
+                ":pending": "pending",
+                ":shard": shard_of_pk(pk),
+                ":at": retried_at,
+                ":dead": "dead",
+            },
+            return_new=False,
+        )
+        return True
+    except ConditionFailed:
+        return False
+
+
+def republish_page(
+    table: str, shard: str, *, limit: int, start_key: dict[str, Any] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """One page of events NATS has not acknowledged yet in ``shard``."""
+    return dynamo.query(
+        table,
+        index=REPUBLISH_INDEX,
+        key_condition="republish_shard = :s",
+        vals={":s": shard},
+        limit=limit,
+        start_key=start_key,
     )

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from meterbridge.api import admin, health, stream, usage
+from meterbridge.api import admin, admin_deadletters, health, stream, usage
 from meterbridge.api.errors import install_error_handlers
 from meterbridge.logic import stripe_webhook
 
@@ -26,6 +26,7 @@ def create_dev_app() -> FastAPI:
     install_error_handlers(app)
     app.include_router(usage.router)
     app.include_router(admin.router)
+    app.include_router(admin_deadletters.router)
     app.include_router(stream.router)
     app.include_router(health.router)
 

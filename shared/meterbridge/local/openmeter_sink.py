@@ -266,7 +266,9 @@ class SinkState:
             self._seed = seed
             self._rng = random.Random(seed)
 
-    def set_defaults(self, *, retry_after: int | None = None, hang_seconds: float | None = None) -> None:
+    def set_defaults(
+        self, *, retry_after: int | None = None, hang_seconds: float | None = None
+    ) -> None:
         with self._lock:
             if retry_after is not None:
                 self._retry_after = int(retry_after)
@@ -297,7 +299,13 @@ class SinkState:
     def configure(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Apply a ``POST /_control/faults`` body; return the resulting configuration."""
         known = {
-            "clear", "script", "probabilities", "poison", "unpoison", "seed", "retry_after",
+            "clear",
+            "script",
+            "probabilities",
+            "poison",
+            "unpoison",
+            "seed",
+            "retry_after",
             "hang_seconds",
         }
         unknown = set(spec) - known
@@ -316,7 +324,9 @@ class SinkState:
             self.unpoison(*[str(i) for i in spec["unpoison"]])
         if spec.get("seed") is not None:
             self.seed(int(spec["seed"]))
-        self.set_defaults(retry_after=spec.get("retry_after"), hang_seconds=spec.get("hang_seconds"))
+        self.set_defaults(
+            retry_after=spec.get("retry_after"), hang_seconds=spec.get("hang_seconds")
+        )
         return self.faults()
 
     def _is_poisoned(self, ids: list[str]) -> str | None:
@@ -345,7 +355,7 @@ class SinkState:
                 fault = Fault("ok")
             retry_after = self._retry_after if fault.retry_after is None else fault.retry_after
             seconds = self._hang_seconds if fault.seconds is None else fault.seconds
-            return fault, int(math.ceil(retry_after)), float(seconds)
+            return fault, math.ceil(retry_after), float(seconds)
 
 
 # -- validation ----------------------------------------------------------------------------
@@ -362,7 +372,7 @@ def validate_event(event: Any) -> list[str]:
         return ["event must be a JSON object"]
     errors: list[str] = []
     if event.get("specversion") != "1.0":
-        errors.append("specversion must be \"1.0\"")
+        errors.append('specversion must be "1.0"')
     for attribute in REQUIRED_ATTRIBUTES:
         value = event.get(attribute)
         if not isinstance(value, str) or not value:
@@ -388,7 +398,9 @@ def _media_type(request: Request) -> str:
 def create_app(state: SinkState | None = None) -> FastAPI:
     """The sink's ASGI app; ``app.state.sink`` is its ``SinkState``."""
     sink = state if state is not None else SinkState()
-    app = FastAPI(title="OpenMeter ingest sink (meterbridge local stand-in)", docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="OpenMeter ingest sink (meterbridge local stand-in)", docs_url=None, redoc_url=None
+    )
     app.state.sink = sink
 
     @app.get("/health")
@@ -397,17 +409,18 @@ def create_app(state: SinkState | None = None) -> FastAPI:
 
     @app.post(INGEST_PATH)
     async def ingest(request: Request) -> Response:
-        if sink.api_key is not None:
-            if request.headers.get("authorization", "") != f"Bearer {sink.api_key}":
-                sink._log_request(401, None, [], False)
-                return _problem(401, "Unauthorized", "missing or invalid bearer token")
+        expected = f"Bearer {sink.api_key}"
+        if sink.api_key is not None and request.headers.get("authorization", "") != expected:
+            sink._log_request(401, None, [], False)
+            return _problem(401, "Unauthorized", "missing or invalid bearer token")
         media_type = _media_type(request)
         if media_type not in (SINGLE_MEDIA_TYPE, BATCH_MEDIA_TYPE):
             sink._log_request(415, None, [], False)
             return _problem(
                 415,
                 "Unsupported Media Type",
-                f"content type must be {SINGLE_MEDIA_TYPE} or {BATCH_MEDIA_TYPE}, got {media_type or 'none'!r}",
+                f"content type must be {SINGLE_MEDIA_TYPE} or {BATCH_MEDIA_TYPE}, "
+                f"got {media_type or 'none'!r}",
             )
         try:
             body = json.loads(await request.body())
@@ -418,7 +431,9 @@ def create_app(state: SinkState | None = None) -> FastAPI:
         if media_type == SINGLE_MEDIA_TYPE:
             if not isinstance(body, dict):
                 sink._log_request(400, None, [], False)
-                return _problem(400, "Bad Request", f"{SINGLE_MEDIA_TYPE} body must be one JSON object")
+                return _problem(
+                    400, "Bad Request", f"{SINGLE_MEDIA_TYPE} body must be one JSON object"
+                )
             events = [body]
         else:
             if not isinstance(body, list):
@@ -434,7 +449,9 @@ def create_app(state: SinkState | None = None) -> FastAPI:
         ids = [str(e.get("id")) for e in events if isinstance(e, dict)]
         if invalid:
             sink._log_request(400, None, ids, False)
-            return _problem(400, "Bad Request", "invalid CloudEvent(s); batch rejected", errors=invalid)
+            return _problem(
+                400, "Bad Request", "invalid CloudEvent(s); batch rejected", errors=invalid
+            )
 
         poisoned = sink._is_poisoned(ids)
         if poisoned is not None:
@@ -449,7 +466,11 @@ def create_app(state: SinkState | None = None) -> FastAPI:
         fault, retry_after, seconds = sink._next_fault()
         kind = fault.kind
         if kind == "hang":
-            await asyncio.sleep(seconds)
+            try:
+                await asyncio.sleep(seconds)
+            except asyncio.CancelledError:  # the server is stopping: answer, record nothing
+                sink._log_request(503, fault.kind, ids, False)
+                return _problem(503, "Service Unavailable", "server shutting down")
             kind = "ok" if fault.then == "ok" else "error"
         status = fault.status or _DEFAULT_STATUS[kind]
 
@@ -458,7 +479,9 @@ def create_app(state: SinkState | None = None) -> FastAPI:
             sink._log_request(status if kind == "record_then_fail" else 204, fault.kind, ids, True)
             if kind == "ok":
                 return Response(status_code=204)
-            return _problem(status, "Internal Server Error", "injected fault: stored, acknowledgement lost")
+            return _problem(
+                status, "Internal Server Error", "injected fault: stored, acknowledgement lost"
+            )
 
         sink._log_request(status, fault.kind, ids, False)
         if kind in ("throttle", "unavailable"):

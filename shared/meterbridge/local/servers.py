@@ -11,6 +11,7 @@ in-flight requests ``graceful_timeout`` seconds, then forces the exit. Also a co
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import sys
@@ -80,12 +81,10 @@ class BackgroundServer:
             log_level=self.log_level,
             access_log=False,
             lifespan="auto",
-            timeout_graceful_shutdown=max(1, int(round(self.graceful_timeout))),
+            timeout_graceful_shutdown=max(1, round(self.graceful_timeout)),
         )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._run, name=f"uvicorn-{self.port}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name=f"uvicorn-{self.port}", daemon=True)
         self._thread.start()
 
         deadline = time.monotonic() + self.startup_timeout
@@ -95,7 +94,9 @@ class BackgroundServer:
                 raise RuntimeError(f"server on port {self.port} failed to start: {self._error!r}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise TimeoutError(f"server on port {self.port} did not start in {self.startup_timeout}s")
+                raise TimeoutError(
+                    f"server on port {self.port} did not start in {self.startup_timeout}s"
+                )
             time.sleep(0.01)
         return self.url
 
@@ -122,10 +123,8 @@ class BackgroundServer:
 
     def _cleanup_socket(self) -> None:
         if self._socket is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._socket.close()
-            except OSError:
-                pass
             self._socket = None
 
     def __enter__(self) -> BackgroundServer:

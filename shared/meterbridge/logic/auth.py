@@ -67,7 +67,7 @@ def _lookup(raw_key: str, settings: Settings) -> TenantPrincipal:
 
 
 def authenticate(raw_key: str | None, settings: Settings | None = None) -> TenantPrincipal:
-    """The caller's tenant; 401 for a missing, malformed, unknown or revoked key, 403 if suspended."""
+    """The caller's tenant: 401 for a missing, malformed, unknown or revoked key; 403 suspended."""
     settings = settings or get_settings()
     if not raw_key:
         raise Unauthorized("an API key is required: Authorization: Bearer <key>")

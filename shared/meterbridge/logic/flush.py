@@ -1,11 +1,413 @@
-"""The OpenMeter flush: drain the outbox exactly once (issue 5)."""
+"""The OpenMeter flush: drain the outbox exactly once, whatever fails (issue 5).
+
+One run (EventBridge, every minute; runs may overlap):
+
+1. Walk the ``outbox`` index shard by shard (a random first shard, so overlapping runs mostly
+   work on different shards) in pages; cut each page into batches of ``FLUSH_BATCH_SIZE``.
+2. Per batch, in ``concurrency`` parallel workers: claim every event with a conditional write
+   (pending and not leased by a live run) that leases it to this run; POST the claimed events
+   as one CloudEvents batch; mark each sent, conditioned on still holding the lease. Nothing is
+   marked before OpenMeter acknowledged it; a run killed between the POST and the mark leaves
+   leased events that come back when the lease expires, and are re-sent with the same
+   ``(source, id)``, which OpenMeter dedupes.
+3. A 400 splits the batch in halves until the rejected event stands alone: it is dead-lettered
+   with OpenMeter's answer, every other event goes through.
+4. OpenMeter down (retries exhausted, circuit open) or misconfigured: the claimed events are
+   released for the next run, and this run stops sending.
+5. Republish to NATS what ingest could not publish; count what is left.
+
+The run stops claiming when ``remaining_ms()`` leaves less than the safety margin plus one
+request, and no batch (with its retries) may outlive its lease, so an event is only ever
+re-sent after a crash, a lost acknowledgement or a timeout whose outcome OpenMeter never told.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, Literal
 
-from meterbridge.errors import NotImplementedYet
+from pydantic import BaseModel, Field
+
+from meterbridge.adapters.openmeter import (
+    OpenMeterClient,
+    OpenMeterMisconfigured,
+    OpenMeterRejected,
+    OpenMeterUnavailable,
+    get_client,
+)
+from meterbridge.bus.subjects import tenant_subject
+from meterbridge.dal import outbox
+from meterbridge.errors import StorageUnavailable
+from meterbridge.models.cloudevent import now_rfc3339
+from meterbridge.observability import logger, metrics
+from meterbridge.settings import Settings, get_settings
+
+StopReason = Literal["deadline", "openmeter_unavailable", "openmeter_misconfigured", "storage"]
 
 
-def run(remaining_ms: Any = None) -> dict[str, Any]:
-    raise NotImplementedYet("the OpenMeter flush is not available yet")
+class FlushConfig(BaseModel):
+    """Tuning of one run. ``from_settings`` is what the Lambda uses; tests shorten the times."""
+
+    batch_size: int = Field(100, ge=1, le=1000)
+    lease_s: float = Field(90.0, gt=0)
+    send_budget_s: float = Field(40.0, gt=0)
+    safety_ms: int = Field(5000, ge=0)
+    concurrency: int = Field(4, ge=1, le=64)
+    db_workers: int = Field(32, ge=1, le=64)
+    page_size: int = Field(1000, ge=1, le=1000)
+    republish_limit: int = Field(2000, ge=0)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FlushConfig:
+        # The lease covers the longest a batch may take: its send budget (every retry and
+        # backoff of one batch) plus the marks; it expires well within two schedule ticks.
+        budget = max(settings.openmeter_timeout_s * 3, 30.0)
+        return cls(batch_size=settings.flush_batch_size, send_budget_s=budget, lease_s=budget * 2)
+
+
+class FlushResult(BaseModel):
+    sent: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    remaining: int = 0
+    duration_ms: int = 0
+    republished: int = 0
+    stopped: StopReason | None = None
+
+
+def nats_msg_id(source: str, event_id: str) -> str:
+    """``Nats-Msg-Id`` of an outbox event: unique across tenants (ids are tenant-chosen)."""
+    return f"{source}#{event_id}"
+
+
+class Flusher:
+    """One flush run. Not reusable: make one per run."""
+
+    def __init__(
+        self,
+        *,
+        table: str,
+        client: OpenMeterClient,
+        config: FlushConfig | None = None,
+        remaining_ms: Callable[[], int] | None = None,
+        clock: Callable[[], float] = time.time,
+        send_enabled: bool = True,
+        publisher: Any = None,
+    ) -> None:
+        self.table = table
+        self.client = client
+        self.config = config or FlushConfig()
+        self.remaining_ms = remaining_ms
+        self.clock = clock
+        self.send_enabled = send_enabled
+        self.publisher = publisher
+        self.owner = f"flush-{uuid.uuid4().hex}"
+        self.result = FlushResult()
+        self._lock = threading.Lock()
+        self._stop: StopReason | None = None
+        self._db: ThreadPoolExecutor | None = None
+
+    # -- time ----------------------------------------------------------------------------
+
+    def _left_s(self) -> float:
+        """Seconds this run may still spend before its safety margin (inf without a deadline)."""
+        if self.remaining_ms is None:
+            return float("inf")
+        return (self.remaining_ms() - self.config.safety_ms) / 1000.0
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def _can_start_request(self) -> bool:
+        return self._left_s() >= min(self.client.timeout_s, self.config.send_budget_s)
+
+    def _stop_run(self, reason: StopReason) -> None:
+        with self._lock:
+            if self._stop is None:
+                self._stop = reason
+
+    def _add(self, **counts: int) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self.result, name, getattr(self.result, name) + value)
+
+    # -- DynamoDB fan-out ----------------------------------------------------------------
+
+    def _db_map(
+        self, fn: Callable[[dict[str, Any]], bool], items: Sequence[dict[str, Any]]
+    ) -> list[bool]:
+        if self._db is None or len(items) == 1:
+            return [fn(item) for item in items]
+        return list(self._db.map(fn, items))
+
+    # -- the run -------------------------------------------------------------------------
+
+    def run(self) -> FlushResult:
+        started = time.monotonic()
+        with ThreadPoolExecutor(self.config.db_workers, thread_name_prefix="flush-db") as db:
+            self._db = db
+            try:
+                if self.send_enabled:
+                    self._drain()
+                if self.publisher is not None and getattr(self.publisher, "enabled", False):
+                    self._republish()
+                self.result.remaining = outbox.count_pending(self.table)
+            except StorageUnavailable as exc:
+                logger.warning("flush stopped: storage unavailable", extra={"error": exc.message})
+                self._stop_run("storage")
+            finally:
+                self._db = None
+        self.result.stopped = self._stop
+        self.result.duration_ms = int((time.monotonic() - started) * 1000)
+        return self.result
+
+    def _shards(self) -> list[str]:
+        first = random.randrange(outbox.OUTBOX_SHARDS)
+        return [str((first + i) % outbox.OUTBOX_SHARDS) for i in range(outbox.OUTBOX_SHARDS)]
+
+    def _drain(self) -> None:
+        cfg = self.config
+        inflight: set[Future[None]] = set()
+
+        def settle(block_until_below: int) -> None:
+            nonlocal inflight
+            while len(inflight) > block_until_below:
+                done, pending = wait(inflight, return_when=FIRST_COMPLETED)
+                inflight = set(pending)
+                for future in done:
+                    future.result()  # a crash in a worker ends the run here, leases held
+
+        with ThreadPoolExecutor(cfg.concurrency, thread_name_prefix="flush-send") as senders:
+            try:
+                for shard in self._shards():
+                    start: dict[str, Any] | None = None
+                    while self._stop is None:
+                        if not self._can_start_request():
+                            self._stop_run("deadline")
+                            break
+                        page, start = outbox.pending_page(
+                            self.table, shard, limit=cfg.page_size, start_key=start
+                        )
+                        now_ms = self._now_ms()
+                        # The index copy may be stale; the claim decides. Skipping visibly
+                        # leased items only saves a write that would fail.
+                        free = [i for i in page if int(i.get("lease_until", 0)) < now_ms]
+                        for batch in _chunks(free, cfg.batch_size):
+                            settle(cfg.concurrency - 1)
+                            if self._stop is not None:
+                                break
+                            inflight.add(senders.submit(self._process, batch))
+                        if start is None:
+                            break
+                    if self._stop is not None:
+                        break
+            finally:
+                settle(0)
+
+    def _process(self, batch: list[dict[str, Any]]) -> None:
+        """Claim, send and mark one batch (a worker thread)."""
+        if self._stop is not None:
+            return
+        if not self._can_start_request():
+            self._stop_run("deadline")
+            return
+        cfg = self.config
+        now_ms = self._now_ms()
+        lease_ms = int(cfg.lease_s * 1000)
+        try:
+            flags = self._db_map(
+                lambda i: outbox.claim(
+                    self.table, i["pk"], owner=self.owner, now_ms=now_ms, lease_ms=lease_ms
+                ),
+                batch,
+            )
+        except StorageUnavailable as exc:
+            logger.warning("flush stopped: claim failed", extra={"error": exc.message})
+            self._stop_run("storage")
+            return
+        claimed = [item for item, ok in zip(batch, flags, strict=True) if ok]
+        if not claimed:
+            return
+        # Never send past the lease (another run could take the events over) nor past the
+        # run's own margin (the marks must still fit).
+        budget = min(cfg.send_budget_s, cfg.lease_s * 0.75, self._left_s())
+        deadline = time.monotonic() + budget
+        resolved: set[str] = set()
+        try:
+            self._deliver(claimed, deadline, resolved)
+        except (OpenMeterUnavailable, OpenMeterMisconfigured, StorageUnavailable) as exc:
+            reason: StopReason = (
+                "openmeter_misconfigured"
+                if isinstance(exc, OpenMeterMisconfigured)
+                else "storage"
+                if isinstance(exc, StorageUnavailable)
+                else "openmeter_unavailable"
+            )
+            self._add(retried=max(0, getattr(exc, "attempts", 1) - 1))
+            log = logger.error if reason == "openmeter_misconfigured" else logger.warning
+            log("flush batch not delivered", extra={"reason": reason, "error": exc.message})
+            self._stop_run(reason)
+            self._release([i for i in claimed if i["pk"] not in resolved], exc.message)
+
+    def _deliver(self, group: list[dict[str, Any]], deadline: float, resolved: set[str]) -> None:
+        """Send ``group``; bisect on rejection; mark what OpenMeter acknowledged."""
+        try:
+            attempts = self.client.send_batch([i["event"] for i in group], deadline=deadline)
+        except OpenMeterRejected as exc:
+            if len(group) > 1:
+                mid = len(group) // 2
+                self._deliver(group[:mid], deadline, resolved)
+                self._deliver(group[mid:], deadline, resolved)
+                return
+            self._dead_letter(group[0], exc)
+            resolved.add(group[0]["pk"])
+            return
+        self._add(retried=attempts - 1)
+        sent_at, now_s = now_rfc3339(), int(self.clock())
+        marked = self._db_map(
+            lambda i: outbox.mark_sent(
+                self.table, i["pk"], owner=self.owner, sent_at=sent_at, now_s=now_s
+            ),
+            group,
+        )
+        resolved.update(i["pk"] for i in group)
+        lost = marked.count(False)
+        if lost:
+            # Only possible if this batch outlived its lease: the new holder marks them.
+            logger.warning("flush lost leases before marking", extra={"events": lost})
+        self._add(sent=len(group) - lost)
+
+    def _dead_letter(self, item: dict[str, Any], exc: OpenMeterRejected) -> None:
+        error = json.dumps(
+            {"status": exc.http_status, "message": exc.message, "details": exc.details},
+            default=str,
+        )
+        if outbox.dead_letter(
+            self.table, item["pk"], owner=self.owner, error=error, dead_at=now_rfc3339()
+        ):
+            self._add(dead_lettered=1)
+            logger.warning(
+                "event dead-lettered",
+                extra={
+                    "pk": item["pk"],
+                    "tenant": item.get("tenant_id"),
+                    "status": exc.http_status,
+                },
+            )
+
+    def _release(self, items: list[dict[str, Any]], error: str) -> None:
+        try:
+            self._db_map(
+                lambda i: outbox.release(self.table, i["pk"], owner=self.owner, error=error), items
+            )
+        except StorageUnavailable:
+            pass  # the leases expire by themselves
+
+    # -- NATS ----------------------------------------------------------------------------
+
+    def _republish(self) -> None:
+        from meterbridge.bus.publisher import Message
+
+        budget = self.config.republish_limit
+        for shard in self._shards():
+            start: dict[str, Any] | None = None
+            while budget > 0 and self._left_s() > 1.0:
+                page, start = outbox.republish_page(
+                    self.table, shard, limit=min(100, budget), start_key=start
+                )
+                budget -= len(page)
+                messages, by_id, unroutable = [], {}, []
+                for item in page:
+                    event = json.loads(item["event"])
+                    key = (event["source"], event["id"])
+                    try:
+                        subject = tenant_subject(str(item.get("tenant_id")), str(item.get("kind")))
+                    except ValueError:
+                        unroutable.append(key)
+                        continue
+                    msg_id = nats_msg_id(*key)
+                    by_id[msg_id] = key
+                    messages.append(Message(subject=subject, msg_id=msg_id, payload=event))
+                acked = self.publisher.publish_sync(messages) if messages else set()
+                done = [by_id[m] for m in acked if m in by_id]
+                if unroutable:
+                    # No tenant subject exists for them; the live stream is best effort.
+                    logger.warning(
+                        "events without a tenant subject", extra={"events": len(unroutable)}
+                    )
+                self._db_map(
+                    lambda k: _mark_published(self.table, k), [{"k": k} for k in done + unroutable]
+                )
+                self._add(republished=len(done))
+                if len(acked) < len(messages):
+                    return  # NATS is unhealthy; the rest waits for the next run
+                if start is None:
+                    break
+
+
+def _mark_published(table: str, wrapped: dict[str, Any]) -> bool:
+    source, event_id = wrapped["k"]
+    outbox.mark_published(table, source, event_id)
+    return True
+
+
+def _chunks(items: list[dict[str, Any]], size: int) -> Iterable[list[dict[str, Any]]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def flush_outbox(
+    remaining_ms: Callable[[], int] | None = None,
+    *,
+    settings: Settings | None = None,
+    config: FlushConfig | None = None,
+    client: OpenMeterClient | None = None,
+    publisher: Any = None,
+    clock: Callable[[], float] = time.time,
+) -> FlushResult:
+    """Run one flush; log the result and emit it as metrics."""
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    settings = settings or get_settings()
+    if publisher is None:
+        from meterbridge.bus.publisher import get_publisher
+
+        publisher = get_publisher()
+    flusher = Flusher(
+        table=settings.events_table,
+        client=client or get_client(settings),
+        config=config or FlushConfig.from_settings(settings),
+        remaining_ms=remaining_ms,
+        clock=clock,
+        send_enabled=settings.openmeter_enabled,
+        publisher=publisher,
+    )
+    result = flusher.run()
+    logger.info(
+        "flush finished",
+        extra={**result.model_dump(), "openmeter_enabled": settings.openmeter_enabled},
+    )
+    metrics.add_metric(name="OpenMeterEventsSent", unit=MetricUnit.Count, value=result.sent)
+    metrics.add_metric(name="OpenMeterFlushRetried", unit=MetricUnit.Count, value=result.retried)
+    metrics.add_metric(
+        name="OpenMeterFlushDeadLettered", unit=MetricUnit.Count, value=result.dead_lettered
+    )
+    metrics.add_metric(name="OutboxRemaining", unit=MetricUnit.Count, value=result.remaining)
+    metrics.add_metric(
+        name="OpenMeterFlushDuration", unit=MetricUnit.Milliseconds, value=result.duration_ms
+    )
+    metrics.add_metric(
+        name="OpenMeterCircuitState", unit=MetricUnit.Count, value=int(flusher.client.breaker.state)
+    )
+    return result
+
+
+def run(remaining_ms: Callable[[], int] | None = None) -> dict[str, Any]:
+    """The Lambda's entry: ``{sent, retried, dead_lettered, remaining, duration_ms, ...}``."""
+    return flush_outbox(remaining_ms).model_dump()

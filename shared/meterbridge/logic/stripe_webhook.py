@@ -1,13 +1,330 @@
-"""Stripe webhook handling: verify, dedupe, translate, apply tenant state (issue 6)."""
+"""Stripe webhook handling: verify, dedupe, translate, apply tenant state (issue 6).
+
+The request path is DynamoDB only (no Stripe API call): verify the signature on the raw bytes,
+claim the Stripe event id (a conditional put with an expiring lock), enqueue the CloudEvent in
+the outbox, apply the tenant state with ordering guards, mark the event done, then publish to
+NATS best effort. Every step is idempotent on its own, so a crash anywhere followed by Stripe's
+redelivery (or ``meterbridge stripe reconcile``) completes the work exactly once.
+"""
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
-from meterbridge.errors import NotImplementedYet
+from pydantic import BaseModel, ValidationError
+
+from meterbridge.bus.publisher import Message, get_publisher
+from meterbridge.bus.subjects import tenant_subject
+from meterbridge.dal import outbox, tenant_state, webhooks
+from meterbridge.errors import InvalidSignature, MeterbridgeError, ValidationFailed
+from meterbridge.logic import auth
+from meterbridge.logic.stripe_translate import BillingChange, StripeEvent, translate
+from meterbridge.observability import logger
+from meterbridge.settings import Settings, get_settings
+
+SIGNATURE_TOLERANCE_S = 300
+FUTURE_TOLERANCE_S = 300
+FAILED_PAYMENTS_TO_SUSPEND = 3
+# A concurrent duplicate waits this long for the in-flight delivery, then gets a 409 (retried).
+IN_FLIGHT_WAIT_S = 2.5
+_POLL_S = 0.05
+
+
+class WebhookMisconfigured(MeterbridgeError):
+    """No signing secret is configured: a 500 so Stripe keeps retrying until it is fixed."""
+
+    status, code = 500, "webhook_not_configured"
+
+
+Outcome = Literal["applied", "duplicate", "ignored", "unmatched", "in_flight"]
+
+
+class WebhookResult(BaseModel):
+    outcome: Outcome
+    event_id: str
+    event_type: str
+    tenant_id: str | None = None
+    billing_type: str | None = None
+
+    def http(self) -> tuple[int, dict[str, Any]]:
+        if self.outcome == "in_flight":
+            # Not durable yet: a non-2xx makes Stripe deliver again later.
+            return 409, {
+                "error": {
+                    "code": "in_progress",
+                    "message": "this event is being processed; retry later",
+                }
+            }
+        body: dict[str, Any] = {"received": True, "id": self.event_id, "outcome": self.outcome}
+        if self.billing_type:
+            body["type"] = self.billing_type
+        return 200, body
+
+
+# -- verification --------------------------------------------------------------------------
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    lowered = name.lower()
+    for key, value in headers.items():
+        if key.lower() == lowered:
+            return value
+    return None
+
+
+def _signed_timestamp(header: str) -> int:
+    for part in header.split(","):
+        key, _, value = part.partition("=")
+        if key.strip() == "t":
+            return int(value)
+    raise ValueError("no timestamp")
+
+
+def verify(
+    raw_body: bytes, signature: str | None, secrets: list[str], *, now: float | None = None
+) -> None:
+    """Raise ``InvalidSignature`` unless one of ``secrets`` signed ``raw_body`` recently.
+
+    The stripe library checks the HMAC and staleness (300 s); it accepts any future timestamp,
+    so a signature dated more than 300 s ahead is refused here.
+    """
+    import stripe
+
+    if not secrets:
+        raise WebhookMisconfigured("no Stripe webhook signing secret is configured")
+    if not signature:
+        raise InvalidSignature("the Stripe-Signature header is missing")
+    for secret in secrets:
+        try:
+            stripe.WebhookSignature.verify_header(
+                raw_body, signature, secret, tolerance=SIGNATURE_TOLERANCE_S
+            )
+        except (stripe.SignatureVerificationError, UnicodeDecodeError):
+            continue
+        now = time.time() if now is None else now
+        if _signed_timestamp(signature) > now + FUTURE_TOLERANCE_S:
+            raise InvalidSignature("the signature timestamp is in the future")
+        return
+    raise InvalidSignature("the Stripe-Signature does not match the payload")
+
+
+def parse_event(raw_body: bytes | str | Mapping[str, Any]) -> StripeEvent:
+    """A Stripe event envelope from the verified body (or a dict listed by the API)."""
+    try:
+        payload = raw_body if isinstance(raw_body, Mapping) else json.loads(raw_body)
+        return StripeEvent.model_validate(payload)
+    except (ValueError, ValidationError) as exc:
+        raise ValidationFailed("the body is not a Stripe event") from exc
+
+
+# -- the idempotent path (webhook and reconcile) --------------------------------------------
+
+
+def process(
+    event: StripeEvent, settings: Settings | None = None, *, wait_s: float = IN_FLIGHT_WAIT_S
+) -> WebhookResult:
+    """Apply one verified Stripe event exactly once; safe to call again with the same event."""
+    settings = settings or get_settings()
+    change = translate(event)
+    if change is None:
+        return WebhookResult(outcome="ignored", event_id=event.id, event_type=event.type)
+    table = settings.idempotency_table
+    deadline = time.monotonic() + wait_s
+    claim = webhooks.claim(table, event.id, event.type)
+    while not claim.claimed:
+        if claim.state == "done":
+            return WebhookResult(
+                outcome="duplicate",
+                event_id=event.id,
+                event_type=event.type,
+                billing_type=change.billing_type,
+            )
+        if time.monotonic() >= deadline:
+            return WebhookResult(outcome="in_flight", event_id=event.id, event_type=event.type)
+        # Another delivery holds the lock: wait for it to finish, or for its lock to expire.
+        time.sleep(_POLL_S)
+        seen = webhooks.peek(table, event.id)
+        if seen is not None and seen.state == "done":
+            claim = seen
+            continue
+        if (
+            seen is None
+            or seen.state == "unmatched"
+            or (seen.lock_until is not None and seen.lock_until < time.time())
+        ):
+            claim = webhooks.claim(table, event.id, event.type)
+    assert claim.token is not None
+    try:
+        result = _apply(change, event, settings)
+    except BaseException:
+        webhooks.release(table, event.id, claim.token)
+        raise
+    webhooks.finish(
+        table,
+        event.id,
+        "unmatched" if result.outcome == "unmatched" else "done",
+        tenant_id=result.tenant_id,
+    )
+    return result
+
+
+def resolve_tenant(change: BillingChange, settings: Settings) -> str | None:
+    """The tenant a Stripe object belongs to: its ``metadata[tenant_id]``, else its customer."""
+    table = settings.tenants_table
+    if change.tenant_hint:
+        profile = tenant_state.get_profile(table, change.tenant_hint)
+        linked = (profile or {}).get("stripe_customer_id")
+        # Metadata is ours (set at provisioning); refuse it if it contradicts the stored link.
+        if profile and (not linked or not change.customer_id or linked == change.customer_id):
+            return str(profile["tenant_id"])
+    if change.customer_id:
+        profile = tenant_state.find_by_customer(table, change.customer_id)
+        if profile:
+            return str(profile["tenant_id"])
+    return None
+
+
+def _apply(change: BillingChange, event: StripeEvent, settings: Settings) -> WebhookResult:
+    tenant_id = resolve_tenant(change, settings)
+    if tenant_id is None:
+        logger.warning(
+            "stripe event for an unknown customer",
+            extra={"stripe_event_id": event.id, "stripe_type": event.type},
+        )
+        return WebhookResult(
+            outcome="unmatched",
+            event_id=event.id,
+            event_type=event.type,
+            billing_type=change.billing_type,
+        )
+    cloud_event = change.cloud_event(tenant_id)
+    enqueued = outbox.enqueue(
+        settings.events_table, cloud_event, tenant_id=tenant_id, kind="billing"
+    )
+    if apply_state(change, tenant_id, settings):
+        auth.forget()
+    if enqueued:
+        _publish(cloud_event.id, tenant_id, cloud_event.wire(), settings)
+    logger.info(
+        "stripe event applied",
+        extra={
+            "stripe_event_id": event.id,
+            "stripe_type": event.type,
+            "tenant_id": tenant_id,
+            "billing_type": change.billing_type,
+        },
+    )
+    return WebhookResult(
+        outcome="applied",
+        event_id=event.id,
+        event_type=event.type,
+        tenant_id=tenant_id,
+        billing_type=change.billing_type,
+    )
+
+
+def apply_state(change: BillingChange, tenant_id: str, settings: Settings) -> bool:
+    """Apply the tenant state change; True if anything changed (cached principals are stale)."""
+    table = settings.tenants_table
+    if change.action == "checkout":
+        return (
+            tenant_state.record_checkout(
+                table,
+                tenant_id,
+                customer_id=change.customer_id,
+                session_id=change.checkout_session_id or change.stripe_event_id,
+            )
+            is not None
+        )
+    if change.action == "subscription":
+        return (
+            tenant_state.apply_subscription(
+                table,
+                tenant_id,
+                at=change.created,
+                rank=change.rank,
+                event_id=change.stripe_event_id,
+                subscription_id=change.subscription_id,
+                status=change.subscription_status,
+                price_id=change.price_id,
+                plan=change.plan,
+                ends_subscription=change.ends_subscription,
+            )
+            is not None
+        )
+    if change.action == "payment_failed":
+        counted, _ = tenant_state.count_failed_payment(
+            table, tenant_id, at=change.created, event_id=change.stripe_event_id
+        )
+        # Checked even when not counted now: a crash may have come between the two steps.
+        suspended = tenant_state.suspend_for_payments(
+            table, tenant_id, threshold=FAILED_PAYMENTS_TO_SUSPEND
+        )
+        if suspended:
+            logger.warning(
+                "tenant suspended after failed payments",
+                extra={"tenant_id": tenant_id, "stripe_event_id": change.stripe_event_id},
+            )
+        return counted or suspended
+    reset = tenant_state.record_payment(
+        table, tenant_id, at=change.created, invoice_id=change.invoice_id
+    )
+    resumed = tenant_state.resume_after_payment(
+        table, tenant_id, threshold=FAILED_PAYMENTS_TO_SUSPEND
+    )
+    return reset or resumed
+
+
+def _publish(event_id: str, tenant_id: str, payload: dict[str, Any], settings: Settings) -> None:
+    """Best effort: what NATS does not acknowledge stays in the republish index for the flush."""
+    from meterbridge.models.cloudevent import STRIPE_SOURCE
+
+    msg_id = f"{STRIPE_SOURCE}#{event_id}"
+    acked = get_publisher().publish_sync(
+        [Message(subject=tenant_subject(tenant_id, "billing"), msg_id=msg_id, payload=payload)]
+    )
+    if msg_id in acked:
+        outbox.mark_published(settings.events_table, STRIPE_SOURCE, event_id)
+
+
+# -- the HTTP surface ----------------------------------------------------------------------
 
 
 def handle(raw_body: bytes, headers: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
-    """Process one webhook delivery; returns the HTTP status and JSON body for Stripe."""
-    raise NotImplementedYet("the Stripe webhook is not available yet")
+    """Process one webhook delivery; returns the HTTP status and JSON body for Stripe.
+
+    Raises ``InvalidSignature`` (400) before anything is written when the signature fails.
+    """
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    from meterbridge.observability import metrics
+
+    settings = get_settings()
+    secrets = webhooks.webhook_secrets(
+        settings.stripe_webhook_secret, settings.stripe_webhook_secret_parameter
+    )
+    try:
+        verify(raw_body, _header(headers, "Stripe-Signature"), secrets)
+    except InvalidSignature as exc:
+        metrics.add_metric(name="StripeWebhookRejected", unit=MetricUnit.Count, value=1)
+        logger.warning("stripe webhook rejected", extra={"reason": exc.message})
+        raise
+    event = parse_event(raw_body)
+    result = process(event, settings)
+    metric = {
+        "applied": "StripeWebhookApplied",
+        "duplicate": "StripeWebhookDuplicate",
+        "ignored": "StripeWebhookIgnored",
+        "unmatched": "StripeWebhookUnmatched",
+        "in_flight": "StripeWebhookInFlight",
+    }[result.outcome]
+    metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
+    if result.outcome == "ignored":
+        logger.info(
+            "stripe event type ignored",
+            extra={"stripe_event_id": event.id, "stripe_type": event.type},
+        )
+    return result.http()

@@ -1,0 +1,1 @@
+"""Clients of external systems (OpenMeter); each behind a port the logic calls."""

@@ -1,0 +1,411 @@
+"""The streaming routes, the service lifecycle and ``create_app()`` for uvicorn on ECS.
+
+- ``GET /v1/stream``: SSE of the caller's tenant; ``Authorization: Bearer <tenant key>`` or
+  ``?token=<stream token>``; resumes after ``Last-Event-ID`` (or ``?last_event_id=``).
+- ``POST /v1/stream-tokens``: tenant key in, a short-lived stream token out.
+
+Graceful shutdown (SIGTERM from ECS): new streams are refused, every client gets a final
+``shutdown`` event (with a short ``retry``) and its response ends, then uvicorn finishes
+and the lifespan drains NATS; the whole sequence stays well inside the 30 s stop timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+
+from meterbridge import health as health_checks
+from meterbridge.api.admin_auth import bearer_token
+from meterbridge.api.errors import error_responses, install_error_handlers
+from meterbridge.dal import tenants as tenants_dal
+from meterbridge.errors import MeterbridgeError, TenantSuspended, Unauthorized
+from meterbridge.logic.auth import authenticate
+from meterbridge.observability import bind_tenant, logger
+from meterbridge.prometheus import SSE_EVENTS_DELIVERED, SSE_REPLAYS, STREAM_DELIVERY_LATENCY
+from meterbridge.settings import Settings, get_settings
+from meterbridge.streaming import tokens
+from meterbridge.streaming.bridge import NatsBridge, metering_consumer
+from meterbridge.streaming.fanout import (
+    HEARTBEAT_FRAME,
+    FanoutHub,
+    SSEClient,
+    control_frame,
+    encode_frame,
+    format_id,
+    parse_id,
+)
+
+# After a shutdown event, clients wait about this long before reconnecting (another task).
+SHUTDOWN_RETRY_MS = 1000
+# A dropped client whose socket does not drain gets this long before its response is cut.
+STALLED_WRITE_GRACE_S = 5.0
+
+
+class ShuttingDown(MeterbridgeError):
+    status, code = 503, "shutting_down"
+
+
+class StreamUnavailable(MeterbridgeError):
+    status, code = 503, "stream_unavailable"
+
+
+class StreamTokenOut(BaseModel):
+    token: str
+    expires_at: datetime
+    expires_in: int
+
+
+class StreamService:
+    """The bridge, the fan-out hub and their wiring: one per process."""
+
+    def __init__(self, settings: Settings | None = None, bridge: NatsBridge | None = None):
+        self.settings = settings or get_settings()
+        self.bridge = bridge or NatsBridge(self.settings)
+        self.hub = FanoutHub(
+            queue_size=self.settings.sse_queue_size,
+            replay_buffer=self.settings.sse_replay_buffer,
+            heartbeat_s=self.settings.sse_heartbeat_s,
+        )
+        self.bridge.add_consumer(self.hub.dispatch)
+        self.bridge.add_consumer(metering_consumer)
+        self.bridge.on_first_position(self.hub.set_floor)
+        self.bridge.on_stream_reset(self.hub.reset)
+        self.draining = False
+        self.token_key = tokens.signing_key(self.settings.stream_token_secret)
+
+    async def start(self) -> None:
+        await self.bridge.start()
+        self.hub.start_heartbeats()
+        health_checks.register_check("stream_bridge", self.bridge.health)
+
+    def begin_shutdown(self) -> None:
+        """Refuse new streams and end every open one with a ``shutdown`` event."""
+        if not self.draining:
+            self.draining = True
+            logger.info(
+                "stream shutdown: closing clients", extra={"clients": self.hub.client_count}
+            )
+            self.hub.close_all("shutdown")
+
+    async def stop(self) -> None:
+        self.begin_shutdown()
+        await self.hub.stop_heartbeats()
+        await self.bridge.drain()
+        health_checks.unregister_check("stream_bridge")
+
+
+# -- lifecycle ----------------------------------------------------------------------------
+def _chain_sigterm(service: StreamService) -> Any:
+    """Run ``begin_shutdown`` on SIGTERM before uvicorn's own handler.
+
+    uvicorn waits for open responses before the lifespan shutdown runs, and SSE responses
+    never end by themselves: they must be told first. Returns the previous handler.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None  # signals belong to the main thread (servers run in threads in tests)
+    loop = asyncio.get_running_loop()
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def _on_sigterm(signum: int, frame: Any) -> None:
+        loop.call_soon_threadsafe(service.begin_shutdown)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    return previous
+
+
+@asynccontextmanager
+async def stream_lifespan(app: FastAPI) -> AsyncIterator[StreamService]:
+    """Start the service for ``app`` (``app.state.stream_service``); drain it on exit.
+
+    The lead's dev app enters this inside its own lifespan to serve ``router``.
+    """
+    service = StreamService()
+    await service.start()
+    app.state.stream_service = service
+    previous = _chain_sigterm(service)
+    try:
+        yield service
+    finally:
+        await service.stop()
+        if previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _service(request: Request) -> StreamService:
+    service = getattr(request.app.state, "stream_service", None)
+    if service is None:
+        raise StreamUnavailable("the streaming service is not started (stream_lifespan)")
+    if service.draining:
+        raise ShuttingDown("this task is shutting down; reconnect", headers={"Retry-After": "1"})
+    return service
+
+
+# -- auth ---------------------------------------------------------------------------------
+async def _tenant_from_token(service: StreamService, token: str) -> str:
+    claims = tokens.verify(token, key=service.token_key)
+    tenant = await asyncio.to_thread(
+        tenants_dal.get_tenant, service.settings.tenants_table, claims.tenant_id
+    )
+    if tenant is None or tenant.get("status") == "deleted":
+        raise Unauthorized("the stream token is not valid")
+    if tenant.get("status") == "suspended":
+        raise TenantSuspended("the tenant is suspended; contact the operator")
+    return claims.tenant_id
+
+
+async def _authenticated_tenant(request: Request, service: StreamService, token: str | None) -> str:
+    raw_key = bearer_token(request)
+    if raw_key is not None:
+        principal = await asyncio.to_thread(authenticate, raw_key, service.settings)
+        tenant_id = principal.tenant_id
+    elif token:
+        tenant_id = await _tenant_from_token(service, token)
+    else:
+        raise Unauthorized("Authorization: Bearer <key> or ?token=<stream token> is required")
+    bind_tenant(tenant_id)
+    request.state.tenant_id = tenant_id
+    return tenant_id
+
+
+# -- the SSE response ---------------------------------------------------------------------
+class SSEResponse(Response):
+    """A Server-Sent Events response fed by the hub (not StreamingResponse: no task group
+    per client, batched writes, and a replay phase before the live phase)."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, service: StreamService, tenant_id: str, last_event_id: str | None):
+        super().__init__(content=None, media_type=self.media_type)
+        self.service = service
+        self.tenant_id = tenant_id
+        self.last_event_id = last_event_id
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        service, hub = self.service, self.service.hub
+        # Registration and the hand-off position are taken together, between two dispatches.
+        client = hub.register(self.tenant_id, service.bridge.position)
+        client.task = asyncio.current_task()
+        watcher = asyncio.create_task(_watch_disconnect(receive, client))
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"text/event-stream; charset=utf-8"),
+                        (b"cache-control", b"no-cache, no-transform"),
+                        (b"x-accel-buffering", b"no"),
+                    ],
+                }
+            )
+            prelude = b"retry: %d\n: connected\n\n" % service.settings.sse_retry_ms
+            await _body(send, prelude)
+            if self.last_event_id is not None:
+                await self._replay(send, client)
+            await self._live(send, client)
+        except asyncio.CancelledError:
+            # Cancelled by the stalled-write guard: return without completing the response,
+            # uvicorn then closes the socket. Any other cancellation propagates.
+            task = asyncio.current_task()
+            if client.closed != "slow_consumer" or task is None:
+                raise
+            task.uncancel()
+        finally:
+            watcher.cancel()
+            hub.unregister(client)
+
+    async def _live(self, send: Any, client: SSEClient) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await client.next_batch()
+            if batch is None:
+                break
+            await _body(send, b"".join(frame for _, frame in batch))
+            now = time.time()
+            events = 0
+            for stored_at, frame in batch:
+                if frame is not HEARTBEAT_FRAME:
+                    events += 1
+                    STREAM_DELIVERY_LATENCY.observe(max(0.0, now - stored_at))
+            if events:
+                SSE_EVENTS_DELIVERED.inc(events)
+        final = _final_frame(client.closed)
+        if final is not None:
+            if client.closed == "slow_consumer":
+                # The socket may never drain: cut the response after a grace period.
+                loop.call_later(STALLED_WRITE_GRACE_S, _cancel_if_running, client)
+            await _body(send, final)
+        if client.closed != "disconnected":
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _replay(self, send: Any, client: SSEClient) -> None:
+        """Everything of the tenant after ``Last-Event-ID`` up to the hand-off, then live."""
+        service, hub, bridge = self.service, self.service.hub, self.service.bridge
+        after = parse_id(self.last_event_id)
+        handoff = client.handoff
+        if after is None:
+            SSE_REPLAYS.labels("reset").inc()
+            await _body(send, _reset_frame("invalid_id", self.last_event_id, None))
+            return
+        if after >= handoff:
+            # Up to date, or ahead of this task (another task served it): skip what it has.
+            client.skip_until = after
+            if bridge.connected and after[0] > 0:
+                _, last_seq = await bridge.stream_bounds()
+                if after[0] > max(last_seq, handoff[0]):
+                    client.skip_until = (-1, 0)
+                    SSE_REPLAYS.labels("reset").inc()
+                    await _body(send, _reset_frame("unknown_id", self.last_event_id, None))
+            return
+        buffered = hub.buffered_after(self.tenant_id, after, handoff)
+        if buffered is not None:
+            SSE_REPLAYS.labels("buffer").inc()
+            if buffered:
+                await _body(send, b"".join(frame for _, frame in buffered))
+            return
+        # Older than this task's buffer: read JetStream (wait for it while NATS is down).
+        while not await bridge.wait_connected(timeout=service.settings.sse_heartbeat_s):
+            if client.closed is not None:
+                return
+            await _body(send, HEARTBEAT_FRAME)
+        SSE_REPLAYS.labels("jetstream").inc()
+        first_seq, last_seq = await bridge.stream_bounds()
+        if after[0] > max(last_seq, handoff[0]):
+            await _body(send, _reset_frame("unknown_id", self.last_event_id, None))
+            return
+        if after[0] + 1 < first_seq:
+            # Older than retention: say so, then send everything still retained.
+            await _body(send, _reset_frame("expired", self.last_event_id, first_seq))
+            after = (first_seq - 1, 0)
+        try:
+            chunk: list[bytes] = []
+            async for event in bridge.replay(self.tenant_id, after, handoff[0]):
+                chunk.append(encode_frame(event))
+                if len(chunk) >= 256:
+                    await _body(send, b"".join(chunk))
+                    chunk = []
+                if client.closed is not None:
+                    return
+            if chunk:
+                await _body(send, b"".join(chunk))
+        except Exception as exc:  # noqa: BLE001 - NATS lost mid-replay: the client resumes
+            logger.warning("replay failed", extra={"error": type(exc).__name__})
+            client.close("replay_failed")
+            return
+        # Fallback events of the current outage, delivered before this client registered.
+        tail = hub.buffered_after(self.tenant_id, (handoff[0], 0), handoff) or []
+        if tail:
+            await _body(send, b"".join(frame for _, frame in tail))
+
+
+async def _body(send: Any, data: bytes) -> None:
+    await send({"type": "http.response.body", "body": data, "more_body": True})
+
+
+async def _watch_disconnect(receive: Any, client: SSEClient) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            client.close("disconnected")
+            return
+
+
+def _cancel_if_running(client: SSEClient) -> None:
+    if client.task is not None and not client.task.done():
+        client.task.cancel()
+
+
+def _final_frame(reason: str | None) -> bytes | None:
+    if reason == "shutdown":
+        return control_frame(
+            "shutdown", {"reason": "shutdown", "reconnect": True}, retry_ms=SHUTDOWN_RETRY_MS
+        )
+    if reason in ("slow_consumer", "replay_failed"):
+        return control_frame("dropped", {"reason": reason, "reconnect": True})
+    return None
+
+
+def _reset_frame(reason: str, last_event_id: str | None, first_available: int | None) -> bytes:
+    data: dict[str, Any] = {"reason": reason, "last_event_id": last_event_id}
+    if first_available is not None:
+        data["first_available_id"] = str(first_available)
+    return control_frame("reset", data)
+
+
+# -- routes -------------------------------------------------------------------------------
+router = APIRouter(prefix="/v1", tags=["streaming"])
+
+
+@router.get(
+    "/stream",
+    response_class=Response,
+    responses={200: {"content": {"text/event-stream": {}}}, **error_responses(401, 403, 503)},
+)
+async def stream(
+    request: Request,
+    token: str | None = Query(None, description="A stream token (for EventSource)"),
+    last_event_id: str | None = Query(None, description="Resume point when headers can't"),
+) -> Response:
+    """The caller's tenant's usage and billing events as Server-Sent Events."""
+    service = _service(request)
+    tenant_id = await _authenticated_tenant(request, service, token)
+    resume = request.headers.get("last-event-id") or last_event_id
+    return SSEResponse(service, tenant_id, resume)
+
+
+@router.post("/stream-tokens", response_model=StreamTokenOut, responses=error_responses(401, 403))
+async def create_stream_token(request: Request) -> StreamTokenOut:
+    """A short-lived token for ``GET /v1/stream?token=...`` (the key never goes in a URL)."""
+    service = _service(request)
+    principal = await asyncio.to_thread(authenticate, bearer_token(request), service.settings)
+    bind_tenant(principal.tenant_id)
+    issued = tokens.issue(
+        principal.tenant_id,
+        principal.key_id,
+        key=service.token_key,
+        ttl_s=service.settings.stream_token_ttl_s,
+    )
+    return StreamTokenOut(
+        token=issued.token,
+        expires_at=datetime.fromtimestamp(issued.expires_at, UTC),
+        expires_in=service.settings.stream_token_ttl_s,
+    )
+
+
+def create_app() -> FastAPI:
+    """The streaming service on its own (ECS): the routes, health and metrics."""
+    from meterbridge.api import health
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with stream_lifespan(app):
+            yield
+
+    app = FastAPI(title="meterbridge streaming", version="1", lifespan=lifespan)
+    install_error_handlers(app)
+    app.include_router(router)
+    app.include_router(health.router)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> JSONResponse:
+        service = getattr(app.state, "stream_service", None)
+        clients = service.hub.client_count if service else 0
+        position = format_id(service.bridge.position) if service else None
+        return JSONResponse({"service": "streaming", "clients": clients, "position": position})
+
+    return app
+
+
+__all__ = ["SSEResponse", "StreamService", "create_app", "router", "stream_lifespan"]

@@ -1,0 +1,67 @@
+"""The DAL's conditional writes against a moto server over HTTP."""
+
+from __future__ import annotations
+
+import pytest
+from botocore.exceptions import ClientError
+
+from meterbridge.dal import dynamo
+from meterbridge.errors import ConditionFailed, StorageUnavailable
+
+
+def test_put_new_writes_once_and_reports_the_duplicate(aws: dict[str, str]) -> None:
+    # Given an empty idempotency table
+    table = aws["IdempotencyTable"]
+    item = {"pk": "STRIPE#evt_1", "sk": "WEBHOOK", "n": 1, "ratio": 0.5}
+    # When the same item is written twice
+    first = dynamo.put_new(table, item)
+    second = dynamo.put_new(table, {**item, "n": 2})
+    # Then only the first write happened, and numbers round-trip as int and float
+    assert (first, second) == (True, False)
+    assert dynamo.get(table, {"pk": "STRIPE#evt_1", "sk": "WEBHOOK"}) == item
+
+
+def test_conditional_update_that_does_not_hold_raises_condition_failed(aws: dict[str, str]) -> None:
+    # Given an item in state "done"
+    table = aws["IdempotencyTable"]
+    key = {"pk": "X", "sk": "Y"}
+    dynamo.put_new(table, {**key, "state": "done"})
+    # When an update requires state "processing"
+    with pytest.raises(ConditionFailed):
+        dynamo.update(table, key, set_="SET #s = :n", condition="#s = :p",
+                      names={"#s": "state"}, vals={":n": "x", ":p": "processing"})
+    # Then the item is unchanged
+    assert dynamo.get(table, key)["state"] == "done"
+
+
+def test_query_pages_through_an_index(aws: dict[str, str]) -> None:
+    # Given three tenant profiles in the tenants table's listing index
+    table = aws["TenantsTable"]
+    for i in range(3):
+        dynamo.put_new(table, {"pk": f"TENANT#{i}", "sk": "PROFILE", "gsi1pk": "TENANT",
+                               "gsi1sk": f"2026-01-0{i + 1}#{i}"})
+    # When queried two at a time
+    page1, last = dynamo.query(table, index="tenants", key_condition="gsi1pk = :p",
+                               vals={":p": "TENANT"}, limit=2)
+    page2, end = dynamo.query(table, index="tenants", key_condition="gsi1pk = :p",
+                              vals={":p": "TENANT"}, limit=2, start_key=last)
+    # Then the pages cover every item once, in order
+    assert [i["pk"] for i in page1 + page2] == ["TENANT#0", "TENANT#1", "TENANT#2"]
+    assert end is None
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [("ProvisionedThroughputExceededException", StorageUnavailable),
+     ("ThrottlingException", StorageUnavailable),
+     ("ConditionalCheckFailedException", ConditionFailed),
+     ("ValidationException", StorageUnavailable)],
+)
+def test_client_error_codes_become_domain_errors(code: str, expected: type) -> None:
+    # Given a botocore error with a code
+    exc = ClientError({"Error": {"Code": code, "Message": "m"}}, "PutItem")
+    # When translated / Then by code, never by message
+    translated = dynamo.translate(exc, "put t")
+    assert type(translated) is expected
+    if code.endswith("Exceeded") or code == "ThrottlingException":
+        assert translated.headers == {"Retry-After": "1"}
