@@ -16,6 +16,8 @@ Cases (each measured in the same run, same server, after a warm-up):
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import statistics
@@ -33,7 +35,7 @@ GOAL_P99_MS = 30.0
 
 def pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def measure(fn: Callable[[int], object], n: int, warmup: int = 30) -> list[float]:
@@ -52,24 +54,36 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=300)
     args = parser.parse_args()
 
-    os.environ.update({
-        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench", "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_LOG_LEVEL": "WARNING", "NATS_ENABLED": "false",
-        "STRIPE_WEBHOOK_SECRET": SECRET, "POWERTOOLS_METRICS_DISABLED": "true",
-    })
+    os.environ.update(
+        {
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_LOG_LEVEL": "WARNING",
+            "NATS_ENABLED": "false",
+            "STRIPE_WEBHOOK_SECRET": SECRET,
+            "POWERTOOLS_METRICS_DISABLED": "true",
+        }
+    )
     from meterbridge.local.processes import MotoServer
 
     server = MotoServer().start()
     try:
         os.environ["AWS_ENDPOINT_URL"] = server.url
         suffix = uuid.uuid4().hex[:6]
-        names = {lid: f"bench-{lid.lower()}-{suffix}" for lid in
-                 ("TenantsTable", "EventsTable", "UsageTable", "IdempotencyTable")}
-        os.environ.update({"TENANTS_TABLE": names["TenantsTable"],
-                           "EVENTS_TABLE": names["EventsTable"],
-                           "USAGE_TABLE": names["UsageTable"],
-                           "IDEMPOTENCY_TABLE": names["IdempotencyTable"]})
+        names = {
+            lid: f"bench-{lid.lower()}-{suffix}"
+            for lid in ("TenantsTable", "EventsTable", "UsageTable", "IdempotencyTable")
+        }
+        os.environ.update(
+            {
+                "TENANTS_TABLE": names["TenantsTable"],
+                "EVENTS_TABLE": names["EventsTable"],
+                "USAGE_TABLE": names["UsageTable"],
+                "IDEMPOTENCY_TABLE": names["IdempotencyTable"],
+            }
+        )
         from meterbridge.dal import dynamo, tenant_state
         from meterbridge.dal import tenants as tenants_dal
         from meterbridge.local import lambda_runtime
@@ -82,15 +96,25 @@ def main() -> int:
         create_tables(dynamo.client(), names)
         settings = get_settings()
         tenant_id, customer = "t_bench000000000001", "cus_bench0001"
-        tenants_dal.put_tenant(settings.tenants_table, {
-            "tenant_id": tenant_id, "name": "Bench", "email": "b@example.com", "plan": "basic",
-            "status": "active", "created_at": "2026-01-01T00:00:00Z"})
+        tenants_dal.put_tenant(
+            settings.tenants_table,
+            {
+                "tenant_id": tenant_id,
+                "name": "Bench",
+                "email": "b@example.com",
+                "plan": "basic",
+                "status": "active",
+                "created_at": "2026-01-01T00:00:00Z",
+            },
+        )
         tenant_state.link_customer(settings.tenants_table, tenant_id, customer)
 
-        fixture = (ROOT / "events" / f"stripe-{stripe.api_version}"
-                   / "customer.subscription.updated.json").read_text()
-        template = json.loads(fixture.replace("cus_RkB2mXJ9dQ4sTz", customer)
-                              .replace("t_0123456789abcdef", tenant_id))
+        fixture = (
+            ROOT / "events" / f"stripe-{stripe.api_version}" / "customer.subscription.updated.json"
+        ).read_text()
+        template = json.loads(
+            fixture.replace("cus_RkB2mXJ9dQ4sTz", customer).replace("t_0123456789abcdef", tenant_id)
+        )
         url_event = json.loads((ROOT / "events" / "functionurl-stripe-webhook.json").read_text())
         created0 = int(time.time())
 
@@ -100,8 +124,12 @@ def main() -> int:
             return body, stripe.WebhookSignature.generate_signature_header(body.decode(), SECRET)
 
         def lambda_event(body: bytes, sig: str) -> dict:
-            return {**url_event, "body": body.decode(), "isBase64Encoded": False,
-                    "headers": {**url_event["headers"], "stripe-signature": sig}}
+            return {
+                **url_event,
+                "body": body.decode(),
+                "isBase64Encoded": False,
+                "headers": {**url_event["headers"], "stripe-signature": sig},
+            }
 
         n = args.n
         pre_lambda = {i: lambda_event(*signed(i, "l")) for i in range(-40, n)}
@@ -128,15 +156,20 @@ def main() -> int:
             stripe_webhook.verify(vbody, vsig, [SECRET])
 
         def run_put(_: int) -> None:
-            dynamo.put_new(settings.idempotency_table, {"pk": f"BENCH#{uuid.uuid4().hex}",
-                                                        "sk": "X", "v": 1})
+            dynamo.put_new(
+                settings.idempotency_table, {"pk": f"BENCH#{uuid.uuid4().hex}", "sk": "X", "v": 1}
+            )
 
         cases = {}
+        # Powertools flushes its metrics buffer (EMF) to stdout outside a Lambda: keep it quiet.
+        quiet = contextlib.redirect_stdout(io.StringIO())
+        quiet.__enter__()
         cases["lambda applied"] = measure(run_lambda, n)
         cases["handle applied"] = measure(run_handle, n)
         cases["lambda duplicate"] = measure(run_dup, n)
         cases["baseline: verify only"] = measure(run_verify, n)
         cases["baseline: bare PutItem"] = measure(run_put, n)
+        quiet.__exit__(None, None, None)
     finally:
         server.stop()
 

@@ -20,7 +20,9 @@ def _response(status: int, body: dict) -> dict:
     }
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.LAMBDA_FUNCTION_URL, clear_state=True)
+@logger.inject_lambda_context(
+    correlation_id_path=correlation_paths.LAMBDA_FUNCTION_URL, clear_state=True
+)
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 @event_source(data_class=LambdaFunctionUrlEvent)

@@ -95,9 +95,12 @@ def test_invoice_nested_shapes_match_the_pinned_client() -> None:
         # When the parent and line shapes are compared with the client's models
         # Then the subscription sits under parent.subscription_details, the price under pricing
         assert unknown_fields(obj["parent"], stripe.Invoice.Parent) == set()
-        assert unknown_fields(
-            obj["parent"]["subscription_details"], stripe.Invoice.Parent.SubscriptionDetails
-        ) == set()
+        assert (
+            unknown_fields(
+                obj["parent"]["subscription_details"], stripe.Invoice.Parent.SubscriptionDetails
+            )
+            == set()
+        )
         assert unknown_fields(line, stripe.InvoiceLineItem) == set()
         assert unknown_fields(line["pricing"], stripe.InvoiceLineItem.Pricing) == set()
         assert "subscription" not in obj

@@ -33,8 +33,11 @@ def fake_stripe(
         monkeypatch.setenv("STRIPE_API_BASE", server.url)
         monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", NEW_SECRET)
         reset_singletons()
-        client = stripe.StripeClient(API_KEY, base_addresses={"api": server.url},
-                                     http_client=stripe.HTTPXClient(allow_sync_methods=True))
+        client = stripe.StripeClient(
+            API_KEY,
+            base_addresses={"api": server.url},
+            http_client=stripe.HTTPXClient(allow_sync_methods=True),
+        )
         yield state, client
 
 
@@ -43,11 +46,13 @@ def subscribed_tenant(client: stripe.StripeClient) -> tuple[str, str, str]:
     tenant_id, _ = make_tenant(plan="free")
     customer = client.v1.customers.create(params={"metadata": {"tenant_id": tenant_id}})
     tenant_state.link_customer(get_settings().tenants_table, tenant_id, customer.id)
-    subscription = client.v1.subscriptions.create(params={
-        "customer": customer.id,
-        "items": [{"price": "price_meterbridge_basic_monthly"}],
-        "metadata": {"tenant_id": tenant_id},
-    })
+    subscription = client.v1.subscriptions.create(
+        params={
+            "customer": customer.id,
+            "items": [{"price": "price_meterbridge_basic_monthly"}],
+            "metadata": {"tenant_id": tenant_id},
+        }
+    )
     return tenant_id, customer.id, subscription.id
 
 
@@ -58,14 +63,20 @@ def test_reconcile_applies_missed_events_once_and_skips_delivered_ones(
     # get, and a payment_failed event it missed
     state, client = fake_stripe
     tenant_id, customer, _ = subscribed_tenant(client)
-    delivered = stripe_event("invoice.payment_failed", customer=customer,
-                             created=int(time.time()) - 60)
-    state.add_event(delivered["type"], delivered["data"]["object"],
-                    created=delivered["created"], event_id=delivered["id"])
+    delivered = stripe_event(
+        "invoice.payment_failed", customer=customer, created=int(time.time()) - 60
+    )
+    state.add_event(
+        delivered["type"],
+        delivered["data"]["object"],
+        created=delivered["created"],
+        event_id=delivered["id"],
+    )
     assert deliver(delivered)[0] == 200
     missed = stripe_event("invoice.payment_failed", customer=customer)
-    state.add_event(missed["type"], missed["data"]["object"], created=missed["created"],
-                    event_id=missed["id"])
+    state.add_event(
+        missed["type"], missed["data"]["object"], created=missed["created"], event_id=missed["id"]
+    )
     # When reconcile runs over the last 30 days
     summary = reconcile_since(parse_since("30d"))
     # Then the missed ones are applied, the delivered one is already done, others ignored
@@ -99,10 +110,8 @@ def test_reconcile_only_lists_the_window(
     # Given an event from two hours ago that was missed
     state, client = fake_stripe
     tenant_id, customer, _ = subscribed_tenant(client)
-    old = stripe_event("invoice.payment_failed", customer=customer,
-                       created=int(time.time()) - 7200)
-    state.add_event(old["type"], old["data"]["object"], created=old["created"],
-                    event_id=old["id"])
+    old = stripe_event("invoice.payment_failed", customer=customer, created=int(time.time()) - 7200)
+    state.add_event(old["type"], old["data"]["object"], created=old["created"], event_id=old["id"])
     # When reconcile looks back one hour only
     summary = reconcile_since(parse_since("1h"))
     # Then the old event is not applied

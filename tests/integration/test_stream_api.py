@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import nats
 import pytest
 
-from meterbridge.local.servers import BackgroundServer
-from meterbridge.streaming.app import StreamService, create_app
 from tests.factories import make_tenant
 from tests.integration.test_stream_support import (
     SSEReader,
     auth,
     js_publish,
+    stream_app_fixture,  # noqa: F401 - the stream_app fixture
     usage_event,
     wait_until,
 )
-
-
-@pytest.fixture
-async def stream_app(aws: dict[str, str], nats_server: Any) -> AsyncIterator[dict[str, Any]]:
-    app = create_app()
-    with BackgroundServer(app) as server:
-        service: StreamService = app.state.stream_service
-        await wait_until(lambda: service.bridge.connected)
-        nc = await nats.connect(nats_server.url)
-        try:
-            yield {"url": server.url, "service": service, "js": nc.jetstream()}
-        finally:
-            await nc.close()
 
 
 async def test_events_reach_only_their_tenant(stream_app: dict[str, Any]) -> None:

@@ -9,13 +9,16 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import nats
+import pytest
 
 from meterbridge.bus.subjects import tenant_subject
+from meterbridge.local.servers import BackgroundServer
 from meterbridge.models.cloudevent import CloudEvent, usage_source
 
 
@@ -129,3 +132,27 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> No
 
 def auth(raw_key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {raw_key}"}
+
+
+@pytest.fixture(name="stream_app")
+async def stream_app_fixture(
+    aws: dict[str, str], nats_server: Any
+) -> AsyncIterator[dict[str, Any]]:
+    """The streaming app on a real uvicorn (thread), connected to the test's nats-server."""
+    from meterbridge.streaming.app import create_app
+
+    app = create_app()
+    with BackgroundServer(app) as server:
+        service = app.state.stream_service
+        await wait_until(lambda: service.bridge.connected)
+        nc = await nats.connect(nats_server.url)
+        try:
+            yield {"url": server.url, "service": service, "js": nc.jetstream(), "nats": nats_server}
+        finally:
+            await nc.close()
+
+
+async def on_server_loop(service: Any, coro: Awaitable[Any]) -> Any:
+    """Run ``coro`` on the server's event loop (where the bridge lives) and await it here."""
+    future = asyncio.run_coroutine_threadsafe(coro, service.bridge.loop)  # type: ignore[arg-type]
+    return await asyncio.wrap_future(future)

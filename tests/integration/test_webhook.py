@@ -12,9 +12,10 @@ import pytest
 
 from meterbridge.dal import outbox, tenant_state, webhooks
 from meterbridge.errors import TenantSuspended
+from meterbridge.local.stripe_fake import sign_payload
 from meterbridge.logic import auth
-from meterbridge.logic.stripe_webhook import process
 from meterbridge.logic.stripe_translate import StripeEvent
+from meterbridge.logic.stripe_webhook import process
 from meterbridge.models.cloudevent import STRIPE_SOURCE
 from meterbridge.settings import get_settings
 from tests.conftest import reset_singletons
@@ -29,7 +30,6 @@ from tests.integration.test_webhook_support import (
     scan_all,
     stripe_event,
 )
-from meterbridge.local.stripe_fake import sign_payload
 
 BASE_T = 1_780_000_000
 
@@ -110,8 +110,9 @@ def test_checkout_completed_links_the_customer_named_by_the_session(
 ) -> None:
     # Given a tenant with no Stripe customer yet, and a Checkout whose reference is the tenant
     tenant_id, _ = make_tenant(plan="free")
-    event = stripe_event("checkout.session.completed", customer="cus_checkout1",
-                         tenant_id=tenant_id)
+    event = stripe_event(
+        "checkout.session.completed", customer="cus_checkout1", tenant_id=tenant_id
+    )
     # When Stripe delivers checkout.session.completed
     status, body = deliver(event)
     # Then subscription.started is in the outbox and the customer is linked to the tenant
@@ -182,7 +183,7 @@ def test_a_sequential_redelivery_is_acknowledged_without_side_effects(
     webhook_env: dict[str, str],
 ) -> None:
     # Given an event already applied
-    tenant_id, _, customer = linked_tenant(plan="basic")
+    _tenant_id, _, customer = linked_tenant(plan="basic")
     event = stripe_event("invoice.payment_failed", customer=customer)
     assert deliver(event)[0] == 200
     before = scan_all(webhook_env)
@@ -231,8 +232,9 @@ def test_a_crash_after_a_partial_effect_completes_once_on_redelivery(
     tenant_id, _, customer = linked_tenant(plan="basic")
     event = stripe_event("invoice.payment_failed", customer=customer)
     settings = get_settings()
-    tenant_state.count_failed_payment(settings.tenants_table, tenant_id,
-                                      at=event["created"], event_id=event["id"])
+    tenant_state.count_failed_payment(
+        settings.tenants_table, tenant_id, at=event["created"], event_id=event["id"]
+    )
     # When Stripe redelivers it
     status, body = deliver(event)
     # Then it completes: one outbox item, the count still 1
@@ -248,8 +250,7 @@ def test_updated_before_created_ends_in_the_updated_state(webhook_env: dict[str,
     # Given a subscription created on basic at T, then updated to pro at T+60
     tenant_id, _, customer = linked_tenant(plan="free")
     created = stripe_event("customer.subscription.created", customer=customer, created=BASE_T)
-    updated = stripe_event("customer.subscription.updated", customer=customer,
-                           created=BASE_T + 60)
+    updated = stripe_event("customer.subscription.updated", customer=customer, created=BASE_T + 60)
     # When Stripe delivers updated first, then created
     assert deliver(updated)[0] == 200
     assert deliver(created)[0] == 200
@@ -283,8 +284,7 @@ def test_the_end_of_a_replaced_subscription_does_not_downgrade(
     current["data"]["object"]["id"] = "sub_new"
     deliver(current)
     # When the deletion of an older subscription arrives later
-    old_end = stripe_event("customer.subscription.deleted", customer=customer,
-                           created=BASE_T + 10)
+    old_end = stripe_event("customer.subscription.deleted", customer=customer, created=BASE_T + 10)
     old_end["data"]["object"]["id"] = "sub_old"
     status, _ = deliver(old_end)
     # Then it is acknowledged and the tenant stays on pro
@@ -314,8 +314,10 @@ def test_three_failed_payments_suspend_and_invoice_paid_resumes(
     tenant_id, raw_key, customer = linked_tenant(plan="basic")
     assert auth.authenticate(raw_key).status == "active"
     # When three payments fail (one of them delivered twice)
-    failures = [stripe_event("invoice.payment_failed", customer=customer, created=BASE_T + i)
-                for i in range(3)]
+    failures = [
+        stripe_event("invoice.payment_failed", customer=customer, created=BASE_T + i)
+        for i in range(3)
+    ]
     deliver(failures[0])
     deliver(failures[1])
     deliver(failures[1], timestamp=int(time.time()) + 1)
@@ -383,10 +385,13 @@ def test_during_rotation_old_and_new_secrets_both_pass(webhook_env: dict[str, st
     # Given the endpoint accepting two secrets (STRIPE_WEBHOOK_SECRET="new,old")
     tenant_id, _, customer = linked_tenant(plan="basic")
     # When one event is signed with the old secret and another with the new one
-    old = deliver(stripe_event("invoice.payment_failed", customer=customer, created=BASE_T),
-                  secret=OLD_SECRET)
-    new = deliver(stripe_event("invoice.payment_failed", customer=customer, created=BASE_T + 1),
-                  secret=NEW_SECRET)
+    old = deliver(
+        stripe_event("invoice.payment_failed", customer=customer, created=BASE_T), secret=OLD_SECRET
+    )
+    new = deliver(
+        stripe_event("invoice.payment_failed", customer=customer, created=BASE_T + 1),
+        secret=NEW_SECRET,
+    )
     # Then both are applied
     assert (old[0], new[0]) == (200, 200)
     assert profile(tenant_id)["failed_payments"] == 2
@@ -416,8 +421,9 @@ def test_the_secret_is_read_from_ssm_when_the_env_has_none(
     name = f"/meterbridge/test/{uuid.uuid4().hex}"
     import boto3
 
-    boto3.client("ssm").put_parameter(Name=name, Value=f"{NEW_SECRET},{OLD_SECRET}",
-                                      Type="SecureString")
+    boto3.client("ssm").put_parameter(
+        Name=name, Value=f"{NEW_SECRET},{OLD_SECRET}", Type="SecureString"
+    )
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET_PARAMETER", name)
     reset_singletons()
     assert dynamo.client() is not None

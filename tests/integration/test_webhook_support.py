@@ -31,7 +31,7 @@ def stripe_event(
     created: int | None = None,
     event_id: str | None = None,
 ) -> dict[str, Any]:
-    """The fixture of type ``name`` with a fresh id, our customer and (optionally) tenant metadata."""
+    """The fixture ``name`` with a fresh id, our customer and (optionally) tenant metadata."""
     event = json.loads((FIXTURES / f"{name}.json").read_text())
     text = json.dumps(event).replace("cus_RkB2mXJ9dQ4sTz", customer)
     text = text.replace(FIXTURE_TENANT, tenant_id or "")

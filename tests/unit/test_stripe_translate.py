@@ -11,22 +11,38 @@ from meterbridge.logic.stripe_translate import StripeEvent, plan_for, translate
 
 def event(type_: str, obj: dict[str, Any], created: int = 100) -> StripeEvent:
     return StripeEvent.model_validate(
-        {"id": "evt_unit1", "object": "event", "type": type_, "created": created,
-         "data": {"object": obj}}
+        {
+            "id": "evt_unit1",
+            "object": "event",
+            "type": type_,
+            "created": created,
+            "data": {"object": obj},
+        }
     )
 
 
 def subscription(status: str, price: str = "price_meterbridge_pro_monthly") -> dict[str, Any]:
-    return {"id": "sub_1", "object": "subscription", "customer": "cus_1", "status": status,
-            "items": {"object": "list", "data": [{"id": "si_1", "price": {"id": price}}]},
-            "metadata": {"tenant_id": "t_abc"}}
+    return {
+        "id": "sub_1",
+        "object": "subscription",
+        "customer": "cus_1",
+        "status": status,
+        "items": {"object": "list", "data": [{"id": "si_1", "price": {"id": price}}]},
+        "metadata": {"tenant_id": "t_abc"},
+    }
 
 
 @pytest.mark.parametrize(
     ("status", "ended", "plan"),
-    [("active", False, "pro"), ("trialing", False, "pro"), ("past_due", False, "pro"),
-     ("incomplete", False, None), ("canceled", False, "free"), ("active", True, "free"),
-     ("paused", False, "free")],
+    [
+        ("active", False, "pro"),
+        ("trialing", False, "pro"),
+        ("past_due", False, "pro"),
+        ("incomplete", False, None),
+        ("canceled", False, "free"),
+        ("active", True, "free"),
+        ("paused", False, "free"),
+    ],
 )
 def test_plan_follows_status_and_price(status: str, ended: bool, plan: str | None) -> None:
     # Given a subscription status / When its plan is derived / Then the documented rule holds
@@ -40,11 +56,15 @@ def test_an_unknown_price_leaves_the_plan_unchanged() -> None:
 
 def test_later_lifecycle_steps_rank_higher_within_a_second() -> None:
     # Given created, updated and deleted of one subscription
-    ranks = [translate(event(t, subscription(s))).rank  # type: ignore[union-attr]
-             for t, s in [("customer.subscription.created", "active"),
-                          ("customer.subscription.updated", "active"),
-                          ("customer.subscription.updated", "canceled"),
-                          ("customer.subscription.deleted", "canceled")]]
+    ranks = [
+        translate(event(t, subscription(s))).rank  # type: ignore[union-attr]
+        for t, s in [
+            ("customer.subscription.created", "active"),
+            ("customer.subscription.updated", "active"),
+            ("customer.subscription.updated", "canceled"),
+            ("customer.subscription.deleted", "canceled"),
+        ]
+    ]
     # When ranked / Then each later step outranks the earlier ones
     assert ranks == sorted(ranks) and len(set(ranks)) == 4
 

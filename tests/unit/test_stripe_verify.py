@@ -86,8 +86,8 @@ def test_a_body_that_is_not_an_event_is_invalid() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("30d", 2592000), ("12h", 43200), ("90m", 5400), ("45", 45),
-                          ("400d", 2592000)]
+    ("text", "seconds"),
+    [("30d", 2592000), ("12h", 43200), ("90m", 5400), ("45", 45), ("400d", 2592000)],
 )
 def test_parse_since(text: str, seconds: int) -> None:
     # Given a duration / When parsed / Then seconds, capped at Stripe's 30 days of events

@@ -116,20 +116,21 @@ def finish(
     over, both ran the same idempotent steps, so either may record the end.
     """
     now = time.time()
-    dynamo.client().put_item(
-        TableName=table,
-        Item=dynamo.serialize(
-            {
-                "pk": record_pk(event_id),
-                "sk": WEBHOOK_SK,
-                "state": state,
-                "event_type": event_type,
-                "tenant_id": tenant_id,
-                "finished_at": round(now, 3),
-                "expires_at": int(now) + RECORD_TTL_S,
-            }
-        ),
-    )
+    item = {
+        "pk": record_pk(event_id),
+        "sk": WEBHOOK_SK,
+        "state": state,
+        "event_type": event_type,
+        "tenant_id": tenant_id,
+        "finished_at": round(now, 3),
+        "expires_at": int(now) + RECORD_TTL_S,
+    }
+    try:
+        dynamo.client().put_item(TableName=table, Item=dynamo.serialize(item))
+    except Exception as exc:
+        if dynamo.is_client_error(exc):
+            raise dynamo.translate(exc, f"finish {table}") from exc
+        raise
 
 
 def release(table: str, event_id: str, token: str) -> None:

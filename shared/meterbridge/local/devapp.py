@@ -6,6 +6,8 @@ passes the raw body to the same logic the Function URL handler calls.
 
 from __future__ import annotations
 
+import asyncio
+
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -33,7 +35,8 @@ def create_dev_app() -> FastAPI:
     @app.post("/stripe/webhook", include_in_schema=False)
     async def stripe_webhook_route(request: Request) -> JSONResponse:
         body = await request.body()
-        status, payload = stripe_webhook.handle(body, dict(request.headers))
+        # handle() does blocking DynamoDB calls and may wait for an in-flight duplicate.
+        status, payload = await asyncio.to_thread(stripe_webhook.handle, body, dict(request.headers))
         return JSONResponse(payload, status_code=status)
 
     return app

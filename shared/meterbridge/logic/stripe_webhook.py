@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
@@ -22,6 +23,7 @@ from meterbridge.dal import outbox, tenant_state, webhooks
 from meterbridge.errors import InvalidSignature, MeterbridgeError, ValidationFailed
 from meterbridge.logic import auth
 from meterbridge.logic.stripe_translate import BillingChange, StripeEvent, translate
+from meterbridge.models.cloudevent import CloudEvent
 from meterbridge.observability import logger
 from meterbridge.settings import Settings, get_settings
 
@@ -48,6 +50,8 @@ class WebhookResult(BaseModel):
     event_type: str
     tenant_id: str | None = None
     billing_type: str | None = None
+    # The CloudEvent enqueued by this call (None when it was already in the outbox).
+    cloud_event: CloudEvent | None = None
 
     def http(self) -> tuple[int, dict[str, Any]]:
         if self.outcome == "in_flight":
@@ -133,6 +137,8 @@ def process(
         return WebhookResult(outcome="ignored", event_id=event.id, event_type=event.type)
     table = settings.idempotency_table
     deadline = time.monotonic() + wait_s
+    # The tenant lookup is a read that does not depend on the claim: overlap the round trips.
+    lookup = _pool().submit(resolve_tenant, change, settings)
     claim = webhooks.claim(table, event.id, event.type)
     while not claim.claimed:
         if claim.state == "done":
@@ -158,17 +164,31 @@ def process(
             claim = webhooks.claim(table, event.id, event.type)
     assert claim.token is not None
     try:
-        result = _apply(change, event, settings)
+        result = _apply(change, event, lookup.result(), settings)
+        webhooks.finish(
+            table,
+            event.id,
+            event.type,
+            "unmatched" if result.outcome == "unmatched" else "done",
+            tenant_id=result.tenant_id,
+        )
     except BaseException:
         webhooks.release(table, event.id, claim.token)
         raise
-    webhooks.finish(
-        table,
-        event.id,
-        "unmatched" if result.outcome == "unmatched" else "done",
-        tenant_id=result.tenant_id,
-    )
+    if result.outcome == "applied" and result.tenant_id and result.cloud_event is not None:
+        # After the 2xx-worthy state is durable; NATS is best effort (the flush republishes).
+        _publish(result.cloud_event, result.tenant_id, settings)
     return result
+
+
+_executor: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        _executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stripe-webhook")
+    return _executor
 
 
 def resolve_tenant(change: BillingChange, settings: Settings) -> str | None:
@@ -187,8 +207,9 @@ def resolve_tenant(change: BillingChange, settings: Settings) -> str | None:
     return None
 
 
-def _apply(change: BillingChange, event: StripeEvent, settings: Settings) -> WebhookResult:
-    tenant_id = resolve_tenant(change, settings)
+def _apply(
+    change: BillingChange, event: StripeEvent, tenant_id: str | None, settings: Settings
+) -> WebhookResult:
     if tenant_id is None:
         logger.warning(
             "stripe event for an unknown customer",
@@ -201,13 +222,14 @@ def _apply(change: BillingChange, event: StripeEvent, settings: Settings) -> Web
             billing_type=change.billing_type,
         )
     cloud_event = change.cloud_event(tenant_id)
-    enqueued = outbox.enqueue(
-        settings.events_table, cloud_event, tenant_id=tenant_id, kind="billing"
+    # Independent idempotent writes (outbox put_new, guarded state): overlap the round trips.
+    enqueue = _pool().submit(
+        outbox.enqueue, settings.events_table, cloud_event, tenant_id=tenant_id, kind="billing"
     )
-    if apply_state(change, tenant_id, settings):
+    changed = apply_state(change, tenant_id, settings)
+    enqueued = enqueue.result()
+    if changed:
         auth.forget()
-    if enqueued:
-        _publish(cloud_event.id, tenant_id, cloud_event.wire(), settings)
     logger.info(
         "stripe event applied",
         extra={
@@ -223,6 +245,7 @@ def _apply(change: BillingChange, event: StripeEvent, settings: Settings) -> Web
         event_type=event.type,
         tenant_id=tenant_id,
         billing_type=change.billing_type,
+        cloud_event=cloud_event if enqueued else None,
     )
 
 
@@ -240,20 +263,17 @@ def apply_state(change: BillingChange, tenant_id: str, settings: Settings) -> bo
             is not None
         )
     if change.action == "subscription":
-        return (
-            tenant_state.apply_subscription(
-                table,
-                tenant_id,
-                at=change.created,
-                rank=change.rank,
-                event_id=change.stripe_event_id,
-                subscription_id=change.subscription_id,
-                status=change.subscription_status,
-                price_id=change.price_id,
-                plan=change.plan,
-                ends_subscription=change.ends_subscription,
-            )
-            is not None
+        return tenant_state.apply_subscription(
+            table,
+            tenant_id,
+            at=change.created,
+            rank=change.rank,
+            event_id=change.stripe_event_id,
+            subscription_id=change.subscription_id,
+            status=change.subscription_status,
+            price_id=change.price_id,
+            plan=change.plan,
+            ends_subscription=change.ends_subscription,
         )
     if change.action == "payment_failed":
         counted, _ = tenant_state.count_failed_payment(
@@ -278,16 +298,14 @@ def apply_state(change: BillingChange, tenant_id: str, settings: Settings) -> bo
     return reset or resumed
 
 
-def _publish(event_id: str, tenant_id: str, payload: dict[str, Any], settings: Settings) -> None:
+def _publish(cloud_event: CloudEvent, tenant_id: str, settings: Settings) -> None:
     """Best effort: what NATS does not acknowledge stays in the republish index for the flush."""
-    from meterbridge.models.cloudevent import STRIPE_SOURCE
-
-    msg_id = f"{STRIPE_SOURCE}#{event_id}"
-    acked = get_publisher().publish_sync(
-        [Message(subject=tenant_subject(tenant_id, "billing"), msg_id=msg_id, payload=payload)]
+    msg_id = f"{cloud_event.source}#{cloud_event.id}"
+    message = Message(
+        subject=tenant_subject(tenant_id, "billing"), msg_id=msg_id, payload=cloud_event.wire()
     )
-    if msg_id in acked:
-        outbox.mark_published(settings.events_table, STRIPE_SOURCE, event_id)
+    if msg_id in get_publisher().publish_sync([message]):
+        outbox.mark_published(settings.events_table, cloud_event.source, cloud_event.id)
 
 
 # -- the HTTP surface ----------------------------------------------------------------------

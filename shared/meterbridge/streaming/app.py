@@ -47,8 +47,6 @@ from meterbridge.streaming.fanout import (
 
 # After a shutdown event, clients wait about this long before reconnecting (another task).
 SHUTDOWN_RETRY_MS = 1000
-# A dropped client whose socket does not drain gets this long before its response is cut.
-STALLED_WRITE_GRACE_S = 5.0
 
 
 class ShuttingDown(MeterbridgeError):
@@ -227,7 +225,6 @@ class SSEResponse(Response):
             hub.unregister(client)
 
     async def _live(self, send: Any, client: SSEClient) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = await client.next_batch()
             if batch is None:
@@ -243,9 +240,6 @@ class SSEResponse(Response):
                 SSE_EVENTS_DELIVERED.inc(events)
         final = _final_frame(client.closed)
         if final is not None:
-            if client.closed == "slow_consumer":
-                # The socket may never drain: cut the response after a grace period.
-                loop.call_later(STALLED_WRITE_GRACE_S, _cancel_if_running, client)
             await _body(send, final)
         if client.closed != "disconnected":
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -320,11 +314,6 @@ async def _watch_disconnect(receive: Any, client: SSEClient) -> None:
         if message["type"] == "http.disconnect":
             client.close("disconnected")
             return
-
-
-def _cancel_if_running(client: SSEClient) -> None:
-    if client.task is not None and not client.task.done():
-        client.task.cancel()
 
 
 def _final_frame(reason: str | None) -> bytes | None:

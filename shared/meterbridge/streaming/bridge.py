@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -90,6 +90,9 @@ class NatsBridge:
         self._connected = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        # Recent breaker transitions (state name, epoch seconds), for health and tests.
+        self.transitions: deque[tuple[str, float]] = deque(maxlen=32)
         NATS_CIRCUIT_STATE.set(int(BreakerState.CLOSED))
         NATS_CONNECTED.set(0)
 
@@ -118,10 +121,12 @@ class NatsBridge:
 
     def _on_breaker_change(self, _: str, state: BreakerState) -> None:
         NATS_CIRCUIT_STATE.set(int(state))
+        self.transitions.append((state.name.lower(), time.time()))
         logger.info("nats breaker state", extra={"state": state.name.lower()})
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
         NATS_FALLBACK_ACTIVE.set(1)
         if not self.enabled:
             # In-memory only (local runs without NATS): ids are fallback ids from (0, 0).

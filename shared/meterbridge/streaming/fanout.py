@@ -22,6 +22,8 @@ from meterbridge.prometheus import SSE_CLIENTS_CONNECTED, SSE_CLIENTS_DROPPED
 Position = tuple[int, int]
 
 HEARTBEAT_FRAME = b": heartbeat\n\n"
+# A dropped client whose socket does not drain gets this long before its response is cut.
+STALLED_WRITE_GRACE_S = 5.0
 
 
 def format_id(position: Position) -> str:
@@ -126,11 +128,18 @@ class SSEClient:
             return
         self.closed = reason
         if reason == "slow_consumer":
-            # Its reader is behind: what is queued would only delay the drop notice.
+            # Its reader is behind: what is queued would only delay the drop notice. Its
+            # writer may be blocked on a socket that never drains: cut it after a grace.
             self._buf.clear()
+            if self.task is not None:
+                asyncio.get_running_loop().call_later(STALLED_WRITE_GRACE_S, self._cut)
         if reason not in ("disconnected",):
             SSE_CLIENTS_DROPPED.labels(reason).inc()
         self._wake.set()
+
+    def _cut(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
 
     async def next_batch(self) -> list[tuple[float, bytes]] | None:
         """Every queued frame (at least one), or None once closed and drained."""

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Set up the project's environment from nothing: a Python 3.12 virtual environment in .venv
+# with the locked dependencies (uv.lock). Safe to run again; it only syncs what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+find_python312() {
+  local candidate
+  for candidate in "${PYTHON:-}" python3.12; do
+    if [ -n "$candidate" ] && command -v "$candidate" >/dev/null 2>&1 \
+      && "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then
+      command -v "$candidate"; return 0
+    fi
+  done
+  if command -v pyenv >/dev/null 2>&1; then
+    for version in $(pyenv versions --bare 2>/dev/null | grep -E '^3\.12' | sort -rV); do
+      candidate=$(PYENV_VERSION="$version" pyenv which python3.12 2>/dev/null) || continue
+      [ -x "$candidate" ] && { echo "$candidate"; return 0; }
+    done
+  fi
+  return 1
+}
+
+PY=$(find_python312) || {
+  echo "bootstrap: Python 3.12 is required (the Lambda runtime is python3.12); set PYTHON=/path/to/python3.12" >&2
+  exit 1
+}
+
+if ! command -v uv >/dev/null 2>&1; then
+  echo "bootstrap: installing uv" >&2
+  "$PY" -m pip install --quiet --disable-pip-version-check "uv==0.13.8" >&2
+  UV="$("$PY" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/uv"
+else
+  UV=uv
+fi
+
+export UV_PYTHON_DOWNLOADS=never
+echo "bootstrap: syncing .venv with uv.lock (Python: $("$PY" --version))" >&2
+"$UV" sync --frozen --python "$PY" --all-extras --quiet

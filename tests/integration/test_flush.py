@@ -1,0 +1,252 @@
+"""The OpenMeter flush against the OpenMeter fake and DynamoDB on a moto server (issue 5)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from meterbridge.dal import outbox
+from meterbridge.local.openmeter_sink import Fault
+from meterbridge.logic import flush
+from meterbridge.settings import get_settings
+from tests.integration.test_flush_support import (  # noqa: F401 - fixture
+    all_items,
+    fast_client,
+    fast_config,
+    fill_outbox,
+    make_events,
+    sink,
+)
+
+
+def run_flush(url: str, **kw: Any) -> flush.FlushResult:
+    client = kw.pop("client", None) or fast_client(url)
+    config = kw.pop("config", None) or fast_config()
+    return flush.flush_outbox(kw.pop("remaining_ms", None), config=config, client=client, **kw)
+
+
+def drain(url: str, max_runs: int = 30, **kw: Any) -> list[flush.FlushResult]:
+    results = []
+    for _ in range(max_runs):
+        results.append(run_flush(url, **kw))
+        if results[-1].remaining == 0:
+            break
+    return results
+
+
+def test_ten_thousand_events_with_ten_percent_duplicates_reach_openmeter_once_each(aws, sink):
+    # Given: 10,000 submissions, 1,000 of them duplicates that the outbox's dedupe refuses
+    state, url = sink
+    table = aws["EventsTable"]
+    unique = make_events(9000)
+    fill_outbox(table, unique)
+    refused = [
+        outbox.enqueue(table, e, tenant_id="t1", kind="usage") for e in unique[::9][:1000]
+    ]
+
+    # When
+    results = drain(url, config=fast_config(batch_size=100, concurrency=8))
+
+    # Then
+    assert refused == [False] * 1000
+    expected = {(e.source, e.id) for e in unique}
+    assert state.unique_keys() == expected
+    assert state.resent() == {}
+    assert sum(r.sent for r in results) == 9000
+    assert results[-1].remaining == 0
+    items = all_items(table)
+    assert {i["status"] for i in items} == {"sent"}
+    assert not [i for i in items if "outbox_shard" in i or "lease_owner" in i]
+    # Dedupe records outlive the 35-day late-event window (docs/flush.md)
+    assert min(i["expires_at"] - int(time.time()) for i in items) >= 40 * 24 * 3600
+
+
+def test_faults_and_a_poison_event_end_with_each_good_event_once_and_the_poison_dead(aws, sink):
+    # Given: 30% 500s, some 429/503 with Retry-After, some hangs past the client timeout,
+    # some stored-then-500 answers, and one event OpenMeter always rejects
+    state, url = sink
+    table = aws["EventsTable"]
+    events = make_events(1000)
+    fill_outbox(table, events)
+    poison = events[417]
+    state.poison(poison.id)
+    state.script(Fault("hang", seconds=1.0), "throttle", "record_then_fail", "unavailable")
+    state.set_probabilities(
+        error=0.3, throttle=0.04, unavailable=0.03, hang=0.04, record_then_fail=0.03
+    )
+
+    # When
+    results = drain(url, config=fast_config(batch_size=50, concurrency=4))
+
+    # Then: every good event is in OpenMeter, the poison is dead-lettered, nothing pending
+    good = {(e.source, e.id) for e in events if e.id != poison.id}
+    assert state.unique_keys() == good
+    assert results[-1].remaining == 0
+    assert sum(r.sent for r in results) == len(good)
+    assert sum(r.dead_lettered for r in results) == 1
+    assert sum(r.retried for r in results) > 0
+    stats = state.stats()
+    assert {"error", "throttle", "hang"} <= set(stats["faults_injected"])
+    # A re-send only ever follows an answer that lost a stored batch's acknowledgement
+    ambiguous = {
+        i for r in state.requests() if r["recorded"] and r["fault"] in ("hang", "record_then_fail")
+        for i in r["ids"]
+    }
+    assert {event_id for (_, event_id) in state.resent()} <= ambiguous
+    dead = outbox.get_event(table, outbox.event_pk(poison.source, poison.id))
+    assert dead["status"] == "dead" and dead["dead"] == outbox.DEAD
+    assert '"status": 400' in dead["error"]
+
+
+class Killed(BaseException):
+    """The Lambda dies: nothing after this point of the run executes."""
+
+
+def test_a_run_killed_between_post_and_mark_leads_to_a_resend_of_the_same_ids(
+    aws, sink, monkeypatch
+):
+    # Given: a run that dies right after OpenMeter acknowledged its first batch
+    state, url = sink
+    table = aws["EventsTable"]
+    events = make_events(40)
+    fill_outbox(table, events)
+
+    def die(*args: Any, **kwargs: Any) -> bool:
+        raise Killed()
+
+    monkeypatch.setattr(outbox, "mark_sent", die)
+    with pytest.raises(Killed):
+        run_flush(url, config=fast_config(batch_size=40, concurrency=1, lease_s=30.0))
+    monkeypatch.undo()
+    killed = set(state.counts())
+    assert 0 < len(killed) < 40
+
+    # When: a run while the dead run's leases are live, then one after they expired
+    during_lease = run_flush(url)
+    after_lease = run_flush(url, clock=lambda: time.time() + 31)
+
+    # Then: the killed batch's ids (and only those) were re-sent, once; OpenMeter's distinct
+    # count did not grow; meterbridge marked each event exactly once
+    assert during_lease.sent == 40 - len(killed) and during_lease.remaining == len(killed)
+    assert after_lease.sent == len(killed) and after_lease.remaining == 0
+    assert state.unique_keys() == {(e.source, e.id) for e in events}
+    assert set(state.resent()) == killed
+    assert set(state.resent().values()) == {2}
+    assert {i["status"] for i in all_items(table)} == {"sent"}
+
+
+def test_two_concurrent_runs_deliver_each_event_once(aws, sink):
+    # Given
+    state, url = sink
+    table = aws["EventsTable"]
+    events = make_events(2000)
+    fill_outbox(table, events)
+    results: list[flush.FlushResult] = []
+    barrier = threading.Barrier(2)
+
+    def one_run() -> None:
+        barrier.wait()
+        results.append(run_flush(url, config=fast_config(batch_size=25, concurrency=4)))
+
+    # When
+    runs = [threading.Thread(target=one_run) for _ in range(2)]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join(120)
+
+    # Then: no event sent twice, none lost
+    assert len(results) == 2
+    assert state.unique_keys() == {(e.source, e.id) for e in events}
+    assert state.resent() == {}
+    assert sum(r.sent for r in results) == 2000
+    assert all(r.sent > 0 for r in results)
+
+
+def test_openmeter_disabled_sends_nothing_and_loses_nothing(aws, sink, monkeypatch):
+    # Given
+    state, url = sink
+    table = aws["EventsTable"]
+    fill_outbox(table, make_events(30))
+    monkeypatch.setenv("OPENMETER_ENABLED", "false")
+    get_settings.cache_clear()
+
+    # When
+    paused = run_flush(url)
+    monkeypatch.setenv("OPENMETER_ENABLED", "true")
+    get_settings.cache_clear()
+    resumed = run_flush(url)
+
+    # Then
+    assert (paused.sent, paused.remaining) == (0, 30)
+    assert resumed.sent == 30 and resumed.remaining == 0
+    assert len(state.unique_keys()) == 30
+
+
+def test_run_stops_before_the_deadline_and_the_next_run_finishes(aws, sink):
+    # Given: a Lambda with less time left than the safety margin plus one request
+    state, url = sink
+    table = aws["EventsTable"]
+    fill_outbox(table, make_events(60))
+
+    # When
+    short = run_flush(url, remaining_ms=lambda: 5200, config=fast_config(safety_ms=5000))
+    full = run_flush(url, remaining_ms=lambda: 60_000)
+
+    # Then
+    assert short.stopped == "deadline" and short.sent == 0 and short.remaining == 60
+    assert full.sent == 60 and full.remaining == 0
+    assert state.resent() == {}
+
+
+def test_openmeter_down_releases_claims_and_stops_then_a_later_run_delivers(aws, sink):
+    # Given
+    state, url = sink
+    table = aws["EventsTable"]
+    fill_outbox(table, make_events(100))
+    state.set_probabilities(error=1.0)
+
+    # When
+    down = run_flush(url, config=fast_config(batch_size=50, concurrency=1))
+    state.clear_faults()
+    up = run_flush(url)
+
+    # Then
+    assert down.stopped == "openmeter_unavailable" and down.sent == 0 and down.retried > 0
+    assert up.sent == 100 and up.remaining == 0
+    assert state.resent() == {}
+
+
+def test_wrong_api_key_stops_the_run_without_dead_lettering(aws, sink):
+    # Given
+    state, url = sink
+    table = aws["EventsTable"]
+    fill_outbox(table, make_events(10))
+    state.api_key = "another-key"
+
+    # When
+    result = run_flush(url)
+
+    # Then
+    assert result.stopped == "openmeter_misconfigured"
+    assert (result.sent, result.dead_lettered, result.remaining) == (0, 0, 10)
+    assert not [i for i in all_items(table) if "lease_owner" in i]
+
+
+def test_lambda_handler_runs_the_flush_on_a_scheduled_event(aws, sink, lambda_context, event_loader):
+    # Given
+    from functions.openmeter_flush import app
+
+    state, _ = sink
+    fill_outbox(aws["EventsTable"], make_events(5))
+
+    # When
+    result = app.lambda_handler(event_loader("eventbridge-scheduled"), lambda_context)
+
+    # Then
+    assert {"sent", "retried", "dead_lettered", "remaining", "duration_ms"} <= set(result)
+    assert result["sent"] == 5 and result["remaining"] == 0
+    assert len(state.unique_keys()) == 5

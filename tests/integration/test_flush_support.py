@@ -1,0 +1,95 @@
+"""Helpers for the flush tests (no tests here): outbox filling, the sink, a fast client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from meterbridge.adapters.openmeter import OpenMeterClient, RetryPolicy, reset_client
+from meterbridge.dal import dynamo
+from meterbridge.dal.outbox import outbox_item
+from meterbridge.local.openmeter_sink import SinkState, create_app
+from meterbridge.local.servers import BackgroundServer
+from meterbridge.logic.flush import FlushConfig
+from meterbridge.models.cloudevent import CloudEvent, usage_source
+from meterbridge.resilience import CircuitBreaker
+
+API_KEY = "om_test_flush_key"
+
+
+def make_events(n: int, tenant: str = "t1", prefix: str = "ev") -> list[CloudEvent]:
+    return [
+        CloudEvent(
+            id=f"{prefix}-{i:06d}",
+            source=usage_source(tenant),
+            type="api.request",
+            subject=f"customer-{i % 7}",
+            time="2026-11-20T10:00:00.000Z",
+            data={"tokens": i % 13 + 1},
+        )
+        for i in range(n)
+    ]
+
+
+def fill_outbox(table: str, events: list[CloudEvent], tenant: str = "t1", **kw: Any) -> None:
+    """Write outbox items directly (BatchWriteItem, 25 a request, in parallel)."""
+    items = [dynamo.serialize(outbox_item(e, tenant_id=tenant, kind="usage", **kw)) for e in events]
+    chunks = [items[i : i + 25] for i in range(0, len(items), 25)]
+
+    def write(chunk: list[dict[str, Any]]) -> None:
+        request = {table: [{"PutRequest": {"Item": item}} for item in chunk]}
+        while request:
+            resp = dynamo.client().batch_write_item(RequestItems=request)
+            request = resp.get("UnprocessedItems") or {}
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(write, chunks))
+
+
+def all_items(table: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"TableName": table}
+    while True:
+        resp = dynamo.client().scan(**kwargs)
+        items.extend(dynamo.deserialize(i) for i in resp.get("Items", []))
+        if "LastEvaluatedKey" not in resp:
+            return items
+        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+
+def fast_client(url: str, **kw: Any) -> OpenMeterClient:
+    """Short timeouts and backoffs so fault tests stay bounded."""
+    return OpenMeterClient(
+        url,
+        API_KEY,
+        timeout_s=kw.pop("timeout_s", 0.5),
+        retry=kw.pop("retry", RetryPolicy(max_attempts=6, backoff_base_s=0.01, backoff_cap_s=0.1)),
+        breaker=kw.pop(
+            "breaker", CircuitBreaker("openmeter-test", failure_threshold=8, reset_timeout_s=0.2)
+        ),
+        **kw,
+    )
+
+
+def fast_config(**kw: Any) -> FlushConfig:
+    defaults: dict[str, Any] = {"batch_size": 50, "lease_s": 30.0, "send_budget_s": 10.0}
+    return FlushConfig(**{**defaults, **kw})
+
+
+@pytest.fixture
+def sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[SinkState, str]]:
+    """The OpenMeter fake on loopback, and the env pointing the flush at it."""
+    from tests.conftest import reset_singletons
+
+    state = SinkState(API_KEY, seed=11, retry_after=1, hang_seconds=1.0)
+    with BackgroundServer(create_app(state)) as server:
+        monkeypatch.setenv("OPENMETER_ENABLED", "true")
+        monkeypatch.setenv("OPENMETER_BASE_URL", server.url)
+        monkeypatch.setenv("OPENMETER_API_KEY", API_KEY)
+        reset_singletons()
+        reset_client()
+        yield state, server.url
+    reset_client()
