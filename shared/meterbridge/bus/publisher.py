@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from meterbridge.bus.subjects import DUPLICATE_WINDOW_S, MAX_AGE_S, STREAM_NAME, STREAM_SUBJECTS
+from meterbridge.bus.subjects import DUPLICATE_WINDOW_S, MAX_AGE_S, STREAM_SUBJECTS
 from meterbridge.observability import logger
 from meterbridge.resilience import CircuitBreaker
 from meterbridge.settings import Settings, get_settings
@@ -62,7 +62,9 @@ class NatsPublisher:
         self._loop = loop
         self._js = self._nc.jetstream(timeout=self.settings.nats_connect_timeout_s)
         if not self._stream_ready:
-            await ensure_stream(self._js)
+            await ensure_stream(
+                self._js, self.settings.nats_stream, self.settings.nats_stream_replicas
+            )
             self._stream_ready = True
         return self._js
 
@@ -116,20 +118,21 @@ class NatsPublisher:
         return self._sync_loop.run_until_complete(self.publish(messages))
 
 
-async def ensure_stream(js: Any) -> None:
+async def ensure_stream(js: Any, name: str, replicas: int = 1) -> None:
     """Create the stream if missing (idempotent; a stream created elsewhere is left as is)."""
     from nats.js.api import StreamConfig
     from nats.js.errors import NotFoundError
 
     try:
-        await js.stream_info(STREAM_NAME)
+        await js.stream_info(name)
     except NotFoundError:
         await js.add_stream(
             StreamConfig(
-                name=STREAM_NAME,
+                name=name,
                 subjects=STREAM_SUBJECTS,
                 duplicate_window=float(DUPLICATE_WINDOW_S),
                 max_age=float(MAX_AGE_S),
+                num_replicas=replicas,
             )
         )
 

@@ -19,6 +19,10 @@ app.add_typer(keys_cli.app, name="keys")
 from meterbridge.cli.stripe import stripe_app  # noqa: E402
 
 app.add_typer(stripe_app, name="stripe")
+from meterbridge.cli import backfill as backfill_cli, deadletters as deadletters_cli  # noqa: E402
+
+app.add_typer(deadletters_cli.app, name="deadletters")
+app.command()(backfill_cli.backfill)
 
 
 def main() -> None:
