@@ -106,7 +106,11 @@ class ManagedProcess:
 
 
 class MotoServer(ManagedProcess):
-    """``moto_server`` over HTTP: the same boto3 code path as DynamoDB on AWS."""
+    """``moto_server`` over HTTP: the same boto3 code path as DynamoDB on AWS.
+
+    Started through ``meterbridge.local.moto_server``, which fixes moto's whole-table copy per
+    transaction item (see that module); everything else is moto as released.
+    """
 
     name = "moto server"
 
@@ -115,7 +119,8 @@ class MotoServer(ManagedProcess):
         return f"http://{self.host}:{self.port}"
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)]
+        return [sys.executable, "-m", "meterbridge.local.moto_server", "-H", self.host,
+                "-p", str(self.port)]
 
 
 def nats_server_binary() -> str | None:
