@@ -76,7 +76,7 @@ async def test_killing_one_node_mid_stream_loses_and_duplicates_nothing(
                 await _publish_until_acked(js, tenant, event)
 
             # When the node the bridge is connected to is killed (-9) mid-stream
-            victim = next(n for n in cluster if n.url == service.bridge._nc.connected_url.geturl())
+            victim = next(n for n in cluster if n.url == service.bridge.connected_url)
             victim.kill()
             for event in events[30:]:
                 await _publish_until_acked(js, tenant, event)

@@ -16,13 +16,15 @@ from meterbridge.cli.main import app as cli
 from meterbridge.local.servers import BackgroundServer
 from meterbridge.logic import flush
 from tests.conftest import reset_singletons
-from tests.integration.test_flush_support import (  # noqa: F401 - fixture
+from tests.integration import test_flush_support
+from tests.integration.test_flush_support import (
     fast_client,
     fast_config,
     fill_outbox,
     make_events,
-    sink,
 )
+
+sink = test_flush_support.sink  # the OpenMeter fake fixture
 
 TOKEN = "admin-test-token"
 

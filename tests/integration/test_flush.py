@@ -12,14 +12,16 @@ from meterbridge.dal import outbox
 from meterbridge.local.openmeter_sink import Fault
 from meterbridge.logic import flush
 from meterbridge.settings import get_settings
-from tests.integration.test_flush_support import (  # noqa: F401 - fixture
+from tests.integration import test_flush_support
+from tests.integration.test_flush_support import (
     all_items,
     fast_client,
     fast_config,
     fill_outbox,
     make_events,
-    sink,
 )
+
+sink = test_flush_support.sink  # the OpenMeter fake fixture
 
 
 def run_flush(url: str, **kw: Any) -> flush.FlushResult:
@@ -43,9 +45,7 @@ def test_ten_thousand_events_with_ten_percent_duplicates_reach_openmeter_once_ea
     table = aws["EventsTable"]
     unique = make_events(9000)
     fill_outbox(table, unique)
-    refused = [
-        outbox.enqueue(table, e, tenant_id="t1", kind="usage") for e in unique[::9][:1000]
-    ]
+    refused = [outbox.enqueue(table, e, tenant_id="t1", kind="usage") for e in unique[::9][:1000]]
 
     # When
     results = drain(url, config=fast_config(batch_size=100, concurrency=8))
@@ -92,7 +92,9 @@ def test_faults_and_a_poison_event_end_with_each_good_event_once_and_the_poison_
     assert {"error", "throttle", "hang"} <= set(stats["faults_injected"])
     # A re-send only ever follows an answer that lost a stored batch's acknowledgement
     ambiguous = {
-        i for r in state.requests() if r["recorded"] and r["fault"] in ("hang", "record_then_fail")
+        i
+        for r in state.requests()
+        if r["recorded"] and r["fault"] in ("hang", "record_then_fail")
         for i in r["ids"]
     }
     assert {event_id for (_, event_id) in state.resent()} <= ambiguous
@@ -236,7 +238,9 @@ def test_wrong_api_key_stops_the_run_without_dead_lettering(aws, sink):
     assert not [i for i in all_items(table) if "lease_owner" in i]
 
 
-def test_lambda_handler_runs_the_flush_on_a_scheduled_event(aws, sink, lambda_context, event_loader):
+def test_lambda_handler_runs_the_flush_on_a_scheduled_event(
+    aws, sink, lambda_context, event_loader
+):
     # Given
     from functions.openmeter_flush import app
 
@@ -250,3 +254,36 @@ def test_lambda_handler_runs_the_flush_on_a_scheduled_event(aws, sink, lambda_co
     assert {"sent", "retried", "dead_lettered", "remaining", "duration_ms"} <= set(result)
     assert result["sent"] == 5 and result["remaining"] == 0
     assert len(state.unique_keys()) == 5
+
+
+def test_republishes_to_nats_with_a_tenant_unique_msg_id(aws, sink, nats_server):
+    # Given: events ingest could not publish, already delivered to OpenMeter
+    import asyncio
+
+    import nats
+
+    from meterbridge.bus.subjects import STREAM_NAME
+
+    _, url = sink
+    table = aws["EventsTable"]
+    events = make_events(12, tenant="t7")
+    fill_outbox(table, events, tenant="t7")
+
+    # When
+    result = run_flush(url)
+
+    # Then
+    async def stream_messages() -> list[Any]:
+        nc = await nats.connect(nats_server.url)
+        try:
+            js = nc.jetstream()
+            sub = await js.pull_subscribe("meterbridge.tenant.t7.usage", stream=STREAM_NAME)
+            return await sub.fetch(12, timeout=5)
+        finally:
+            await nc.close()
+
+    messages = asyncio.run(stream_messages())
+    assert result.republished == 12 and result.sent == 12
+    assert {m.headers["Nats-Msg-Id"] for m in messages} == {f"{e.source}#{e.id}" for e in events}
+    items = all_items(table)
+    assert not [i for i in items if "republish_shard" in i]

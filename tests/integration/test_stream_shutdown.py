@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -43,8 +44,10 @@ async def test_sigterm_tells_clients_drains_and_exits(
             ] != "up":
                 pass
             async with SSEReader(http, f"{base}/v1/stream", auth(key)) as reader:
-                while (await http.get(f"{base}/")).json()["clients"] != 1:
-                    pass
+                for _ in range(400):
+                    if (await http.get(f"{base}/")).json()["clients"] == 1:
+                        break
+                    await asyncio.sleep(0.05)
                 seq = await js_publish(nc.jetstream(), tenant, usage_event(tenant, 1))
                 first = await reader.next_event()
 

@@ -1,15 +1,11 @@
-"""Placeholder for the streaming routes until the streaming service lands (issue 7)."""
+"""The streaming routes (``GET /v1/stream``, ``POST /v1/stream-tokens``): see meterbridge.streaming.
+
+An app that includes ``router`` must run ``stream_lifespan(app)`` inside its own lifespan:
+it starts the NATS bridge and the fan-out and drains them at shutdown.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from meterbridge.streaming.app import router, stream_lifespan
 
-from meterbridge.api.errors import error_responses
-from meterbridge.errors import NotImplementedYet
-
-router = APIRouter(prefix="/v1", tags=["streaming"])
-
-
-@router.get("/stream", responses=error_responses(401, 501))
-async def stream() -> None:
-    raise NotImplementedYet("live streaming is not available yet")
+__all__ = ["router", "stream_lifespan"]

@@ -23,6 +23,9 @@ from meterbridge.cli import backfill as backfill_cli, deadletters as deadletters
 
 app.add_typer(deadletters_cli.app, name="deadletters")
 app.command()(backfill_cli.backfill)
+from meterbridge.cli.status import status as status_cmd  # noqa: E402
+
+app.command(name="status")(status_cmd)
 
 
 def main() -> None:

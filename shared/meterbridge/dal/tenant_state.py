@@ -2,10 +2,12 @@
 
 Stripe does not promise order, so every write here is conditional:
 
-- Subscription state (plan, subscription id/status/price) carries ``stripe_state_at`` (the
-  Stripe event's ``created``) and ``stripe_state_rank`` (the tie-break inside one second: a
-  ``created`` < ``updated`` < ``deleted``, terminal statuses above all). A write applies only
-  when it is newer; an older event is a no-op.
+- Subscription state (plan, subscription id, and the map ``stripe_subscription`` with status,
+  price, event id, ``at`` and ``rank``) carries ``stripe_state_key = created * 100 + rank``: the
+  Stripe event's ``created``, then the tie-break inside one second (``created`` < ``updated`` <
+  ``deleted``, terminal statuses above all). A write applies only when its key is greater; an
+  older event is a no-op. The key only ever grows, so a profile read showing a key at least as
+  great proves the write would be refused.
 - Failed payments are counted once per Stripe event id (the set ``payment_failed_events``) and
   only when newer than the last payment (``payments_reset_at``); ``invoice.paid`` resets the
   count only when newer than the last counted failure (``last_payment_failed_at``).
@@ -86,6 +88,21 @@ def _set_clause(fields: dict[str, Any]) -> tuple[str, dict[str, str], dict[str, 
     return "SET " + ", ".join(parts), names, vals
 
 
+# Within one second of ``created``, the rank orders lifecycle steps (below 100, see translate).
+_RANK_SPAN = 100
+
+
+def state_key(at: int, rank: int) -> int:
+    """The ordering guard as one sortable number: ``created`` first, then the rank."""
+    return at * _RANK_SPAN + rank
+
+
+def stored_state_key(profile: dict[str, Any] | None) -> int | None:
+    """The subscription ordering key a profile holds (None before any subscription event)."""
+    key = (profile or {}).get("stripe_state_key")
+    return int(key) if key is not None else None
+
+
 def apply_subscription(
     table: str,
     tenant_id: str,
@@ -104,36 +121,45 @@ def apply_subscription(
     Returns False when the event is older (or the same) and changed nothing.
     An event that ends a subscription applies only to the tenant's current subscription, so the
     end of a replaced subscription never downgrades the tenant.
+
+    One guard attribute (``stripe_state_key``) and one map (``stripe_subscription``) keep the
+    expression short: moto parses and validates every clause, and this write is on the webhook's
+    request path. ``stripe_subscription_id``, ``plan`` and ``updated_at`` stay top level: other code reads them.
     """
-    set_, names, vals = _set_clause(
-        {
-            "stripe_state_at": at,
-            "stripe_state_rank": rank,
-            "stripe_state_event": event_id,
-            "stripe_subscription_id": subscription_id,
-            "stripe_subscription_status": status,
-            "stripe_price_id": price_id,
-            "plan": plan,
-            "updated_at": _now(),
-        }
-    )
+    key = state_key(at, rank)
+    details = {
+        "at": at,
+        "rank": rank,
+        "event": event_id,
+        "status": status,
+        "price": price_id,
+    }
+    sets = ["stripe_state_key = :key", "stripe_subscription = :sub_state", "updated_at = :now"]
+    vals: dict[str, Any] = {
+        ":key": key,
+        ":sub_state": {k: v for k, v in details.items() if v is not None},
+        ":now": _now(),
+    }
+    if subscription_id:
+        sets.append("stripe_subscription_id = :sub")
+        vals[":sub"] = subscription_id
+    if plan:
+        sets.append("#plan = :plan")
+        vals[":plan"] = plan
     condition = (
-        "attribute_exists(pk) AND (attribute_not_exists(stripe_state_at)"
-        " OR stripe_state_at < :at OR (stripe_state_at = :at AND stripe_state_rank < :rank))"
+        "attribute_exists(pk) AND (attribute_not_exists(stripe_state_key) OR stripe_state_key < :key)"
     )
-    vals.update({":at": at, ":rank": rank})
     if ends_subscription and subscription_id:
         condition += (
             " AND (attribute_not_exists(stripe_subscription_id) OR stripe_subscription_id = :sub)"
         )
-        vals[":sub"] = subscription_id
     try:
         dynamo.update(
             table,
             _key(tenant_id),
-            set_=set_,
+            set_="SET " + ", ".join(sets),
             condition=condition,
-            names=names,
+            names={"#plan": "plan"} if plan else None,
             vals=vals,
             return_new=False,
         )

@@ -21,8 +21,10 @@ from meterbridge.logic import stripe_webhook
 
 def create_dev_app() -> FastAPI:
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The streaming service (NATS bridge, fan-out) lives as long as the app.
+        async with stream.stream_lifespan(app):
+            yield
 
     app = FastAPI(title="meterbridge (local stack)", version="1", lifespan=lifespan)
     install_error_handlers(app)

@@ -1,10 +1,20 @@
 """Stripe webhook handling: verify, dedupe, translate, apply tenant state (issue 6).
 
-The request path is DynamoDB only (no Stripe API call): verify the signature on the raw bytes,
-claim the Stripe event id (a conditional put with an expiring lock), enqueue the CloudEvent in
-the outbox, apply the tenant state with ordering guards, mark the event done, then publish to
-NATS best effort. Every step is idempotent on its own, so a crash anywhere followed by Stripe's
-redelivery (or ``meterbridge stripe reconcile``) completes the work exactly once.
+The request path is DynamoDB only (no Stripe API call) and starts by verifying the signature on
+the raw bytes. Then one of two paths, both ending with a best-effort NATS publish:
+
+- Single-write events (subscription lifecycle, Checkout): read the tenant profile, then put the
+  CloudEvent in the outbox and apply the guarded state write at once. Both writes are
+  idempotent and conditional on their own (the outbox key is the Stripe event id; the state
+  write needs a strictly greater ordering key), so every delivery runs them: a duplicate finds
+  both refused and answers ``duplicate`` after proving both durable. No lock, no end marker:
+  two sequential round trips. The outbox item is the event id's idempotency record (kept until
+  sent, then 45 days).
+- Payment events (several dependent steps: count, then suspend): claim the Stripe event id (a
+  conditional put with an expiring lock), enqueue, apply the steps, mark the event done.
+
+Every step is idempotent on its own, so a crash anywhere followed by Stripe's redelivery (or
+``meterbridge stripe reconcile``) completes the work exactly once.
 """
 
 from __future__ import annotations
@@ -30,6 +40,8 @@ from meterbridge.settings import Settings, get_settings
 SIGNATURE_TOLERANCE_S = 300
 FUTURE_TOLERANCE_S = 300
 FAILED_PAYMENTS_TO_SUSPEND = 3
+# Actions whose whole effect is one outbox put and one guarded write (see the module docstring).
+SINGLE_WRITE_ACTIONS = frozenset({"subscription", "checkout"})
 # A concurrent duplicate waits this long for the in-flight delivery, then gets a 409 (retried).
 IN_FLIGHT_WAIT_S = 2.5
 _POLL_S = 0.05
@@ -135,10 +147,12 @@ def process(
     change = translate(event)
     if change is None:
         return WebhookResult(outcome="ignored", event_id=event.id, event_type=event.type)
+    if change.action in SINGLE_WRITE_ACTIONS:
+        return _process_single_write(change, event, settings)
     table = settings.idempotency_table
     deadline = time.monotonic() + wait_s
     # The tenant lookup is a read that does not depend on the claim: overlap the round trips.
-    lookup = _pool().submit(resolve_tenant, change, settings)
+    lookup = _pool().submit(resolve_profile, change, settings)
     claim = webhooks.claim(table, event.id, event.type)
     while not claim.claimed:
         if claim.state == "done":
@@ -164,7 +178,12 @@ def process(
             claim = webhooks.claim(table, event.id, event.type)
     assert claim.token is not None
     try:
-        result = _apply(change, event, lookup.result(), settings)
+        profile = lookup.result()
+        result = _apply(change, event, profile, settings)
+        if result.outcome == "duplicate":
+            # Our claim is what makes this delivery the one that applies: report it as applied
+            # even when a crashed earlier attempt already made every write.
+            result = result.model_copy(update={"outcome": "applied"})
         webhooks.finish(
             table,
             event.id,
@@ -181,6 +200,27 @@ def process(
     return result
 
 
+def _process_single_write(
+    change: BillingChange, event: StripeEvent, settings: Settings
+) -> WebhookResult:
+    """Two round trips: the profile read, then the outbox put and the guarded write at once.
+
+    A 2xx is only returned once both writes are durable, by this delivery or an earlier one:
+    ``put_new`` refused means the outbox item exists; the guarded write refused (or skipped
+    because the profile read already holds an equal or greater key) means that state or a newer
+    one is stored. Concurrent deliveries each run the same two conditional writes; exactly one
+    outbox put wins, so the event is enqueued and published once.
+    """
+    profile = resolve_profile(change, settings)
+    result = _apply(change, event, profile, settings)
+    if result.outcome == "unmatched":
+        # For operators and reconcile: nothing waits on this record (no lock on this path).
+        webhooks.finish(settings.idempotency_table, event.id, event.type, "unmatched")
+    elif result.outcome == "applied" and result.tenant_id and result.cloud_event is not None:
+        _publish(result.cloud_event, result.tenant_id, settings)
+    return result
+
+
 _executor: ThreadPoolExecutor | None = None
 
 
@@ -193,24 +233,32 @@ def _pool() -> ThreadPoolExecutor:
 
 def resolve_tenant(change: BillingChange, settings: Settings) -> str | None:
     """The tenant a Stripe object belongs to: its ``metadata[tenant_id]``, else its customer."""
+    profile = resolve_profile(change, settings)
+    return str(profile["tenant_id"]) if profile else None
+
+
+def resolve_profile(change: BillingChange, settings: Settings) -> dict[str, Any] | None:
+    """The profile of the tenant a Stripe object belongs to (a consistent read), or None."""
     table = settings.tenants_table
     if change.tenant_hint:
         profile = tenant_state.get_profile(table, change.tenant_hint)
         linked = (profile or {}).get("stripe_customer_id")
         # Metadata is ours (set at provisioning); refuse it if it contradicts the stored link.
         if profile and (not linked or not change.customer_id or linked == change.customer_id):
-            return str(profile["tenant_id"])
+            return profile
     if change.customer_id:
-        profile = tenant_state.find_by_customer(table, change.customer_id)
-        if profile:
-            return str(profile["tenant_id"])
+        return tenant_state.find_by_customer(table, change.customer_id)
     return None
 
 
 def _apply(
-    change: BillingChange, event: StripeEvent, tenant_id: str | None, settings: Settings
+    change: BillingChange,
+    event: StripeEvent,
+    profile: dict[str, Any] | None,
+    settings: Settings,
 ) -> WebhookResult:
-    if tenant_id is None:
+    """Enqueue and apply at once; ``duplicate`` when both were already durable."""
+    if profile is None:
         logger.warning(
             "stripe event for an unknown customer",
             extra={"stripe_event_id": event.id, "stripe_type": event.type},
@@ -221,15 +269,24 @@ def _apply(
             event_type=event.type,
             billing_type=change.billing_type,
         )
+    tenant_id = str(profile["tenant_id"])
     cloud_event = change.cloud_event(tenant_id)
     # Independent idempotent writes (outbox put_new, guarded state): overlap the round trips.
     enqueue = _pool().submit(
         outbox.enqueue, settings.events_table, cloud_event, tenant_id=tenant_id, kind="billing"
     )
-    changed = apply_state(change, tenant_id, settings)
+    changed = apply_state(change, tenant_id, settings, profile=profile)
     enqueued = enqueue.result()
     if changed:
         auth.forget()
+    if not (enqueued or changed):
+        return WebhookResult(
+            outcome="duplicate",
+            event_id=event.id,
+            event_type=event.type,
+            tenant_id=tenant_id,
+            billing_type=change.billing_type,
+        )
     logger.info(
         "stripe event applied",
         extra={
@@ -249,10 +306,26 @@ def _apply(
     )
 
 
-def apply_state(change: BillingChange, tenant_id: str, settings: Settings) -> bool:
-    """Apply the tenant state change; True if anything changed (cached principals are stale)."""
+def apply_state(
+    change: BillingChange,
+    tenant_id: str,
+    settings: Settings,
+    *,
+    profile: dict[str, Any] | None = None,
+) -> bool:
+    """Apply the tenant state change; True if anything changed (cached principals are stale).
+
+    ``profile``, when given, is a read of the tenant made before this call: a write it proves
+    would be refused is skipped (one round trip less for duplicates and older events).
+    """
     table = settings.tenants_table
     if change.action == "checkout":
+        if profile and (
+            profile.get("stripe_customer_id") == change.customer_id
+            and profile.get("stripe_checkout_session")
+            == (change.checkout_session_id or change.stripe_event_id)
+        ):
+            return False
         return (
             tenant_state.record_checkout(
                 table,
@@ -263,6 +336,10 @@ def apply_state(change: BillingChange, tenant_id: str, settings: Settings) -> bo
             is not None
         )
     if change.action == "subscription":
+        stored = tenant_state.stored_state_key(profile)
+        # The stored key only grows: one at least ours means the guarded write would be refused.
+        if stored is not None and stored >= tenant_state.state_key(change.created, change.rank):
+            return False
         return tenant_state.apply_subscription(
             table,
             tenant_id,

@@ -241,8 +241,8 @@ class SSEResponse(Response):
         final = _final_frame(client.closed)
         if final is not None:
             await _body(send, final)
-        if client.closed != "disconnected":
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        # Completes the response (a no-op on a connection the client already closed).
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _replay(self, send: Any, client: SSEClient) -> None:
         """Everything of the tenant after ``Last-Event-ID`` up to the hand-off, then live."""

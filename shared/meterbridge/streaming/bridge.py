@@ -116,6 +116,14 @@ class NatsBridge:
         return self._connected.is_set()
 
     @property
+    def connected_url(self) -> str | None:
+        """The NATS server this process consumes from (for operators and tests)."""
+        nc = self._nc
+        if nc is None or nc.connected_url is None:
+            return None
+        return str(nc.connected_url.geturl())
+
+    @property
     def fallback_active(self) -> bool:
         return not self.connected
 
@@ -170,7 +178,10 @@ class NatsBridge:
                 await asyncio.sleep(0.05)
                 continue
             try:
-                await self._connect_once()
+                # Bounded: a half-dead cluster node can leave a JetStream call unanswered.
+                await asyncio.wait_for(
+                    self._connect_once(), self.settings.nats_connect_timeout_s * 4 + 2
+                )
             except Exception as exc:  # noqa: BLE001 - any connect failure opens the breaker
                 logger.warning(
                     "nats connect failed",

@@ -1,0 +1,215 @@
+"""What an operator needs at a glance (``meterbridge status``), and the flush's backlog gauges.
+
+Everything comes from DynamoDB, read with the operator's own AWS credentials: the outbox
+backlog and its oldest pending event, the dead letters, the last flush result (recorded by the
+flush with ``record_flush``), and the top tenants by usage this period. Circuit breakers live in
+process memory: the OpenMeter breaker is the one the last flush run saw (stored with its
+result); the NATS breaker is read from a streaming task's ``/metrics`` when a URL is given.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field, computed_field
+
+from meterbridge.dal import status as status_dal
+from meterbridge.resilience import BreakerState
+from meterbridge.settings import Settings, get_settings
+
+BREAKER_NAMES = {int(s): s.name.lower() for s in BreakerState}
+_NATS_STATE = re.compile(r"^meterbridge_nats_circuit_state(?:\{[^}]*\})?\s+([0-9.eE+-]+)\s*$", re.M)
+
+
+class OutboxStatus(BaseModel):
+    pending: int
+    oldest_pending_at: str | None = None
+    oldest_pending_age_s: float | None = None
+    oldest_pending_tenant: str | None = None
+
+
+class OutboxGauges(BaseModel):
+    """What the flush emits after each run: ``OutboxOldestAgeSeconds`` and ``DeadLetters``."""
+
+    oldest_pending_age_s: float
+    dead_letters: int
+
+
+class LastFlush(BaseModel):
+    finished_at: str
+    sent: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    remaining: int = 0
+    republished: int = 0
+    duration_ms: int = 0
+    stopped: str | None = None
+    openmeter_breaker: str | None = None
+    age_s: float | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def ok(self) -> bool:
+        return self.stopped in (None, "deadline")
+
+
+class Breakers(BaseModel):
+    openmeter: str | None = Field(None, description="as the last flush run saw it")
+    nats: str | None = Field(None, description="from the streaming task's /metrics")
+    nats_error: str | None = None
+
+
+class TenantUsage(BaseModel):
+    tenant_id: str
+    meter: str
+    used: int
+
+
+class Status(BaseModel):
+    checked_at: str
+    period: str
+    outbox: OutboxStatus
+    dead_letters: int
+    last_flush: LastFlush | None = None
+    breakers: Breakers
+    top_tenants: list[TenantUsage]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def healthy(self) -> bool:
+        """False when an alarm would fire: old backlog, dead letters, failed flush, open breaker."""
+        old = (self.outbox.oldest_pending_age_s or 0) > 300
+        flush_failed = self.last_flush is not None and not self.last_flush.ok
+        open_breaker = "open" in (self.breakers.openmeter, self.breakers.nats)
+        return not (old or self.dead_letters or flush_failed or open_breaker)
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def current_period(now: datetime) -> str:
+    """The billing period key of the usage counters: the calendar month (UTC), ``YYYY-MM``."""
+    return now.astimezone(UTC).strftime("%Y-%m")
+
+
+def outbox_status(settings: Settings, now: datetime) -> OutboxStatus:
+    table = settings.events_table
+    oldest = status_dal.oldest_pending(table)
+    pending = status_dal.count_pending(table)
+    if oldest is None or not oldest.get("accepted_at"):
+        return OutboxStatus(pending=pending)
+    at = str(oldest["accepted_at"])
+    age = max(0.0, (now - _parse_time(at)).total_seconds())
+    return OutboxStatus(
+        pending=pending,
+        oldest_pending_at=at,
+        oldest_pending_age_s=round(age, 1),
+        oldest_pending_tenant=oldest.get("tenant_id"),
+    )
+
+
+def outbox_gauges(settings: Settings | None = None, now: datetime | None = None) -> OutboxGauges:
+    """The backlog gauges the flush emits; 0 s when nothing is pending."""
+    settings = settings or get_settings()
+    now = now or datetime.now(UTC)
+    oldest = status_dal.oldest_pending(settings.events_table)
+    age = 0.0
+    if oldest is not None and oldest.get("accepted_at"):
+        age = max(0.0, (now - _parse_time(str(oldest["accepted_at"]))).total_seconds())
+    return OutboxGauges(
+        oldest_pending_age_s=round(age, 1),
+        dead_letters=status_dal.count_dead_letters(settings.events_table),
+    )
+
+
+def record_flush(
+    result: BaseModel,
+    *,
+    openmeter_breaker: int | None = None,
+    settings: Settings | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Store a flush run's result (a ``FlushResult``) as the last one (``meterbridge status``)."""
+    settings = settings or get_settings()
+    record: dict[str, Any] = {
+        **result.model_dump(),
+        "finished_at": _iso(now or datetime.now(UTC)),
+    }
+    if openmeter_breaker is not None:
+        record["openmeter_breaker"] = BREAKER_NAMES.get(int(openmeter_breaker), "unknown")
+    status_dal.put_last_flush(settings.idempotency_table, record)
+
+
+def last_flush(settings: Settings, now: datetime) -> LastFlush | None:
+    raw = status_dal.get_last_flush(settings.idempotency_table)
+    if raw is None:
+        return None
+    flush = LastFlush.model_validate(raw)
+    flush.age_s = round(max(0.0, (now - _parse_time(flush.finished_at)).total_seconds()), 1)
+    return flush
+
+
+def top_tenants(settings: Settings, period: str, top: int) -> list[TenantUsage]:
+    totals = status_dal.usage_totals(settings.usage_table, period)
+    rows = [TenantUsage(tenant_id=t, meter=m, used=used) for (t, m), used in totals.items()]
+    rows.sort(key=lambda r: (-r.used, r.tenant_id, r.meter))
+    return rows[:top]
+
+
+def nats_breaker_from_metrics(text: str) -> str | None:
+    """The NATS breaker state in a Prometheus exposition (the worst of the samples)."""
+    values = [int(float(v)) for v in _NATS_STATE.findall(text)]
+    if not values:
+        return None
+    # Open (1) is worse than half-open (2), which is worse than closed (0).
+    worst = 1 if 1 in values else max(values)
+    return BREAKER_NAMES.get(worst, "unknown")
+
+
+def fetch_nats_breaker(
+    streaming_url: str, *, timeout_s: float = 5.0
+) -> tuple[str | None, str | None]:
+    """(state, error) from ``<streaming_url>/metrics``; a failure is reported, not raised."""
+    import httpx
+
+    try:
+        resp = httpx.get(streaming_url.rstrip("/") + "/metrics", timeout=timeout_s)
+        resp.raise_for_status()
+    except httpx.HTTPError as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    state = nats_breaker_from_metrics(resp.text)
+    return state, None if state else "no meterbridge_nats_circuit_state in /metrics"
+
+
+def collect_status(
+    *,
+    settings: Settings | None = None,
+    now: datetime | None = None,
+    top: int = 10,
+    streaming_url: str | None = None,
+    fetch_nats: Callable[[str], tuple[str | None, str | None]] = fetch_nats_breaker,
+) -> Status:
+    settings = settings or get_settings()
+    now = now or datetime.now(UTC)
+    period = current_period(now)
+    flush = last_flush(settings, now)
+    breakers = Breakers(openmeter=flush.openmeter_breaker if flush else None)
+    if streaming_url:
+        breakers.nats, breakers.nats_error = fetch_nats(streaming_url)
+    return Status(
+        checked_at=_iso(now),
+        period=period,
+        outbox=outbox_status(settings, now),
+        dead_letters=status_dal.count_dead_letters(settings.events_table),
+        last_flush=flush,
+        breakers=breakers,
+        top_tenants=top_tenants(settings, period, top),
+    )
