@@ -50,6 +50,12 @@ STRIPE_WEBHOOKS_RECEIVED = Counter(
     ["type", "outcome"],
     registry=REGISTRY,
 )
+STRIPE_WEBHOOK_LATENCY = Histogram(
+    "meterbridge_stripe_webhook_latency_seconds",
+    "Time to verify, dedupe and apply one Stripe webhook delivery",
+    registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 API_REQUESTS = Counter(
     "meterbridge_api_requests_total",
     "HTTP requests served",

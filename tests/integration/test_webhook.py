@@ -14,8 +14,8 @@ from meterbridge.dal import outbox, tenant_state, webhooks
 from meterbridge.errors import TenantSuspended
 from meterbridge.local.stripe_fake import sign_payload
 from meterbridge.logic import auth
-from meterbridge.logic.stripe_translate import StripeEvent
-from meterbridge.logic.stripe_webhook import process
+from meterbridge.logic.stripe_translate import StripeEvent, translate
+from meterbridge.logic.stripe_webhook import apply_state, process
 from meterbridge.models.cloudevent import STRIPE_SOURCE
 from meterbridge.settings import get_settings
 from tests.conftest import reset_singletons
@@ -95,10 +95,11 @@ def test_each_type_is_translated_into_the_outbox_and_changes_state(
     assert cloud_event["subject"] == tenant_id and cloud_event["source"] == STRIPE_SOURCE
     assert cloud_event["data"]["customer"] == customer
     state = profile(tenant_id)
+    state["subscription_status"] = state.get("stripe_subscription", {}).get("status")
     expected = {
-        "customer.subscription.created": {"plan": "basic", "stripe_subscription_status": "active"},
-        "customer.subscription.updated": {"plan": "pro", "stripe_subscription_status": "active"},
-        "customer.subscription.deleted": {"plan": "free", "stripe_subscription_status": "canceled"},
+        "customer.subscription.created": {"plan": "basic", "subscription_status": "active"},
+        "customer.subscription.updated": {"plan": "pro", "subscription_status": "active"},
+        "customer.subscription.deleted": {"plan": "free", "subscription_status": "canceled"},
         "invoice.paid": {"failed_payments": 0, "payments_reset_at": event["created"]},
         "invoice.payment_failed": {"failed_payments": 1, "status": "active"},
     }[name]
@@ -179,6 +180,82 @@ def test_one_event_delivered_ten_times_concurrently_has_one_effect_and_ten_2xx(
     assert [i["pk"] for i in events_items] == [outbox.event_pk(STRIPE_SOURCE, event["id"])]
 
 
+def test_a_subscription_event_delivered_ten_times_concurrently_has_one_effect(
+    webhook_env: dict[str, str],
+) -> None:
+    # Given a linked basic tenant and one customer.subscription.updated (lock-free path)
+    tenant_id, _, customer = linked_tenant(plan="basic")
+    event = stripe_event("customer.subscription.updated", customer=customer)
+    body = body_of(event)
+    lambda_events = [function_url_event(body, sign_payload(body, NEW_SECRET)) for _ in range(10)]
+    # When the ten deliveries run at once
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        results = list(pool.map(invoke, lambda_events))
+    # Then all ten get a 2xx, each either applied or saw it durable, and one event is enqueued
+    assert [status for status, _ in results] == [200] * 10
+    outcomes = [b["outcome"] for _, b in results]
+    assert set(outcomes) <= {"applied", "duplicate"} and "applied" in outcomes
+    events_items = scan_all(webhook_env)[webhook_env["EventsTable"]]
+    assert [i["pk"] for i in events_items] == [outbox.event_pk(STRIPE_SOURCE, event["id"])]
+    assert profile(tenant_id)["plan"] == "pro"
+
+
+def test_a_subscription_redelivery_is_a_duplicate_that_writes_nothing(
+    webhook_env: dict[str, str],
+) -> None:
+    # Given a customer.subscription.updated already applied
+    _tenant_id, _, customer = linked_tenant(plan="basic")
+    event = stripe_event("customer.subscription.updated", customer=customer)
+    assert deliver(event)[1]["outcome"] == "applied"
+    before = scan_all(webhook_env)
+    # When Stripe delivers it again
+    status, body = deliver(event, timestamp=int(time.time()) + 1)
+    # Then 200 duplicate and no table changed
+    assert (status, body["outcome"]) == (200, "duplicate")
+    assert scan_all(webhook_env) == before
+
+
+@pytest.mark.parametrize("done_before_crash", ["outbox", "state"])
+def test_a_subscription_event_half_done_before_a_crash_completes_on_redelivery(
+    webhook_env: dict[str, str], done_before_crash: str
+) -> None:
+    # Given a customer.subscription.updated of which only one of the two writes happened
+    tenant_id, _, customer = linked_tenant(plan="basic")
+    event = stripe_event("customer.subscription.updated", customer=customer)
+    settings = get_settings()
+    change = translate(StripeEvent.model_validate(event))
+    assert change is not None
+    if done_before_crash == "outbox":
+        outbox.enqueue(
+            settings.events_table, change.cloud_event(tenant_id), tenant_id=tenant_id, kind="billing"
+        )
+    else:
+        assert apply_state(change, tenant_id, settings)
+    # When Stripe redelivers it
+    status, body = deliver(event)
+    # Then it is acknowledged and both effects exist, once
+    assert (status, body["outcome"]) == (200, "applied")
+    assert profile(tenant_id)["plan"] == "pro"
+    events_items = scan_all(webhook_env)[webhook_env["EventsTable"]]
+    assert [i["pk"] for i in events_items] == [outbox.event_pk(STRIPE_SOURCE, event["id"])]
+
+
+def test_an_older_subscription_event_is_enqueued_without_changing_state(
+    webhook_env: dict[str, str],
+) -> None:
+    # Given a tenant whose subscription state came from an event at T+60 (pro)
+    tenant_id, _, customer = linked_tenant(plan="free")
+    newer = stripe_event("customer.subscription.updated", customer=customer, created=BASE_T + 60)
+    assert deliver(newer)[1]["outcome"] == "applied"
+    # When an older deletion of the same subscription arrives
+    older = stripe_event("customer.subscription.deleted", customer=customer, created=BASE_T)
+    status, body = deliver(older)
+    # Then it is recorded in the outbox (billing history) but the state stays the newer one
+    assert (status, body["outcome"]) == (200, "applied")
+    assert outbox_item(older["id"]) is not None
+    assert profile(tenant_id)["plan"] == "pro"
+
+
 def test_a_sequential_redelivery_is_acknowledged_without_side_effects(
     webhook_env: dict[str, str],
 ) -> None:
@@ -256,7 +333,7 @@ def test_updated_before_created_ends_in_the_updated_state(webhook_env: dict[str,
     assert deliver(created)[0] == 200
     # Then the tenant is on pro, and both CloudEvents are in the outbox
     state = profile(tenant_id)
-    assert (state["plan"], state["stripe_state_at"]) == ("pro", BASE_T + 60)
+    assert (state["plan"], state["stripe_subscription"]["at"]) == ("pro", BASE_T + 60)
     assert outbox_item(created["id"]) and outbox_item(updated["id"])
 
 
@@ -272,7 +349,7 @@ def test_same_second_created_and_deleted_in_any_order_end_canceled(
     deliver(created)
     # Then the later lifecycle step wins the tie: the tenant is back on free
     state = profile(tenant_id)
-    assert (state["plan"], state["stripe_subscription_status"]) == ("free", "canceled")
+    assert (state["plan"], state["stripe_subscription"]["status"]) == ("free", "canceled")
 
 
 def test_the_end_of_a_replaced_subscription_does_not_downgrade(

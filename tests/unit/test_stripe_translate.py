@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from meterbridge.dal.tenant_state import state_key
 from meterbridge.logic.stripe_translate import StripeEvent, plan_for, translate
 
 
@@ -91,3 +94,24 @@ def test_the_cloud_event_is_stable_across_redeliveries() -> None:
     # When made into CloudEvents / Then id, time and data are identical (outbox dedupe holds)
     assert a.cloud_event("t_1").wire() == b.cloud_event("t_1").wire()
     assert a.cloud_event("t_1").time == "2026-05-28T20:26:40Z"
+
+
+@given(
+    a=st.tuples(st.integers(0, 4_000_000_000), st.integers(0, 13)),
+    b=st.tuples(st.integers(0, 4_000_000_000), st.integers(0, 13)),
+)
+def test_the_packed_ordering_key_orders_like_created_then_rank(
+    a: tuple[int, int], b: tuple[int, int]
+) -> None:
+    # Given two (created, rank) pairs with ranks in translate's range (at most 3 + 10)
+    # When they are packed into the one guard attribute
+    key_a, key_b = state_key(*a), state_key(*b)
+    # Then the keys compare exactly like the pairs
+    assert (key_a < key_b) == (a < b) and (key_a == key_b) == (a == b)
+
+
+def test_every_rank_translate_gives_fits_the_packed_key() -> None:
+    # Given the most terminal subscription event (deleted, canceled)
+    change = translate(event("customer.subscription.deleted", subscription("canceled")))
+    # Then its rank is below the key's span, so it never spills into the created second
+    assert change is not None and 0 < change.rank < state_key(1, 0) - state_key(0, 0)

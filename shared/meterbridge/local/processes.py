@@ -18,6 +18,7 @@ import sysconfig
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -51,7 +52,7 @@ class ManagedProcess:
     def command(self) -> list[str]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def start(self, timeout: float = 20.0) -> ManagedProcess:
+    def start(self, timeout: float = 20.0) -> Self:
         self.proc = subprocess.Popen(
             self.command(),
             stdout=self._log,
@@ -94,11 +95,11 @@ class ManagedProcess:
         except subprocess.TimeoutExpired:
             self.kill()
 
-    def restart(self, timeout: float = 20.0) -> ManagedProcess:
+    def restart(self, timeout: float = 20.0) -> Self:
         self.stop()
         return self.start(timeout)
 
-    def __enter__(self) -> ManagedProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -89,10 +89,10 @@ class LocalStack:
         if os.environ.get("AWS_ENDPOINT_URL"):
             self.say(f"DynamoDB   {os.environ['AWS_ENDPOINT_URL']} (from AWS_ENDPOINT_URL)")
         else:
-            self._moto = MotoServer(self.host).start()
-            os.environ["AWS_ENDPOINT_URL"] = self._moto.url
+            moto = self._moto = MotoServer(self.host).start()
+            os.environ["AWS_ENDPOINT_URL"] = moto.url
             self.started.append("moto")
-            self.say(f"DynamoDB   {self._moto.url} (embedded moto server)")
+            self.say(f"DynamoDB   {moto.url} (embedded moto server)")
         for lid, name in table_names().items():
             os.environ[TABLE_ENV[lid]] = name
         from meterbridge.dal import dynamo
@@ -111,14 +111,14 @@ class LocalStack:
             self.say(f"NATS       {os.environ['NATS_SERVERS']} (from NATS_SERVERS)")
             return
         try:
-            self._nats = NatsServer(self.host).start()
+            nats = self._nats = NatsServer(self.host).start()
         except Exception as exc:  # noqa: BLE001 - the fallback bus keeps the stack usable
             os.environ["NATS_ENABLED"] = "false"
             self.say(f"NATS       could not start nats-server ({exc}); in-memory fallback bus")
             return
-        os.environ["NATS_SERVERS"] = self._nats.url
+        os.environ["NATS_SERVERS"] = nats.url
         self.started.append("nats")
-        self.say(f"NATS       {self._nats.url} (embedded nats-server -js, store {self._nats.store_dir})")
+        self.say(f"NATS       {nats.url} (embedded nats-server -js, store {nats.store_dir})")
 
     def _start_openmeter(self) -> None:
         if os.environ.get("OPENMETER_BASE_URL"):
