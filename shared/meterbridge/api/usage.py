@@ -2,24 +2,108 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from meterbridge.api.errors import error_responses, install_error_handlers
-from meterbridge.errors import NotImplementedYet
+from meterbridge.api.tenant_auth import require_tenant
+from meterbridge.errors import PayloadTooLarge, UnsupportedMediaType
+from meterbridge.logic import ingest, usage_query
+from meterbridge.logic.auth import TenantPrincipal
+from meterbridge.models.usage import InboundEvent, IngestResult, UsageReport
+from meterbridge.plans import catalog
+from meterbridge.settings import get_settings
 
 router = APIRouter(prefix="/v1", tags=["usage"])
 
+MEDIA_TYPES = (
+    "application/json",
+    "application/cloudevents+json",
+    "application/cloudevents-batch+json",
+)
+# The body is read raw (size and media type are checked first), so its schema is given here;
+# InboundEvent has no nested models, so its JSON schema is self-contained.
+_EVENT_SCHEMA = InboundEvent.model_json_schema()
+_BODY_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        _EVENT_SCHEMA,
+        {"type": "array", "items": _EVENT_SCHEMA, "minItems": 1, "maxItems": ingest.MAX_EVENTS},
+    ]
+}
 
-@router.post("/events", status_code=202, responses=error_responses(400, 401, 403, 413, 415, 429))
-async def ingest_events() -> dict[str, int]:
-    """Accept one CloudEvent or a batch (issue 4)."""
-    raise NotImplementedYet("usage ingest is not available yet")
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-@router.get("/usage", responses=error_responses(400, 401, 403))
-async def get_usage() -> dict[str, object]:
-    """Usage of the current billing period per meter (issue 4)."""
-    raise NotImplementedYet("usage query is not available yet")
+@router.post(
+    "/events",
+    status_code=202,
+    response_model=IngestResult,
+    responses=error_responses(400, 401, 403, 413, 415, 429, 503),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {media: {"schema": _BODY_SCHEMA} for media in MEDIA_TYPES},
+        }
+    },
+)
+async def ingest_events(
+    request: Request, principal: Annotated[TenantPrincipal, Depends(require_tenant)]
+) -> IngestResult:
+    """Accept one CloudEvent or a batch of up to 1,000 (1 MB, 64 KB per event).
+
+    The tenant is the key's; ``source`` is set by the server. The batch is validated whole:
+    one invalid event and nothing is stored. Events already stored (same ``id``) are reported
+    in ``duplicates`` and counted once.
+    """
+    if _media_type(request) not in MEDIA_TYPES:
+        raise UnsupportedMediaType(
+            "Content-Type must be one of " + ", ".join(MEDIA_TYPES),
+            details={"content_type": request.headers.get("content-type")},
+        )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > ingest.MAX_BODY_BYTES:
+        raise PayloadTooLarge(
+            f"the request body is over {ingest.MAX_BODY_BYTES} bytes",
+            details={"limit_bytes": ingest.MAX_BODY_BYTES},
+        )
+    raw = await request.body()
+    settings = get_settings()
+    now = datetime.now(UTC)
+    plan = catalog().plan(principal.plan)
+    await run_in_threadpool(ingest.check_rate, principal.tenant_id, plan, settings, now)
+    raw_events = ingest.parse_body(raw)
+    result, stored, alerts = await run_in_threadpool(
+        ingest.ingest, principal.tenant_id, principal.plan, raw_events, settings=settings, now=now
+    )
+    await ingest.publish(principal.tenant_id, stored, alerts, settings)
+    return result
+
+
+@router.get("/usage", response_model=UsageReport, responses=error_responses(400, 401, 403))
+async def get_usage(
+    principal: Annotated[TenantPrincipal, Depends(require_tenant)],
+    from_: Annotated[
+        str | None,
+        Query(
+            alias="from",
+            pattern=r"^\d{4}-(0[1-9]|1[0-2])$",
+            description="First past period, YYYY-MM",
+        ),
+    ] = None,
+    to: Annotated[
+        str | None,
+        Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="Last past period, YYYY-MM"),
+    ] = None,
+) -> UsageReport:
+    """This period per meter (used, limit, remaining, overage) and the estimated charge."""
+    return await run_in_threadpool(
+        usage_query.usage_report, principal.tenant_id, principal.plan, first=from_, last=to
+    )
 
 
 def create_app() -> FastAPI:

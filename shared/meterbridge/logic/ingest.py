@@ -1,0 +1,460 @@
+"""Usage ingest: validate a whole batch, store and count each new event exactly once.
+
+Order of work for one request (docs/usage.md):
+1. parse and validate every event (nothing is stored if one is invalid);
+2. drop repeats inside the batch, then find ids already stored (BatchGetItem);
+3. store new events in the outbox and move the quota counters in the same transactions;
+   a concurrent request that stored an id first makes it a duplicate here, never a double;
+4. emit threshold alerts (once per period, meter and threshold);
+5. publish to NATS, best effort; what NATS did not take is marked for the flush.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from meterbridge.bus.publisher import Message, get_publisher
+from meterbridge.bus.subjects import tenant_subject
+from meterbridge.dal import events as events_dal
+from meterbridge.dal import outbox
+from meterbridge.dal import usage as usage_dal
+from meterbridge.errors import PayloadTooLarge, QuotaExceeded, RateLimited, ValidationFailed
+from meterbridge.logic.periods import period_of, seconds_until_end
+from meterbridge.models.cloudevent import ALERTS_SOURCE, CloudEvent, stable_id, usage_source
+from meterbridge.models.usage import InboundEvent, IngestResult
+from meterbridge.observability import logger, metrics
+from meterbridge.plans import Plan, catalog
+from meterbridge.settings import Settings, get_settings
+
+MAX_BODY_BYTES = 1_000_000
+MAX_EVENTS = 1_000
+MAX_EVENT_BYTES = 64 * 1024
+MAX_AGE = timedelta(days=35)
+MAX_AHEAD = timedelta(minutes=5)
+THRESHOLDS = (80, 100)
+COUNTER_TTL_S = 400 * 86400
+
+
+@dataclass
+class Batch:
+    """A validated batch: CloudEvents in request order, with their meters."""
+
+    events: list[CloudEvent]
+    meters: list[str]
+    repeats: int = 0
+
+
+@dataclass
+class _Pending:
+    items: list[dict[str, Any]] = field(default_factory=list)
+    meters: list[str] = field(default_factory=list)
+    events: list[CloudEvent] = field(default_factory=list)
+
+
+def nats_msg_id(source: str, event_id: str) -> str:
+    """JetStream's ``Nats-Msg-Id``: unique across tenants because the source names the tenant."""
+    return f"{source}#{event_id}"
+
+
+def parse_body(raw: bytes) -> list[Any]:
+    """The request body as a list of JSON objects (one event or an array)."""
+    if len(raw) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(
+            f"the request body is over {MAX_BODY_BYTES} bytes",
+            details={"limit_bytes": MAX_BODY_BYTES},
+        )
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationFailed("the body is not valid JSON", details={"error": str(exc)}) from None
+    events = body if isinstance(body, list) else [body]
+    if not events:
+        raise ValidationFailed("the batch is empty")
+    if len(events) > MAX_EVENTS:
+        raise PayloadTooLarge(
+            f"a batch holds at most {MAX_EVENTS} events",
+            details={"limit_events": MAX_EVENTS, "events": len(events)},
+        )
+    return events
+
+
+def validate(
+    tenant_id: str, raw_events: list[Any], *, now: datetime, max_age: timedelta | None = MAX_AGE
+) -> Batch:
+    """Every event checked before anything is stored; one bad event fails the whole batch."""
+    problems: list[dict[str, Any]] = []
+    too_large: list[int] = []
+    parsed: list[tuple[int, InboundEvent]] = []
+    for index, raw in enumerate(raw_events):
+        if not isinstance(raw, dict):
+            problems.append(
+                {"index": index, "errors": [{"loc": [], "message": "not a JSON object"}]}
+            )
+            continue
+        if len(json.dumps(raw, separators=(",", ":")).encode()) > MAX_EVENT_BYTES:
+            too_large.append(index)
+            continue
+        try:
+            event = InboundEvent.model_validate(raw)
+        except ValidationError as exc:
+            problems.append(
+                {
+                    "index": index,
+                    "errors": [
+                        {"loc": [str(p) for p in e["loc"]], "message": e["msg"]}
+                        for e in exc.errors()
+                    ],
+                }
+            )
+            continue
+        if event.time is not None:
+            if max_age is not None and event.time < now - max_age:
+                problems.append(
+                    {
+                        "index": index,
+                        "errors": [
+                            {
+                                "loc": ["time"],
+                                "message": f"older than {max_age.days} days (late-event policy)",
+                            }
+                        ],
+                    }
+                )
+                continue
+            if event.time > now + MAX_AHEAD:
+                problems.append(
+                    {
+                        "index": index,
+                        "errors": [
+                            {"loc": ["time"], "message": "more than 5 minutes in the future"}
+                        ],
+                    }
+                )
+                continue
+        parsed.append((index, event))
+    if too_large:
+        raise PayloadTooLarge(
+            f"an event is over {MAX_EVENT_BYTES} bytes",
+            details={"limit_bytes_per_event": MAX_EVENT_BYTES, "indexes": too_large},
+        )
+    if problems:
+        raise ValidationFailed(
+            f"{len(problems)} of {len(raw_events)} events are invalid; nothing was stored",
+            details=problems,
+        )
+    source = usage_source(tenant_id)
+    cat = catalog()
+    seen: set[str] = set()
+    batch = Batch(events=[], meters=[])
+    for _, event in parsed:
+        if event.id in seen:
+            batch.repeats += 1
+            continue
+        seen.add(event.id)
+        moment = event.time or now
+        # OpenMeter bills by subject: the tenant's own subject is namespaced under the tenant,
+        # so no event can ever be counted for another tenant.
+        subject = tenant_id if event.subject is None else f"{tenant_id}:{event.subject}"
+        batch.events.append(
+            CloudEvent(
+                id=event.id,
+                source=source,
+                type=event.type,
+                subject=subject,
+                time=moment.astimezone(UTC)
+                .isoformat(timespec="milliseconds")
+                .replace("+00:00", "Z"),
+                data=event.data,
+            )
+        )
+        batch.meters.append(cat.meter_for_type(event.type))
+    return batch
+
+
+def check_rate(tenant_id: str, plan: Plan, settings: Settings, now: datetime) -> None:
+    """Requests per minute, counted in sharded windows (one conditional ADD per request)."""
+    shards = 1 if plan.requests_per_minute <= 1000 else usage_dal.RATE_SHARDS
+    cap = -(-plan.requests_per_minute // shards)
+    minute = now.strftime("%Y%m%d%H%M")
+    expires = int(now.timestamp()) + 3600
+    first = random.randrange(shards)
+    for step in range(min(shards, 2)):
+        if usage_dal.take_rate_slot(
+            settings.usage_table, tenant_id, minute, (first + step) % shards, cap, expires
+        ):
+            return
+    retry = 60 - now.second
+    metrics.add_metric(name="RateLimited", unit="Count", value=1)
+    raise RateLimited(
+        f"more than {plan.requests_per_minute} requests per minute",
+        headers={"Retry-After": str(retry)},
+    )
+
+
+def ingest(
+    tenant_id: str,
+    plan_id: str,
+    raw_events: list[Any],
+    *,
+    settings: Settings | None = None,
+    now: datetime | None = None,
+    max_age: timedelta | None = MAX_AGE,
+) -> tuple[IngestResult, list[CloudEvent], list[CloudEvent]]:
+    """Store and count a validated batch.
+
+    Returns the answer, the events newly stored and the threshold alerts it raised (both to be
+    published with ``publish``).
+    """
+    settings = settings or get_settings()
+    now = now or datetime.now(UTC)
+    plan = catalog().plan(plan_id)
+    batch = validate(tenant_id, raw_events, now=now, max_age=max_age)
+    period = period_of(now)
+    pks = [outbox.event_pk(e.source, e.id) for e in batch.events]
+    stored = events_dal.stored_keys(settings.events_table, pks)
+    duplicates = batch.repeats + len(stored)
+    accepted_at = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    new = _Pending()
+    for event, meter, pk in zip(batch.events, batch.meters, pks, strict=True):
+        if pk in stored:
+            continue
+        new.items.append(
+            outbox.outbox_item(
+                event,
+                tenant_id=tenant_id,
+                kind="usage",
+                nats_pending=False,
+                accepted_at=accepted_at,
+            )
+        )
+        new.meters.append(meter)
+        new.events.append(event)
+    written, more_duplicates, refused = _store(tenant_id, plan, period, new, settings)
+    duplicates += more_duplicates
+    result = IngestResult(accepted=len(written), duplicates=duplicates)
+    metrics.add_metric(name="EventsAccepted", unit="Count", value=result.accepted)
+    metrics.add_metric(name="EventsDuplicate", unit="Count", value=result.duplicates)
+    alerts: list[CloudEvent] = []
+    if written:
+        alerts = _thresholds(tenant_id, plan, period, Counter(m for m, _ in written), settings, now)
+    if refused:
+        metrics.add_metric(name="QuotaRejections", unit="Count", value=1)
+        metrics.add_metric(name="EventsRejected", unit="Count", value=refused)
+        raise QuotaExceeded(
+            f"the {plan.name} plan's monthly quota is used up; it resets when the period ends",
+            details={
+                "accepted": result.accepted,
+                "duplicates": result.duplicates,
+                "refused": refused,
+                "period": period,
+            },
+            headers={"Retry-After": str(seconds_until_end(period, now))},
+        )
+    return result, [e for _, e in written], alerts
+
+
+def _chunks(pending: _Pending) -> list[_Pending]:
+    """Groups of events that fit one transaction together with their counters (<= 100)."""
+    chunks: list[_Pending] = []
+    current = _Pending()
+    for item, meter, event in zip(pending.items, pending.meters, pending.events, strict=True):
+        meters = set(current.meters) | {meter}
+        if len(current.items) + 1 + len(meters) > events_dal.TRANSACT_MAX:
+            chunks.append(current)
+            current = _Pending()
+        current.items.append(item)
+        current.meters.append(meter)
+        current.events.append(event)
+    if current.items:
+        chunks.append(current)
+    return chunks
+
+
+def _counters(
+    tenant_id: str, plan: Plan, period: str, meters: list[str], settings: Settings
+) -> list[events_dal.CounterUpdate]:
+    updates = []
+    for meter, amount in Counter(meters).items():
+        limit = plan.limit(meter)
+        hard = plan.hard_limit and limit is not None
+        shard = 0 if hard else random.randrange(usage_dal.SOFT_SHARDS)
+        updates.append(
+            events_dal.CounterUpdate(
+                table=settings.usage_table,
+                key=usage_dal.counter_key(tenant_id, period, meter, shard),
+                amount=amount,
+                cap=limit if hard else None,
+            )
+        )
+    return updates
+
+
+def _store(
+    tenant_id: str, plan: Plan, period: str, pending: _Pending, settings: Settings
+) -> tuple[list[tuple[str, CloudEvent]], int, int]:
+    """Write chunks; returns (meter, event) stored, late duplicates, and events refused by quota."""
+    written: list[tuple[str, CloudEvent]] = []
+    duplicates = 0
+    chunks = _chunks(pending)
+    for position, chunk in enumerate(chunks):
+        for _ in range(20):  # each round removes duplicates or shrinks to the room left
+            if not chunk.items:
+                break
+            counters = _counters(tenant_id, plan, period, chunk.meters, settings)
+            outcome = events_dal.write_chunk(settings.events_table, chunk.items, counters)
+            if outcome.written:
+                written.extend(zip(chunk.meters, chunk.events, strict=True))
+                break
+            if outcome.duplicate_pks:
+                keep = [
+                    i
+                    for i, item in enumerate(chunk.items)
+                    if item["pk"] not in outcome.duplicate_pks
+                ]
+                duplicates += len(chunk.items) - len(keep)
+                chunk = _select(chunk, keep)
+                continue
+            if outcome.over_cap:
+                keep = _within_room(tenant_id, plan, period, chunk, settings)
+                if len(keep) == len(chunk.items):
+                    continue  # the room changed under us; try again
+                refused = (
+                    len(chunk.items) - len(keep) + sum(len(c.items) for c in chunks[position + 1 :])
+                )
+                chunk = _select(chunk, keep)
+                if chunk.items:
+                    outcome = events_dal.write_chunk(
+                        settings.events_table,
+                        chunk.items,
+                        _counters(tenant_id, plan, period, chunk.meters, settings),
+                    )
+                    if outcome.written:
+                        written.extend(zip(chunk.meters, chunk.events, strict=True))
+                    else:
+                        refused += len(chunk.items)
+                return written, duplicates, refused
+        else:
+            from meterbridge.errors import StorageUnavailable
+
+            raise StorageUnavailable(
+                "too much contention on these events; retry the request",
+                headers={"Retry-After": "1"},
+            )
+    return written, duplicates, 0
+
+
+def _select(chunk: _Pending, keep: list[int]) -> _Pending:
+    return _Pending(
+        items=[chunk.items[i] for i in keep],
+        meters=[chunk.meters[i] for i in keep],
+        events=[chunk.events[i] for i in keep],
+    )
+
+
+def _within_room(
+    tenant_id: str, plan: Plan, period: str, chunk: _Pending, settings: Settings
+) -> list[int]:
+    """Indexes of the chunk's events that still fit their meters' hard limits, in order."""
+    room: dict[str, int] = {}
+    for meter in set(chunk.meters):
+        limit = plan.limit(meter)
+        if plan.hard_limit and limit is not None:
+            room[meter] = max(
+                0, limit - usage_dal.used(settings.usage_table, tenant_id, period, meter)
+            )
+    keep = []
+    for index, meter in enumerate(chunk.meters):
+        if meter not in room:
+            keep.append(index)
+        elif room[meter] > 0:
+            room[meter] -= 1
+            keep.append(index)
+    return keep
+
+
+def _thresholds(
+    tenant_id: str, plan: Plan, period: str, added: Counter[str], settings: Settings, now: datetime
+) -> list[CloudEvent]:
+    """``usage.threshold_reached`` once per period, meter and threshold (80% and 100%)."""
+    alerts: list[CloudEvent] = []
+    expires = int(now.timestamp()) + COUNTER_TTL_S
+    for meter in added:
+        limit = plan.limit(meter)
+        if not limit:
+            continue
+        total = usage_dal.used(settings.usage_table, tenant_id, period, meter)
+        for pct in THRESHOLDS:
+            if total * 100 < limit * pct:
+                continue
+            if not usage_dal.mark_threshold(
+                settings.usage_table, tenant_id, period, meter, pct, expires
+            ):
+                continue
+            alert = CloudEvent(
+                id=stable_id(tenant_id, period, meter, str(pct)),
+                source=ALERTS_SOURCE,
+                type="usage.threshold_reached",
+                subject=tenant_id,
+                data={
+                    "tenant_id": tenant_id,
+                    "meter": meter,
+                    "threshold_percent": pct,
+                    "used": total,
+                    "limit": limit,
+                    "period": period,
+                    "plan": plan.id,
+                },
+            )
+            outbox.enqueue(settings.events_table, alert, tenant_id=tenant_id, kind="usage")
+            logger.info("usage threshold reached", extra={"meter": meter, "threshold": pct})
+            metrics.add_metric(name="ThresholdAlerts", unit="Count", value=1)
+            alerts.append(alert)
+    return alerts
+
+
+async def publish(
+    tenant_id: str,
+    events: list[CloudEvent],
+    alerts: list[CloudEvent],
+    settings: Settings | None = None,
+) -> None:
+    """Publish stored events and alerts to the tenant's subject; mark what NATS did not take.
+
+    Usage events were stored without a republish marker (one write per event would break the
+    request budget), so only the missed ones get it. Alerts were stored with it (they are
+    few) and lose it once NATS has them.
+    """
+    import asyncio
+
+    settings = settings or get_settings()
+    if not (events or alerts) or not settings.nats_enabled:
+        return
+    everything = events + alerts
+    messages = [
+        Message(tenant_subject(tenant_id, "usage"), nats_msg_id(e.source, e.id), e.wire())
+        for e in everything
+    ]
+    started = time.perf_counter()
+    acked = await get_publisher().publish(messages)
+    missed = [
+        outbox.event_pk(e.source, e.id) for e in events if nats_msg_id(e.source, e.id) not in acked
+    ]
+    if missed:
+        await asyncio.to_thread(events_dal.mark_for_republish, settings.events_table, missed)
+        logger.warning("events left for republish", extra={"count": len(missed)})
+    for alert in alerts:
+        if nats_msg_id(alert.source, alert.id) in acked:
+            await asyncio.to_thread(
+                outbox.mark_published, settings.events_table, alert.source, alert.id
+            )
+    metrics.add_metric(
+        name="NatsPublishMs", unit="Milliseconds", value=(time.perf_counter() - started) * 1000
+    )

@@ -1,0 +1,76 @@
+"""The usage API's models: inbound CloudEvents, the ingest answer, the usage summary."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_EVENT_ID = 128
+
+
+class InboundEvent(BaseModel):
+    """One CloudEvent as a tenant sends it. ``source`` is the server's, so it is ignored."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    id: str = Field(min_length=1, max_length=MAX_EVENT_ID)
+    type: str = Field(min_length=1, max_length=256)
+    time: datetime | None = None
+    subject: str | None = Field(default=None, min_length=1, max_length=256)
+    data: dict[str, Any] = Field(default_factory=dict)
+    specversion: Literal["1.0"] | None = None
+    datacontenttype: Literal["application/json"] | None = None
+    source: str | None = Field(default=None, description="Ignored: set by the server")
+
+    @field_validator("id", "type")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if not value.isprintable():
+            raise ValueError("must contain printable characters only")
+        return value
+
+    @field_validator("time")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("must be RFC 3339 with a time zone offset (e.g. Z)")
+        return value
+
+
+class IngestResult(BaseModel):
+    accepted: int = Field(description="Events stored and counted by this request")
+    duplicates: int = Field(description="Events already stored (same id), counted once before")
+
+
+class MeterUsage(BaseModel):
+    meter: str
+    used: int
+    limit: int | None = Field(
+        description="Units included in the plan this period; null = unlimited"
+    )
+    remaining: int | None
+    overage: int = Field(description="Units above the limit (paid plans accept and bill them)")
+    overage_charge_cents: int
+
+
+class PeriodUsage(BaseModel):
+    period: str = Field(description="Billing period, YYYY-MM (calendar month, UTC)")
+    start: datetime
+    end: datetime
+    plan: str
+    hard_limit: bool
+    base_price_cents: int | None
+    meters: list[MeterUsage]
+    estimated_charge_cents: int | None = Field(
+        description="Base price plus overage; null for custom-priced plans"
+    )
+
+
+class UsageReport(BaseModel):
+    tenant_id: str
+    current: PeriodUsage
+    periods: list[PeriodUsage] = Field(
+        default_factory=list, description="Requested past periods (?from=&to=), oldest first"
+    )

@@ -1,0 +1,162 @@
+"""POST /v1/events and GET /v1/usage against tables on a real moto server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from meterbridge.api.usage import create_app
+from meterbridge.dal import dynamo
+from tests.factories import make_tenant
+
+
+@pytest.fixture
+def client(aws: dict[str, str]) -> Iterator[TestClient]:
+    with TestClient(create_app()) as c:
+        yield c
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _events_in_table(table: str) -> list[dict]:
+    resp = dynamo.client().scan(TableName=table)
+    return [dynamo.deserialize(i) for i in resp["Items"]]
+
+
+def _event(i: int | str, **extra: object) -> dict:
+    return {"id": f"evt-{i}", "type": "api.call", "data": {"n": 1}, **extra}
+
+
+def test_single_event_is_accepted_stored_and_counted(client: TestClient, aws: dict) -> None:
+    # Given a Basic tenant
+    tenant, key = make_tenant("basic")
+    # When one CloudEvent is posted
+    resp = client.post("/v1/events", json=_event(1), headers=_auth(key))
+    # Then it is accepted, in the outbox with the server's source, and counted
+    assert resp.status_code == 202 and resp.json() == {"accepted": 1, "duplicates": 0}
+    [item] = [i for i in _events_in_table(aws["EventsTable"])]
+    stored = json.loads(item["event"])
+    assert stored["source"] == f"//meterbridge/tenants/{tenant}" and stored["subject"] == tenant
+    assert item["status"] == "pending" and item["outbox_shard"]
+    usage = client.get("/v1/usage", headers=_auth(key)).json()
+    api_calls = {m["meter"]: m for m in usage["current"]["meters"]}["api_calls"]
+    assert api_calls["used"] == 1 and api_calls["remaining"] == 99_999
+
+
+def test_batch_with_repeats_and_a_retry_is_counted_once(client: TestClient, aws: dict) -> None:
+    # Given a batch with the same id twice
+    _, key = make_tenant("basic")
+    batch = [_event(1), _event(2), _event(1)]
+    # When it is posted, then retried whole
+    first = client.post("/v1/events", json=batch, headers=_auth(key),
+                        )
+    retry = client.post("/v1/events", json=batch, headers=_auth(key))
+    # Then each id is stored and counted once
+    assert first.json() == {"accepted": 2, "duplicates": 1}
+    assert retry.json() == {"accepted": 0, "duplicates": 3}
+    assert len(_events_in_table(aws["EventsTable"])) == 2
+    meters = {m["meter"]: m for m in client.get("/v1/usage", headers=_auth(key)).json()["current"]["meters"]}
+    assert meters["api_calls"]["used"] == 2
+
+
+def test_tenant_comes_from_the_key_not_the_body(client: TestClient, aws: dict) -> None:
+    # Given two tenants, and A's key with a body naming B everywhere it can
+    tenant_a, key_a = make_tenant("basic")
+    tenant_b, _ = make_tenant("basic")
+    body = _event(1, source=f"//meterbridge/tenants/{tenant_b}", subject=tenant_b)
+    # When A posts it
+    resp = client.post("/v1/events", json=body, headers=_auth(key_a))
+    # Then the event is A's: A's source, a subject namespaced under A
+    assert resp.status_code == 202
+    [item] = _events_in_table(aws["EventsTable"])
+    stored = json.loads(item["event"])
+    assert item["tenant_id"] == tenant_a
+    assert stored["source"] == f"//meterbridge/tenants/{tenant_a}"
+    assert stored["subject"] == f"{tenant_a}:{tenant_b}"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "code"),
+    [
+        (b"{not json", "application/json", 400, "invalid_request"),
+        (json.dumps(_event(1)).encode(), "text/plain", 415, "unsupported_media_type"),
+        (json.dumps({"type": "x"}).encode(), "application/json", 400, "invalid_request"),
+        (json.dumps(_event("x" * 129)).encode(), "application/json", 400, "invalid_request"),
+        (json.dumps([_event(1), {"id": "2"}]).encode(), "application/cloudevents-batch+json", 400,
+         "invalid_request"),
+        (json.dumps([_event(i) for i in range(1001)]).encode(), "application/json", 413,
+         "payload_too_large"),
+        (json.dumps(_event(1, data={"x": "y" * 70_000})).encode(), "application/json", 413,
+         "payload_too_large"),
+        (json.dumps(_event(1, time=(datetime.now(UTC) - timedelta(days=36)).isoformat())).encode(),
+         "application/json", 400, "invalid_request"),
+        (json.dumps(_event(1, time=(datetime.now(UTC) + timedelta(minutes=10)).isoformat())).encode(),
+         "application/json", 400, "invalid_request"),
+        (json.dumps(_event(1, unknown_field=1)).encode(), "application/json", 400, "invalid_request"),
+        (json.dumps([]).encode(), "application/json", 400, "invalid_request"),
+    ],
+    ids=["bad-json", "content-type", "missing-id", "long-id", "one-bad-in-batch", "too-many",
+         "event-too-large", "too-old", "future", "unknown-field", "empty-batch"],
+)
+def test_invalid_requests_get_their_error_and_store_nothing(
+    client: TestClient, aws: dict, body: bytes, content_type: str, status: int, code: str
+) -> None:
+    # Given a tenant
+    _, key = make_tenant("basic")
+    # When an invalid request is sent
+    resp = client.post("/v1/events", content=body,
+                       headers={**_auth(key), "content-type": content_type})
+    # Then the status and code are clear and nothing is stored
+    assert resp.status_code == status, resp.text
+    assert resp.json()["error"]["code"] == code
+    assert _events_in_table(aws["EventsTable"]) == []
+
+
+def test_batch_error_details_name_each_bad_index(client: TestClient, aws: dict) -> None:
+    # Given a batch whose events 1 and 3 are bad
+    _, key = make_tenant("basic")
+    batch = [_event(0), {"id": "a"}, _event(2), _event(3, time="yesterday")]
+    # When posted
+    resp = client.post("/v1/events", json=batch, headers=_auth(key))
+    # Then the details list exactly those indexes
+    assert resp.status_code == 400
+    assert [d["index"] for d in resp.json()["error"]["details"]] == [1, 3]
+
+
+def test_body_over_one_megabyte_is_refused(client: TestClient, aws: dict) -> None:
+    # Given a body over 1 MB
+    _, key = make_tenant("basic")
+    batch = [_event(i, data={"pad": "x" * 1500}) for i in range(700)]
+    # When posted / Then 413 and nothing stored
+    resp = client.post("/v1/events", json=batch, headers=_auth(key))
+    assert resp.status_code == 413 and resp.json()["error"]["code"] == "payload_too_large"
+    assert _events_in_table(aws["EventsTable"]) == []
+
+
+@pytest.mark.parametrize(
+    ("header", "status", "code"),
+    [(None, 401, "unauthorized"), ("Bearer mb_test_nope", 401, "unauthorized"),
+     ("Basic abc", 401, "unauthorized")],
+)
+def test_bad_keys_get_401_and_store_nothing(client: TestClient, aws: dict, header, status, code) -> None:
+    # Given no key, a malformed key, or another scheme
+    headers = {"Authorization": header} if header else {}
+    # When posting / Then 401 and nothing stored
+    resp = client.post("/v1/events", json=_event(1), headers=headers)
+    assert resp.status_code == status and resp.json()["error"]["code"] == code
+    assert _events_in_table(aws["EventsTable"]) == []
+
+
+def test_suspended_tenant_gets_403(client: TestClient, aws: dict) -> None:
+    # Given a suspended tenant
+    _, key = make_tenant("basic", status="suspended")
+    # When it posts / Then 403 and nothing stored
+    resp = client.post("/v1/events", json=_event(1), headers=_auth(key))
+    assert resp.status_code == 403 and resp.json()["error"]["code"] == "tenant_suspended"
+    assert _events_in_table(aws["EventsTable"]) == []
