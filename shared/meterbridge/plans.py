@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from meterbridge.errors import ValidationFailed
 
-_DEFAULT_FILE = Path(__file__).with_name("plans.json")
+PLANS_FILE_DEFAULT = Path(__file__).with_name("plans.json")
 
 
 class Overage(BaseModel):
@@ -98,4 +98,4 @@ def catalog() -> Catalog:
     """The plan catalogue in force (cached per file)."""
     from meterbridge.settings import get_settings
 
-    return _load(get_settings().plans_file or str(_DEFAULT_FILE))
+    return _load(get_settings().plans_file or str(PLANS_FILE_DEFAULT))

@@ -1,9 +1,9 @@
-"""Ingest's writes to the events table: find stored ids, then store new events with counters.
+"""Ingest's writes to the events table: new events with their counters, atomically.
 
-Budget (issue 4): at most 30 DynamoDB requests per 1,000 new events. One consistent
-``BatchGetItem`` per 100 ids finds the stored ones; one ``TransactWriteItems`` per chunk stores
-up to 100 items, each outbox put conditional on the event being new, together with the
-chunk's counter updates, so an event is stored and counted in one atomic step or not at all.
+Budget (issue 4): at most 30 DynamoDB requests per 1,000 new events. One
+``TransactWriteItems`` per chunk stores up to 100 items, each outbox put conditional on the
+event being new, together with the chunk's counter updates, so an event is stored and counted
+in one atomic step or not at all; one more per 100 clears the NATS markers after publishing.
 """
 
 from __future__ import annotations
@@ -17,38 +17,6 @@ from meterbridge.dal.outbox import EVENT_SK
 
 BATCH_GET_MAX = 100
 TRANSACT_MAX = 100
-
-
-def stored_keys(table: str, pks: Sequence[str]) -> set[str]:
-    """Which of ``pks`` already exist (strongly consistent)."""
-    found: set[str] = set()
-    for start in range(0, len(pks), BATCH_GET_MAX):
-        keys = [
-            dynamo.serialize({"pk": pk, "sk": EVENT_SK})
-            for pk in pks[start : start + BATCH_GET_MAX]
-        ]
-        request: dict[str, Any] = {
-            table: {"Keys": keys, "ConsistentRead": True, "ProjectionExpression": "pk"}
-        }
-        attempts = 0
-        while request:
-            try:
-                resp = dynamo.client().batch_get_item(RequestItems=request)
-            except Exception as exc:
-                if dynamo.is_client_error(exc):
-                    raise dynamo.translate(exc, "read events") from exc
-                raise
-            for item in resp.get("Responses", {}).get(table, []):
-                found.add(item["pk"]["S"])
-            request = resp.get("UnprocessedKeys") or {}
-            attempts += 1
-            if request and attempts > 8:
-                from meterbridge.errors import StorageUnavailable
-
-                raise StorageUnavailable(
-                    "storage is busy, retry the request", headers={"Retry-After": "1"}
-                )
-    return found
 
 
 @dataclass
@@ -128,16 +96,28 @@ def write_chunk(
         return outcome
 
 
-def mark_for_republish(table: str, pks: Sequence[str]) -> None:
-    """NATS did not take these events: put them in the ``republish`` index for the flush."""
-    from meterbridge.dal.outbox import shard_of_pk
+def clear_republish(table: str, pks: Sequence[str]) -> None:
+    """NATS has these events: take them out of the ``republish`` index, 100 per request.
 
-    for pk in pks:
-        dynamo.update(
-            table,
-            {"pk": pk, "sk": EVENT_SK},
-            set_="SET republish_shard = :s",
-            condition="attribute_exists(pk)",
-            vals={":s": shard_of_pk(pk)},
-            return_new=False,
-        )
+    Best effort: an item left there is republished by the flush with the same
+    ``Nats-Msg-Id``, which JetStream drops inside its duplicate window.
+    """
+    from meterbridge.observability import logger
+
+    for start in range(0, len(pks), TRANSACT_MAX):
+        updates = [
+            {
+                "Update": {
+                    "TableName": table,
+                    "Key": dynamo.serialize({"pk": pk, "sk": EVENT_SK}),
+                    "UpdateExpression": "REMOVE republish_shard",
+                }
+            }
+            for pk in pks[start : start + TRANSACT_MAX]
+        ]
+        try:
+            dynamo.client().transact_write_items(TransactItems=updates)
+        except Exception as exc:
+            if not dynamo.is_client_error(exc):
+                raise
+            logger.warning("republish markers left", extra={"error": dynamo.error_code(exc)})

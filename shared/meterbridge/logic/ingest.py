@@ -2,11 +2,13 @@
 
 Order of work for one request (docs/usage.md):
 1. parse and validate every event (nothing is stored if one is invalid);
-2. drop repeats inside the batch, then find ids already stored (BatchGetItem);
-3. store new events in the outbox and move the quota counters in the same transactions;
-   a concurrent request that stored an id first makes it a duplicate here, never a double;
+2. drop repeats inside the batch;
+3. store the events in the outbox and move the quota counters in the same transactions,
+   each put conditional on the id being new: an id stored before (by a retry or a concurrent
+   request) cancels its transaction with a reason naming it, and becomes a duplicate;
 4. emit threshold alerts (once per period, meter and threshold);
-5. publish to NATS, best effort; what NATS did not take is marked for the flush.
+5. publish to NATS, best effort; what NATS acknowledged leaves the republish index, the rest
+   waits there for the flush.
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ from meterbridge.bus.subjects import tenant_subject
 from meterbridge.dal import events as events_dal
 from meterbridge.dal import outbox
 from meterbridge.dal import usage as usage_dal
-from meterbridge.errors import PayloadTooLarge, QuotaExceeded, RateLimited, ValidationFailed
+from meterbridge.errors import (
+    PayloadTooLarge,
+    QuotaExceeded,
+    RateLimited,
+    StorageUnavailable,
+    ValidationFailed,
+)
 from meterbridge.logic.periods import period_of, seconds_until_end
 from meterbridge.models.cloudevent import ALERTS_SOURCE, CloudEvent, stable_id, usage_source
 from meterbridge.models.usage import InboundEvent, IngestResult
@@ -218,22 +226,16 @@ def ingest(
     plan = catalog().plan(plan_id)
     batch = validate(tenant_id, raw_events, now=now, max_age=max_age)
     period = period_of(now)
-    pks = [outbox.event_pk(e.source, e.id) for e in batch.events]
-    stored = events_dal.stored_keys(settings.events_table, pks)
-    duplicates = batch.repeats + len(stored)
+    # No read first: each outbox put is conditional, so a stored id cancels its transaction
+    # with a reason naming it, which costs nothing for new events (the request budget).
+    duplicates = batch.repeats
     accepted_at = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     new = _Pending()
-    for event, meter, pk in zip(batch.events, batch.meters, pks, strict=True):
-        if pk in stored:
-            continue
+    for event, meter in zip(batch.events, batch.meters, strict=True):
+        # Stored as waiting for NATS too (when NATS is on): publish() clears that for what
+        # JetStream acknowledged, so a crash between the two leaves work for the flush.
         new.items.append(
-            outbox.outbox_item(
-                event,
-                tenant_id=tenant_id,
-                kind="usage",
-                nats_pending=False,
-                accepted_at=accepted_at,
-            )
+            outbox.outbox_item(event, tenant_id=tenant_id, kind="usage", accepted_at=accepted_at)
         )
         new.meters.append(meter)
         new.events.append(event)
@@ -300,11 +302,17 @@ def _counters(
 def _store(
     tenant_id: str, plan: Plan, period: str, pending: _Pending, settings: Settings
 ) -> tuple[list[tuple[str, CloudEvent]], int, int]:
-    """Write chunks; returns (meter, event) stored, late duplicates, and events refused by quota."""
+    """Write chunks; returns (meter, event) stored, late duplicates, and events refused by quota.
+
+    A cancelled transaction names its reasons: events stored meanwhile (by an earlier or a
+    concurrent request) leave the chunk as duplicates; a hard-limit counter that refuses the
+    amount shrinks the chunk to the room left, in request order, and ends the batch there.
+    """
     written: list[tuple[str, CloudEvent]] = []
-    duplicates = 0
+    duplicates = refused = 0
     chunks = _chunks(pending)
-    for position, chunk in enumerate(chunks):
+    for position, first_try in enumerate(chunks):
+        chunk, full = first_try, False
         for _ in range(20):  # each round removes duplicates or shrinks to the room left
             if not chunk.items:
                 break
@@ -321,34 +329,20 @@ def _store(
                 ]
                 duplicates += len(chunk.items) - len(keep)
                 chunk = _select(chunk, keep)
-                continue
-            if outcome.over_cap:
+            elif outcome.over_cap:
                 keep = _within_room(tenant_id, plan, period, chunk, settings)
-                if len(keep) == len(chunk.items):
-                    continue  # the room changed under us; try again
-                refused = (
-                    len(chunk.items) - len(keep) + sum(len(c.items) for c in chunks[position + 1 :])
-                )
+                refused += len(chunk.items) - len(keep)
+                full = full or len(keep) < len(chunk.items)
                 chunk = _select(chunk, keep)
-                if chunk.items:
-                    outcome = events_dal.write_chunk(
-                        settings.events_table,
-                        chunk.items,
-                        _counters(tenant_id, plan, period, chunk.meters, settings),
-                    )
-                    if outcome.written:
-                        written.extend(zip(chunk.meters, chunk.events, strict=True))
-                    else:
-                        refused += len(chunk.items)
-                return written, duplicates, refused
         else:
-            from meterbridge.errors import StorageUnavailable
-
             raise StorageUnavailable(
                 "too much contention on these events; retry the request",
                 headers={"Retry-After": "1"},
             )
-    return written, duplicates, 0
+        if full:
+            refused += sum(len(c.items) for c in chunks[position + 1 :])
+            break
+    return written, duplicates, refused
 
 
 def _select(chunk: _Pending, keep: list[int]) -> _Pending:
@@ -426,35 +420,31 @@ async def publish(
     alerts: list[CloudEvent],
     settings: Settings | None = None,
 ) -> None:
-    """Publish stored events and alerts to the tenant's subject; mark what NATS did not take.
+    """Publish stored events and alerts to the tenant's subject, best effort.
 
-    Usage events were stored without a republish marker (one write per event would break the
-    request budget), so only the missed ones get it. Alerts were stored with it (they are
-    few) and lose it once NATS has them.
+    They were stored waiting for NATS; what JetStream acknowledged leaves the republish index
+    (100 per request), the rest waits there for the flush, which republishes with the same
+    ``Nats-Msg-Id``.
     """
     import asyncio
 
     settings = settings or get_settings()
-    if not (events or alerts) or not settings.nats_enabled:
-        return
     everything = events + alerts
+    if not everything or not settings.nats_enabled:
+        return
     messages = [
         Message(tenant_subject(tenant_id, "usage"), nats_msg_id(e.source, e.id), e.wire())
         for e in everything
     ]
     started = time.perf_counter()
     acked = await get_publisher().publish(messages)
-    missed = [
-        outbox.event_pk(e.source, e.id) for e in events if nats_msg_id(e.source, e.id) not in acked
+    done = [
+        outbox.event_pk(e.source, e.id) for e in everything if nats_msg_id(e.source, e.id) in acked
     ]
-    if missed:
-        await asyncio.to_thread(events_dal.mark_for_republish, settings.events_table, missed)
-        logger.warning("events left for republish", extra={"count": len(missed)})
-    for alert in alerts:
-        if nats_msg_id(alert.source, alert.id) in acked:
-            await asyncio.to_thread(
-                outbox.mark_published, settings.events_table, alert.source, alert.id
-            )
+    if done:
+        await asyncio.to_thread(events_dal.clear_republish, settings.events_table, done)
+    if len(done) < len(everything):
+        logger.warning("events left for republish", extra={"count": len(everything) - len(done)})
     metrics.add_metric(
         name="NatsPublishMs", unit="Milliseconds", value=(time.perf_counter() - started) * 1000
     )
