@@ -1,5 +1,5 @@
 # meterbridge: the everyday targets. `make dev` and `make test` work on a fresh machine.
-.PHONY: bootstrap dev demo test test-fast lint format typecheck sam bench openapi pr clean
+.PHONY: bootstrap browser dev demo test test-fast lint format typecheck sam bench openapi pr clean
 
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= us-east-1
@@ -8,10 +8,16 @@ VENV := .venv/bin
 bootstrap:
 	@bash scripts/bootstrap.sh
 
+browser:
+	@bash scripts/install-browser.sh
+
 dev: bootstrap  ## run the local stack on http://127.0.0.1:8000
 	$(VENV)/meterbridge dev
 
-test: bootstrap  ## run the whole test suite
+demo: bootstrap  ## the local stack with a demo tenant and synthetic usage
+	$(VENV)/meterbridge dev --demo
+
+test: bootstrap browser  ## run the whole test suite
 	$(VENV)/pytest
 
 test-fast: bootstrap  ## unit tests only

@@ -608,7 +608,7 @@ def test_nats_sidecar_only_without_external_servers() -> None:
     assert otherwise == {"Ref": "AWS::NoValue"}
 
 
-def test_streaming_task_role_only_reads_tenants() -> None:
+def test_streaming_task_role_only_reads_tenants_and_usage() -> None:
     # Given the streaming task role
     policies = props("StreamingTaskRole")["Policies"]
 
@@ -616,13 +616,14 @@ def test_streaming_task_role_only_reads_tenants() -> None:
     grants = [s for p in policies for s in p["PolicyDocument"]["Statement"]]
     actions = {a for s in grants for a in as_list(s["Action"])}
 
-    # Then it only reads, reads items only of the tenants table, and only describes the rest
+    # Then it only reads: items of the tenants and usage tables, and describes the rest
     assert actions and all(
         a.split(":")[1].startswith(("Get", "BatchGet", "Query", "Describe")) for a in actions
     )
     item_reads = [s for s in grants if set(as_list(s["Action"])) != {"dynamodb:DescribeTable"}]
     assert referenced_names([r for s in item_reads for r in as_list(s["Resource"])]) == {
-        "TenantsTable"
+        "TenantsTable",
+        "UsageTable",
     }
 
 

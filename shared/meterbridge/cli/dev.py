@@ -17,6 +17,9 @@ def dev(
     flush_interval: Annotated[
         float, typer.Option("--flush-interval", help="Seconds between OpenMeter flushes", min=0.2)
     ] = 60.0,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Provision a demo tenant and send synthetic usage")
+    ] = False,
 ) -> None:
     """Run the local stack: usage, admin, webhook, streaming and health on one port."""
     import uvicorn
@@ -25,6 +28,7 @@ def dev(
 
     console.print("[bold]meterbridge[/bold] local stack starting")
     stack = LocalStack(host=host, flush_interval_s=flush_interval, say=console.print)
+    stop_demo = None
     stack.start()
     try:
         from meterbridge.local.devapp import create_dev_app
@@ -36,11 +40,18 @@ def dev(
         base = f"http://{host}:{port}"
         console.print(f"HTTP       {base}  (/v1/events  /v1/usage  /v1/stream  /admin/...  "
                       "/stripe/webhook  /health/live  /health/ready  /metrics)")
+        console.print(f"Dashboard  {base}/")
         console.print("Ctrl-C to stop.")
         config = uvicorn.Config(create_dev_app(), host=host, port=port, log_level="warning",
                                 lifespan="on", timeout_graceful_shutdown=10)
+        if demo:
+            from meterbridge.local.demo import start_demo
+
+            stop_demo = start_demo(base, console.print)
         uvicorn.Server(config).run()
     finally:
+        if stop_demo is not None:
+            stop_demo()
         console.print("stopping: " + (", ".join(stack.started) or "nothing embedded"))
         stack.stop()
         console.print("stopped.")

@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from meterbridge.api import admin, admin_deadletters, health, stream, usage
 from meterbridge.api.errors import install_error_handlers
+from meterbridge.dashboard.routes import include_dashboard
 from meterbridge.errors import MeterbridgeError
 from meterbridge.logic import stripe_webhook
 from meterbridge.prometheus import API_REQUESTS, STRIPE_WEBHOOK_LATENCY, STRIPE_WEBHOOKS_RECEIVED
@@ -51,6 +52,7 @@ def create_dev_app() -> FastAPI:
     app.include_router(admin_deadletters.router)
     app.include_router(stream.router)
     app.include_router(health.router)
+    include_dashboard(app)
 
     @app.post("/stripe/webhook", include_in_schema=False)
     async def stripe_webhook_route(request: Request) -> JSONResponse:

@@ -376,6 +376,9 @@ async def create_stream_token(request: Request) -> StreamTokenOut:
 def create_app() -> FastAPI:
     """The streaming service on its own (ECS): the routes, health and metrics."""
     from meterbridge.api import health
+    from meterbridge.api.usage import get_usage
+    from meterbridge.dashboard.routes import include_dashboard
+    from meterbridge.models.usage import UsageReport
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -387,8 +390,13 @@ def create_app() -> FastAPI:
     app.include_router(router)
     app.include_router(health.router)
 
-    @app.get("/", include_in_schema=False)
-    async def root() -> JSONResponse:
+    # The dashboard (served at /) reads the tenant's usage from this same origin.
+    app.add_api_route("/v1/usage", get_usage, methods=["GET"], response_model=UsageReport,
+                      tags=["usage"])
+    include_dashboard(app)
+
+    @app.get("/status", include_in_schema=False)
+    async def status() -> JSONResponse:
         service = getattr(app.state, "stream_service", None)
         clients = service.hub.client_count if service else 0
         position = format_id(service.bridge.position) if service else None
