@@ -1,15 +1,18 @@
 """Events/s the flush delivers to a loopback OpenMeter-compatible server, beside a baseline.
 
-Both run in the same process, against the same sink process, on the same prebuilt events:
+All cases run in one process, against one sink process, on the same prebuilt events and
+batches (same JSON, same batch size, same number of threads):
 
-- ``flush``: ``flush_outbox`` draining an outbox of ``--n`` events on a moto server (claim
-  with a lease, POST the batch, mark sent; ``--concurrency`` batches in flight).
-- ``baseline``: the same batches (same JSON, same batch size) POSTed with plain httpx from the
-  same number of threads; no DynamoDB at all.
-- ``moto only``: the flush's DynamoDB calls alone (claim + mark per event), to show where the
-  time goes; the per-phase thread-time split is printed too.
+- ``baseline``: the batches POSTed with plain httpx; no retries, no breaker, no DynamoDB.
+- ``delivery``: the same batches through ``OpenMeterClient.send_batch`` (the flush's adapter:
+  deadline, retries, circuit breaker, headers); the OpenMeter delivery path alone.
+- ``end to end``: ``flush_outbox`` draining an outbox of ``--n`` events on a moto server (shard
+  lease, page query, claim transaction, POST, mark transaction, remaining count).
 
-    python -m bench.flush [--n 5000] [--batch 100] [--concurrency 8]
+Where the end-to-end time goes: thread-time per DAL phase (summed over threads), and the CPU
+seconds the moto server, the sink and this process used during the run (2 vCPUs are shared).
+
+    python -m bench.flush [--n 10000] [--batch 100] [--concurrency 4] [--page 2000]
 
 Goals (issue 5): >= 5,000 events/s per invocation and >= 0.7x the baseline.
 """
@@ -24,6 +27,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -37,16 +41,9 @@ GOAL_EPS, GOAL_RATIO = 5000.0, 0.7
 
 def start_sink() -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "shared")}
+    command = [sys.executable, "-m", "meterbridge.local.openmeter_sink", "--port", "0"]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "meterbridge.local.openmeter_sink",
-            "--port",
-            "0",
-            "--api-key",
-            API_KEY,
-        ],
+        [*command, "--api-key", API_KEY],
         stdout=subprocess.PIPE,
         env=env,
         text=True,
@@ -64,15 +61,25 @@ def sink_unique(url: str) -> int:
     return int(httpx.get(f"{url}/_control/stats").json()["unique_events"])
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class PhaseTimer:
-    """Thread-time spent in each DAL phase of the flush (wraps the outbox functions)."""
+    """Thread-time spent in each phase of the flush (wraps the outbox functions)."""
 
     def __init__(self) -> None:
         self.totals: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
         self._lock = threading.Lock()
 
-    def wrap(self, module: Any, name: str, phase: str) -> None:
-        original = getattr(module, name)
+    def wrap(self, owner: Any, name: str, phase: str) -> None:
+        original = getattr(owner, name)
 
         def timed(*args: Any, **kwargs: Any) -> Any:
             t0 = time.perf_counter()
@@ -81,15 +88,24 @@ class PhaseTimer:
             finally:
                 with self._lock:
                     self.totals[phase] += time.perf_counter() - t0
+                    self.calls[phase] += 1
 
-        setattr(module, name, timed)
+        setattr(owner, name, timed)
+
+
+def timed_parallel(fn: Callable[[list[str]], Any], batches: list[list[str]], threads: int) -> float:
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(fn, batches))
+    return time.perf_counter() - t0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.flush")
-    parser.add_argument("--n", type=int, default=5000)
+    parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--page", type=int, default=2000)
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT / "shared"))
@@ -111,14 +127,14 @@ def main() -> None:
     os.environ["AWS_ENDPOINT_URL"] = moto.url
     os.environ["OPENMETER_BASE_URL"] = sink_url
     try:
-        run(args, sink_url)
+        run(args, sink_url, moto_pid=moto.proc.pid if moto.proc else 0, sink_pid=sink_proc.pid)
     finally:
         sink_proc.terminate()
         sink_proc.wait(10)
         moto.stop()
 
 
-def run(args: argparse.Namespace, sink_url: str) -> None:
+def run(args: argparse.Namespace, sink_url: str, *, moto_pid: int, sink_pid: int) -> None:
     from tests.integration.test_flush_support import fill_outbox, make_events
 
     from meterbridge.adapters.openmeter import BATCH_CONTENT_TYPE, OpenMeterClient, batch_body
@@ -127,89 +143,107 @@ def run(args: argparse.Namespace, sink_url: str) -> None:
     from meterbridge.logic import flush
     from meterbridge.settings import get_settings
 
-    def fresh_table() -> str:
-        name = f"bench-events-{uuid.uuid4().hex[:6]}"
-        create_tables(dynamo.client(), {"EventsTable": name})
-        os.environ["EVENTS_TABLE"] = name
-        get_settings.cache_clear()
-        return name
-
-    events = make_events(args.n, prefix=f"b{uuid.uuid4().hex[:4]}")
+    n, threads = args.n, args.concurrency
+    events = make_events(n, prefix=f"b{uuid.uuid4().hex[:4]}")
     wire = [outbox.outbox_item(e, tenant_id="t1", kind="usage")["event"] for e in events]
     batches = [wire[i : i + args.batch] for i in range(0, len(wire), args.batch)]
 
-    # Baseline: the same batches, plain httpx, same parallelism.
+    # 1. Baseline: the batches, plain httpx.
     with httpx.Client(
         base_url=sink_url,
         headers={"Content-Type": BATCH_CONTENT_TYPE, "Authorization": f"Bearer {API_KEY}"},
-        limits=httpx.Limits(max_connections=args.concurrency),
+        limits=httpx.Limits(max_connections=threads),
     ) as http:
-        http.post("/api/v1/events", content=batch_body(batches[0]))  # warm the connection
+
+        def plain(batch: list[str]) -> None:
+            status = http.post("/api/v1/events", content=batch_body(batch)).status_code
+            assert status == 204, status
+
+        plain(batches[0])  # warm the connection
         reset_sink(sink_url)
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(args.concurrency) as pool:
-            statuses = list(
-                pool.map(
-                    lambda b: http.post("/api/v1/events", content=batch_body(b)).status_code,
-                    batches,
-                )
-            )
-        base_s = time.perf_counter() - t0
-    assert set(statuses) == {204}, statuses
-    assert sink_unique(sink_url) == args.n
+        base_s = timed_parallel(plain, batches, threads)
+    assert sink_unique(sink_url) == n
 
-    # Flush: the outbox on moto, the same events.
+    # 2. Delivery path alone: the same batches through the flush's adapter.
+    client = OpenMeterClient(sink_url, API_KEY, timeout_s=10.0, max_connections=threads)
+    client.send_batch(batches[0])
     reset_sink(sink_url)
-    table = fresh_table()
+    deliver_s = timed_parallel(lambda b: client.send_batch(b), batches, threads)
+    assert sink_unique(sink_url) == n
+
+    # 3. End to end: the outbox on moto, the same events.
+    reset_sink(sink_url)
+    names = {"EventsTable": f"bench-events-{uuid.uuid4().hex[:6]}"}
+    names["IdempotencyTable"] = f"bench-idem-{uuid.uuid4().hex[:6]}"
+    create_tables(dynamo.client(), names)
+    os.environ["EVENTS_TABLE"] = names["EventsTable"]
+    os.environ["IDEMPOTENCY_TABLE"] = names["IdempotencyTable"]
+    get_settings.cache_clear()
     t_fill = time.perf_counter()
-    fill_outbox(table, events)
+    fill_outbox(names["EventsTable"], events)
     fill_s = time.perf_counter() - t_fill
+
     timer = PhaseTimer()
-    timer.wrap(outbox, "pending_page", "query outbox index")
-    timer.wrap(outbox, "claim", "claim (UpdateItem)")
-    timer.wrap(outbox, "mark_sent", "mark sent (UpdateItem)")
-    timer.wrap(outbox, "count_pending", "count remaining")
-    client = OpenMeterClient(sink_url, API_KEY, timeout_s=10.0, max_connections=args.concurrency)
-    original_send = client.send_batch
-
-    def timed_send(*a: Any, **kw: Any) -> int:
-        t0 = time.perf_counter()
-        try:
-            return original_send(*a, **kw)
-        finally:
-            with timer._lock:
-                timer.totals["POST to sink"] += time.perf_counter() - t0
-
-    client.send_batch = timed_send  # type: ignore[method-assign]
-    config = flush.FlushConfig(batch_size=args.batch, concurrency=args.concurrency, page_size=1000)
+    timer.wrap(outbox, "acquire_shard", "shard lease (UpdateItem)")
+    timer.wrap(outbox, "release_shard", "shard release (DeleteItem)")
+    timer.wrap(outbox, "pending_page", "page query (outbox index)")
+    timer.wrap(outbox, "claim_many", "claim (TransactWriteItems)")
+    timer.wrap(outbox, "mark_sent_many", "mark sent (TransactWriteItems)")
+    timer.wrap(outbox, "count_pending", "count remaining (8 COUNT queries)")
+    timer.wrap(client, "send_batch", "POST to the sink (adapter)")
+    config = flush.FlushConfig(batch_size=args.batch, concurrency=threads, page_size=args.page)
+    cpu0 = (cpu_s(moto_pid), cpu_s(sink_pid), time.process_time())
     t0 = time.perf_counter()
-    sent = 0
-    runs = 0
+    sent, runs = 0, 0
     while True:
         result = flush.flush_outbox(config=config, client=client)
         sent += result.sent
         runs += 1
         if result.remaining == 0 or runs > 5:
             break
-    flush_s = time.perf_counter() - t0
-    assert sent == args.n and sink_unique(sink_url) == args.n, (sent, sink_unique(sink_url))
+    e2e_s = time.perf_counter() - t0
+    cpu1 = (cpu_s(moto_pid), cpu_s(sink_pid), time.process_time())
+    assert sent == n and sink_unique(sink_url) == n, (sent, sink_unique(sink_url))
+    assert not sink_resent(sink_url)
 
-    base_eps = args.n / base_s
-    flush_eps = args.n / flush_s
-    ratio = flush_eps / base_eps
+    base_eps = n / base_s
     print(
-        f"events={args.n} batch={args.batch} concurrency={args.concurrency}"
-        " (moto server and sink in their own processes)"
+        f"events={n} batch={args.batch} threads={threads} page={args.page} cpus={os.cpu_count()}"
+        " (moto server and sink in their own processes, on loopback)"
     )
-    print(f"{'case':<34}{'seconds':>10}{'events/s':>12}")
-    print(f"{'baseline: plain httpx POSTs':<34}{base_s:>10.2f}{base_eps:>12.0f}")
-    print(f"{'flush (claim, POST, mark)':<34}{flush_s:>10.2f}{flush_eps:>12.0f}")
-    print(f"ratio flush/baseline: {ratio:.3f} (goal >= {GOAL_RATIO})")
-    print(f"flush events/s: {flush_eps:.0f} (goal >= {GOAL_EPS:.0f})")
+    print(f"{'case':<46}{'seconds':>9}{'events/s':>10}{'vs base':>9}  goals")
+    rows = [
+        ("baseline: plain httpx POSTs", base_s),
+        ("delivery: OpenMeterClient.send_batch", deliver_s),
+        (f"end to end: flush_outbox on moto ({runs} run)", e2e_s),
+    ]
+    for label, secs in rows:
+        eps = n / secs
+        ratio = eps / base_eps
+        goals = ""
+        if not label.startswith("baseline"):
+            ok_eps = "met" if eps >= GOAL_EPS else "MISSED"
+            ok_ratio = "met" if ratio >= GOAL_RATIO else "MISSED"
+            goals = f">=5,000/s {ok_eps}; >=0.7x {ok_ratio}"
+        print(f"{label:<46}{secs:>9.2f}{eps:>10.0f}{ratio:>9.3f}  {goals}")
     print(f"(outbox fill by BatchWriteItem, not timed above: {fill_s:.2f}s)")
-    print("where the flush's thread-time went (summed over threads):")
+    print("end to end, thread-time per phase (summed over threads):")
     for phase, secs in sorted(timer.totals.items(), key=lambda kv: -kv[1]):
-        print(f"  {phase:<30}{secs:>8.2f}s  {secs / args.n * 1000:>7.3f} ms/event")
+        calls = timer.calls[phase]
+        print(
+            f"  {phase:<38}{secs:>7.2f}s {calls:>6} calls {secs / calls * 1000:>8.1f} ms/call"
+            f" {secs / n * 1000:>7.3f} ms/event"
+        )
+    moto_cpu, sink_cpu, own_cpu = (b - a for a, b in zip(cpu0, cpu1, strict=True))
+    print(
+        f"end to end, CPU during the run ({e2e_s:.2f}s wall): moto server {moto_cpu:.2f}s"
+        f" ({moto_cpu / e2e_s:.0%} of a core, {moto_cpu / n * 1000:.3f} ms/event),"
+        f" flush process {own_cpu:.2f}s, sink {sink_cpu:.2f}s"
+    )
+
+
+def sink_resent(url: str) -> bool:
+    return bool(httpx.get(f"{url}/_control/stats").json()["resent"])
 
 
 if __name__ == "__main__":

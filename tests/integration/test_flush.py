@@ -119,7 +119,7 @@ def test_a_run_killed_between_post_and_mark_leads_to_a_resend_of_the_same_ids(
     def die(*args: Any, **kwargs: Any) -> bool:
         raise Killed()
 
-    monkeypatch.setattr(outbox, "mark_sent", die)
+    monkeypatch.setattr(outbox, "mark_sent_many", die)
     with pytest.raises(Killed):
         run_flush(url, config=fast_config(batch_size=40, concurrency=1, lease_s=30.0))
     monkeypatch.undo()
@@ -166,6 +166,90 @@ def test_two_concurrent_runs_deliver_each_event_once(aws, sink):
     assert state.resent() == {}
     assert sum(r.sent for r in results) == 2000
     assert all(r.sent > 0 for r in results)
+
+
+def test_two_concurrent_runs_without_shard_leases_still_deliver_each_event_once(aws, sink):
+    # Given: both runs walk the same shards, so their group claims collide
+    state, url = sink
+    table = aws["EventsTable"]
+    events = make_events(600)
+    fill_outbox(table, events)
+    results: list[flush.FlushResult] = []
+    barrier = threading.Barrier(2)
+    config = fast_config(batch_size=25, concurrency=4, shard_leases=False)
+
+    def one_run() -> None:
+        barrier.wait()
+        results.append(run_flush(url, config=config))
+
+    # When
+    runs = [threading.Thread(target=one_run) for _ in range(2)]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join(120)
+
+    # Then
+    assert len(results) == 2
+    assert state.unique_keys() == {(e.source, e.id) for e in events}
+    assert state.resent() == {}
+    assert sum(r.sent for r in results) == 600
+
+
+def test_group_claims_skip_events_another_run_holds_and_marks_need_the_lease(aws):
+    # Given: 250 pending events (three transactions' worth), every third leased to another run
+    table = aws["EventsTable"]
+    events = make_events(250)
+    fill_outbox(table, events)
+    pks = [outbox.event_pk(e.source, e.id) for e in events]
+    now_ms = int(time.time() * 1000)
+    theirs = set(pks[::3])
+    taken = outbox.claim_many(table, theirs, owner="other", now_ms=now_ms, lease_ms=60_000)
+
+    # When
+    mine = outbox.claim_many(table, pks, owner="me", now_ms=now_ms, lease_ms=60_000)
+    marked = outbox.mark_sent_many(
+        table, pks, owner="me", sent_at="2026-11-20T10:00:01.000Z", now_s=int(time.time())
+    )
+
+    # Then
+    assert taken == theirs
+    assert mine == set(pks) - theirs
+    assert marked == mine
+    items = {i["pk"]: i for i in all_items(table)}
+    assert {(items[p]["status"], items[p]["lease_owner"]) for p in theirs} == {("pending", "other")}
+    assert {items[p]["status"] for p in mine} == {"sent"}
+    assert not [p for p in mine if "lease_owner" in items[p] or "outbox_shard" in items[p]]
+
+
+def test_a_shard_leased_by_a_live_run_is_left_to_it(aws, sink):
+    # Given: another live run holds every shard's lease
+    state, url = sink
+    fill_outbox(aws["EventsTable"], make_events(20))
+    now_ms = int(time.time() * 1000)
+    held = [
+        outbox.acquire_shard(
+            aws["IdempotencyTable"],
+            aws["EventsTable"],
+            str(s),
+            owner="other",
+            now_ms=now_ms,
+            lease_ms=60_000,
+        )
+        for s in range(outbox.OUTBOX_SHARDS)
+    ]
+
+    # When
+    blocked = run_flush(url)
+    for s in range(outbox.OUTBOX_SHARDS):
+        outbox.release_shard(aws["IdempotencyTable"], aws["EventsTable"], str(s), owner="other")
+    freed = run_flush(url)
+
+    # Then
+    assert held == [True] * outbox.OUTBOX_SHARDS
+    assert (blocked.sent, blocked.remaining) == (0, 20)
+    assert (freed.sent, freed.remaining) == (20, 0)
+    assert len(state.unique_keys()) == 20
 
 
 def test_openmeter_disabled_sends_nothing_and_loses_nothing(aws, sink, monkeypatch):

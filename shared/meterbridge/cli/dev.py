@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from typing import Annotated
 
 import typer
@@ -48,6 +49,10 @@ def dev(
             from meterbridge.local.demo import start_demo
 
             stop_demo = start_demo(base, console.print)
+        # uvicorn re-raises the signal that stopped it once it has shut down; these handlers
+        # take it so the embedded servers below are stopped before the process exits.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: None)
         uvicorn.Server(config).run()
     finally:
         if stop_demo is not None:

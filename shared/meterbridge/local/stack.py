@@ -135,6 +135,13 @@ class LocalStack:
         self.say(f"OpenMeter  {url} (embedded OpenMeter-compatible sink)")
 
     def _check_stripe(self) -> None:
+        if not os.environ.get("STRIPE_WEBHOOK_SECRET"):
+            import secrets
+
+            # Unsigned or foreign webhooks get 400, as on AWS; choose the secret to sign your own.
+            os.environ["STRIPE_WEBHOOK_SECRET"] = "whsec_local_" + secrets.token_hex(16)
+            self.say("Webhooks   STRIPE_WEBHOOK_SECRET not set: a random local secret is in use "
+                     "(set it to sign test events)")
         if os.environ.get("STRIPE_API_KEY"):
             base = os.environ.get("STRIPE_API_BASE") or "Stripe's API"
             self.say(f"Stripe     {base}")

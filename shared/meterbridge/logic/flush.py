@@ -2,19 +2,22 @@
 
 One run (EventBridge, every minute; runs may overlap):
 
-1. Walk the ``outbox`` index shard by shard (a random first shard, so overlapping runs mostly
-   work on different shards) in pages; cut each page into batches of ``FLUSH_BATCH_SIZE``.
-2. Per batch, in ``concurrency`` parallel workers: claim every event with a conditional write
-   (pending and not leased by a live run) that leases it to this run; POST the claimed events
-   as one CloudEvents batch; mark each sent, conditioned on still holding the lease. Nothing is
-   marked before OpenMeter acknowledged it; a run killed between the POST and the mark leaves
-   leased events that come back when the lease expires, and are re-sent with the same
-   ``(source, id)``, which OpenMeter dedupes.
-3. A 400 splits the batch in halves until the rejected event stands alone: it is dead-lettered
+1. Walk the shards from a random first one. Work a shard only while holding its shard lease
+   (one conditional write, renewed per page, dropped when the shard is done), so overlapping
+   runs drain different shards; a shard another run holds is tried once more at the end.
+2. Read the ``outbox`` index in large projected pages; cut them into batches of
+   ``FLUSH_BATCH_SIZE``; ``concurrency`` workers each claim, send and mark one batch while the
+   producer reads the next page.
+3. Per batch: claim with conditional updates grouped in ``TransactWriteItems`` (pending and not
+   leased by a live run; the losers are dropped), POST only the claimed events, then mark them
+   sent the same way, conditioned on still holding the lease. Nothing is marked before
+   OpenMeter acknowledged it; a run killed between the POST and the mark leaves leased events
+   that come back when the lease expires, and are re-sent with the same ``(source, id)``.
+4. A 400 splits the batch in halves until the rejected event stands alone: it is dead-lettered
    with OpenMeter's answer, every other event goes through.
-4. OpenMeter down (retries exhausted, circuit open) or misconfigured: the claimed events are
+5. OpenMeter down (retries exhausted, circuit open) or misconfigured: the claimed events are
    released for the next run, and this run stops sending.
-5. Republish to NATS what ingest could not publish; count what is left.
+6. Republish to NATS what ingest could not publish; count what is left.
 
 The run stops claiming when ``remaining_ms()`` leaves less than the safety margin plus one
 request, and no batch (with its retries) may outlive its lease, so an event is only ever
@@ -31,6 +34,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from functools import partial
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -60,16 +64,24 @@ class FlushConfig(BaseModel):
     send_budget_s: float = Field(40.0, gt=0)
     safety_ms: int = Field(5000, ge=0)
     concurrency: int = Field(4, ge=1, le=64)
-    db_workers: int = Field(32, ge=1, le=64)
-    page_size: int = Field(1000, ge=1, le=1000)
+    db_workers: int = Field(8, ge=1, le=64)
+    page_size: int = Field(2000, ge=1, le=10_000)
     republish_limit: int = Field(2000, ge=0)
+    shard_leases: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FlushConfig:
         # The lease covers the longest a batch may take: its send budget (every retry and
         # backoff of one batch) plus the marks; it expires well within two schedule ticks.
         budget = max(settings.openmeter_timeout_s * 3, 30.0)
-        return cls(batch_size=settings.flush_batch_size, send_budget_s=budget, lease_s=budget * 2)
+        # FLUSH_CONCURRENCY is read when the settings model has it (docs/flush.md).
+        concurrency = int(getattr(settings, "flush_concurrency", 0) or 4)
+        return cls(
+            batch_size=settings.flush_batch_size,
+            send_budget_s=budget,
+            lease_s=budget * 2,
+            concurrency=concurrency,
+        )
 
 
 class FlushResult(BaseModel):
@@ -87,6 +99,16 @@ def nats_msg_id(source: str, event_id: str) -> str:
     return f"{source}#{event_id}"
 
 
+class _Shard:
+    """A shard this run leases: released once it is paged through and its batches are done."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.open_batches = 0
+        self.paged = False
+        self.released = False
+
+
 class Flusher:
     """One flush run. Not reusable: make one per run."""
 
@@ -100,6 +122,7 @@ class Flusher:
         clock: Callable[[], float] = time.time,
         send_enabled: bool = True,
         publisher: Any = None,
+        lease_table: str | None = None,
     ) -> None:
         self.table = table
         self.client = client
@@ -108,11 +131,14 @@ class Flusher:
         self.clock = clock
         self.send_enabled = send_enabled
         self.publisher = publisher
+        self.lease_table = lease_table if self.config.shard_leases else None
         self.owner = f"flush-{uuid.uuid4().hex}"
         self.result = FlushResult()
         self._lock = threading.Lock()
         self._stop: StopReason | None = None
         self._db: ThreadPoolExecutor | None = None
+        self._inflight: set[Future[None]] = set()
+        self._shards_held: dict[str, _Shard] = {}
 
     # -- time ----------------------------------------------------------------------------
 
@@ -172,44 +198,110 @@ class Flusher:
         first = random.randrange(outbox.OUTBOX_SHARDS)
         return [str((first + i) % outbox.OUTBOX_SHARDS) for i in range(outbox.OUTBOX_SHARDS)]
 
+    def _settle(self, below: int) -> None:
+        """Wait until fewer than ``below + 1`` batches are queued or in flight."""
+        while len(self._inflight) > below:
+            done, pending = wait(self._inflight, return_when=FIRST_COMPLETED)
+            self._inflight = set(pending)
+            for future in done:
+                future.result()  # a crash in a worker ends the run here, leases held
+
     def _drain(self) -> None:
-        cfg = self.config
-        inflight: set[Future[None]] = set()
-
-        def settle(block_until_below: int) -> None:
-            nonlocal inflight
-            while len(inflight) > block_until_below:
-                done, pending = wait(inflight, return_when=FIRST_COMPLETED)
-                inflight = set(pending)
-                for future in done:
-                    future.result()  # a crash in a worker ends the run here, leases held
-
-        with ThreadPoolExecutor(cfg.concurrency, thread_name_prefix="flush-send") as senders:
+        with ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="flush-send") as pool:
             try:
-                for shard in self._shards():
-                    start: dict[str, Any] | None = None
-                    while self._stop is None:
-                        if not self._can_start_request():
-                            self._stop_run("deadline")
-                            break
-                        page, start = outbox.pending_page(
-                            self.table, shard, limit=cfg.page_size, start_key=start
-                        )
-                        now_ms = self._now_ms()
-                        # The index copy may be stale; the claim decides. Skipping visibly
-                        # leased items only saves a write that would fail.
-                        free = [i for i in page if int(i.get("lease_until", 0)) < now_ms]
-                        for batch in _chunks(free, cfg.batch_size):
-                            settle(cfg.concurrency - 1)
-                            if self._stop is not None:
-                                break
-                            inflight.add(senders.submit(self._process, batch))
-                        if start is None:
-                            break
+                deferred = [s for s in self._shards() if not self._drain_shard(s, pool)]
+                # Shards another run held a moment ago: it may have finished them since.
+                for shard in deferred:
                     if self._stop is not None:
                         break
+                    self._drain_shard(shard, pool)
             finally:
-                settle(0)
+                try:
+                    self._settle(0)
+                finally:
+                    for held in list(self._shards_held.values()):
+                        self._release_shard(held, force=True)
+
+    def _lease_shard(self, name: str) -> bool:
+        if self.lease_table is None:
+            return True
+        return outbox.acquire_shard(
+            self.lease_table,
+            self.table,
+            name,
+            owner=self.owner,
+            now_ms=self._now_ms(),
+            lease_ms=int(self.config.lease_s * 1000),
+        )
+
+    def _release_shard(self, shard: _Shard, *, force: bool = False) -> None:
+        with self._lock:
+            if shard.released or not (force or (shard.paged and shard.open_batches == 0)):
+                return
+            shard.released = True
+            self._shards_held.pop(shard.name, None)
+        if self.lease_table is not None:
+            # If DynamoDB refuses, the lease simply expires.
+            with contextlib.suppress(StorageUnavailable):
+                outbox.release_shard(self.lease_table, self.table, shard.name, owner=self.owner)
+
+    def _batch_done(self, shard: _Shard, _future: Future[None] | None = None) -> None:
+        with self._lock:
+            shard.open_batches -= 1
+        self._release_shard(shard)
+
+    def _drain_shard(self, name: str, pool: ThreadPoolExecutor) -> bool:
+        """Page through one shard, handing batches to ``pool``. False if another run has it."""
+        cfg = self.config
+        if self._stop is not None:
+            return True
+        if not self._can_start_request():
+            self._stop_run("deadline")
+            return True
+        if not self._lease_shard(name):
+            return False
+        shard = _Shard(name)
+        with self._lock:
+            self._shards_held[name] = shard
+        start: dict[str, Any] | None = None
+        try:
+            first = True
+            while self._stop is None:
+                if not self._can_start_request():
+                    self._stop_run("deadline")
+                    break
+                if not first and not self._lease_shard(name):
+                    break  # the lease expired and another run took the shard over
+                first = False
+                page, start = outbox.pending_page(
+                    self.table,
+                    name,
+                    limit=cfg.page_size,
+                    start_key=start,
+                    attributes=outbox.FLUSH_ATTRIBUTES,
+                )
+                now_ms = self._now_ms()
+                # The index copy may be stale; the claim decides. Skipping visibly leased
+                # items only saves a write that would fail.
+                free = [i for i in page if int(i.get("lease_until", 0)) < now_ms]
+                for batch in _chunks(free, cfg.batch_size):
+                    # Keep a batch queued behind each worker, so the next page's query
+                    # overlaps the claims, POSTs and marks of this one.
+                    self._settle(2 * cfg.concurrency - 1)
+                    if self._stop is not None:
+                        break
+                    with self._lock:
+                        shard.open_batches += 1
+                    future = pool.submit(self._process, batch)
+                    future.add_done_callback(partial(self._batch_done, shard))
+                    self._inflight.add(future)
+                if start is None:
+                    break
+        finally:
+            with self._lock:
+                shard.paged = True
+            self._release_shard(shard)
+        return True
 
     def _process(self, batch: list[dict[str, Any]]) -> None:
         """Claim, send and mark one batch (a worker thread)."""
@@ -222,23 +314,24 @@ class Flusher:
         now_ms = self._now_ms()
         lease_ms = int(cfg.lease_s * 1000)
         try:
-            flags = self._db_map(
-                lambda i: outbox.claim(
-                    self.table, i["pk"], owner=self.owner, now_ms=now_ms, lease_ms=lease_ms
-                ),
-                batch,
+            won = outbox.claim_many(
+                self.table,
+                [i["pk"] for i in batch],
+                owner=self.owner,
+                now_ms=now_ms,
+                lease_ms=lease_ms,
             )
         except StorageUnavailable as exc:
             logger.warning("flush stopped: claim failed", extra={"error": exc.message})
             self._stop_run("storage")
             return
-        claimed = [item for item, ok in zip(batch, flags, strict=True) if ok]
+        claimed = [item for item in batch if item["pk"] in won]
         if not claimed:
             return
         # Never send past the lease (another run could take the events over) nor past the
-        # run's own margin (the marks must still fit).
+        # run's own margin (the marks must still fit). The budget starts at the claim.
         budget = min(cfg.send_budget_s, cfg.lease_s * 0.75, self._left_s())
-        deadline = time.monotonic() + budget
+        deadline = time.monotonic() + budget - max(0.0, self._now_ms() - now_ms) / 1000.0
         resolved: set[str] = set()
         try:
             self._deliver(claimed, deadline, resolved)
@@ -270,19 +363,16 @@ class Flusher:
             resolved.add(group[0]["pk"])
             return
         self._add(retried=attempts - 1)
-        sent_at, now_s = now_rfc3339(), int(self.clock())
-        marked = self._db_map(
-            lambda i: outbox.mark_sent(
-                self.table, i["pk"], owner=self.owner, sent_at=sent_at, now_s=now_s
-            ),
-            group,
+        pks = [i["pk"] for i in group]
+        marked = outbox.mark_sent_many(
+            self.table, pks, owner=self.owner, sent_at=now_rfc3339(), now_s=int(self.clock())
         )
-        resolved.update(i["pk"] for i in group)
-        lost = marked.count(False)
+        resolved.update(pks)
+        lost = len(pks) - len(marked)
         if lost:
             # Only possible if this batch outlived its lease: the new holder marks them.
             logger.warning("flush lost leases before marking", extra={"events": lost})
-        self._add(sent=len(group) - lost)
+        self._add(sent=len(marked))
 
     def _dead_letter(self, item: dict[str, Any], exc: OpenMeterRejected) -> None:
         error = json.dumps(
@@ -305,9 +395,7 @@ class Flusher:
     def _release(self, items: list[dict[str, Any]], error: str) -> None:
         # If DynamoDB refuses, the leases simply expire.
         with contextlib.suppress(StorageUnavailable):
-            self._db_map(
-                lambda i: outbox.release(self.table, i["pk"], owner=self.owner, error=error), items
-            )
+            outbox.release_many(self.table, [i["pk"] for i in items], owner=self.owner, error=error)
 
     # -- NATS ----------------------------------------------------------------------------
 
@@ -381,6 +469,7 @@ def flush_outbox(
         publisher = get_publisher()
     flusher = Flusher(
         table=settings.events_table,
+        lease_table=settings.idempotency_table,
         client=client or get_client(settings),
         config=config or FlushConfig.from_settings(settings),
         remaining_ms=remaining_ms,
@@ -553,7 +642,9 @@ def retry_dead_letters(
             except MeterbridgeError:
                 continue
     at = now_rfc3339()
-    retried, skipped = [], [i for i in request.ids if i not in {dead_letter_id(p) for p in pks}]
+    wanted = {dead_letter_id(p) for p in pks}
+    retried: list[str] = []
+    skipped = [i for i in request.ids if i not in wanted]
     for pk in pks:
         ok = outbox.retry_dead_letter(table, pk, retried_at=at)
         (retried if ok else skipped).append(dead_letter_id(pk))
