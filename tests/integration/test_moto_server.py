@@ -42,3 +42,25 @@ def test_successful_transaction_writes_every_item(aws: dict[str, str]) -> None:
     items, _ = dynamo.query(table, key_condition="pk = :p", vals={":p": "e99"})
     assert items[0]["i"] == 99
     assert all(dynamo.get(table, {"pk": f"e{i}", "sk": "EVENT"}) for i in range(0, 100, 9))
+
+
+def test_injected_throttling_reaches_the_dal_as_storage_unavailable(
+    aws: dict[str, str], moto_server
+) -> None:
+    import httpx
+
+    from meterbridge.errors import StorageUnavailable
+
+    # Given every DynamoDB call throttled for 30 s (boto3's own retries exhausted)
+    faults = f"{moto_server.url}/_meterbridge/faults"
+    httpx.post(faults, json={"throttle_ratio": 1.0, "seconds": 30}).raise_for_status()
+    try:
+        # When the DAL writes / Then it raises the domain error with a Retry-After
+        with pytest.raises(StorageUnavailable) as info:
+            dynamo.put_new(aws["IdempotencyTable"], {"pk": "t", "sk": "t"})
+        assert info.value.headers == {"Retry-After": "1"}
+        assert httpx.get(faults).json()["throttled"] >= 1
+    finally:
+        # When the fault ends / Then writes go through again
+        httpx.delete(faults).raise_for_status()
+    assert dynamo.put_new(aws["IdempotencyTable"], {"pk": "t", "sk": "t"}) is True

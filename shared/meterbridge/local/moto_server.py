@@ -8,11 +8,17 @@ semantics and replaces only the backup: it records the touched items before the 
 them back if the transaction is cancelled.
 
     python -m meterbridge.local.moto_server -H 127.0.0.1 -p 5000
+
+It also takes injected faults, for failure tests: ``POST /_meterbridge/faults`` with
+``{"throttle_ratio": 0.3, "seconds": 10, "seed": 1}`` answers that share of DynamoDB calls
+with ``ProvisionedThroughputExceededException`` (as DynamoDB does under throttling) for that
+long; ``DELETE /_meterbridge/faults`` ends it early; ``GET`` reports how many were throttled.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import sys
 from typing import Any
 
@@ -75,11 +81,73 @@ def install() -> None:
     DynamoDBBackend._meterbridge_patched = True  # type: ignore[attr-defined]
 
 
+class FaultInjector:
+    """WSGI middleware: throttles a share of DynamoDB calls while a fault is active."""
+
+    PATH = "/_meterbridge/faults"
+
+    def __init__(self, app: Any) -> None:
+        import random
+        import threading
+
+        self.app = app
+        self.lock = threading.Lock()
+        self.random = random.Random(0)
+        self.ratio = 0.0
+        self.until = 0.0
+        self.throttled = 0
+
+    def _json(self, start_response: Any, status: str, body: dict[str, Any]) -> list[bytes]:
+        payload = json.dumps(body).encode()
+        start_response(status, [("Content-Type", "application/json"),
+                                ("Content-Length", str(len(payload)))])
+        return [payload]
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        import random
+        import time
+
+        if environ.get("PATH_INFO") == self.PATH:
+            method = environ.get("REQUEST_METHOD")
+            with self.lock:
+                if method == "POST":
+                    size = int(environ.get("CONTENT_LENGTH") or 0)
+                    spec = json.loads(environ["wsgi.input"].read(size) or b"{}")
+                    self.ratio = float(spec.get("throttle_ratio", 1.0))
+                    self.until = time.monotonic() + float(spec.get("seconds", 10))
+                    self.random = random.Random(spec.get("seed", 0))
+                elif method == "DELETE":
+                    self.until = 0.0
+                active = time.monotonic() < self.until
+                return self._json(start_response, "200 OK", {
+                    "active": active, "throttle_ratio": self.ratio if active else 0.0,
+                    "throttled": self.throttled})
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if target.startswith("DynamoDB_"):
+            with self.lock:
+                hit = time.monotonic() < self.until and self.random.random() < self.ratio
+                if hit:
+                    self.throttled += 1
+            if hit:
+                return self._json(start_response, "400 Bad Request", {
+                    "__type": "com.amazonaws.dynamodb.v20120810#"
+                              "ProvisionedThroughputExceededException",
+                    "message": "The level of configured provisioned throughput for the table "
+                               "was exceeded (injected by the local moto server)"})
+        return self.app(environ, start_response)
+
+
 def main(argv: list[str] | None = None) -> None:
     install()
-    from moto.server import main as moto_main
+    import moto.server as moto_server_module
 
-    moto_main(argv if argv is not None else sys.argv[1:])
+    original_run_simple = moto_server_module.run_simple
+
+    def run_simple(host: str, port: int, app: Any, **kwargs: Any) -> None:
+        original_run_simple(host, port, FaultInjector(app), **kwargs)
+
+    moto_server_module.run_simple = run_simple  # type: ignore[assignment]
+    moto_server_module.main(argv if argv is not None else sys.argv[1:])
 
 
 if __name__ == "__main__":
