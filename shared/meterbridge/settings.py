@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     openmeter_api_key_parameter: str = Field("", alias="OPENMETER_API_KEY_PARAMETER")
     openmeter_timeout_s: float = Field(10.0, alias="OPENMETER_TIMEOUT_S")
     flush_batch_size: int = Field(100, alias="FLUSH_BATCH_SIZE", ge=1, le=1000)
+    flush_concurrency: int = Field(4, alias="FLUSH_CONCURRENCY", ge=1, le=64)
 
     # Stripe
     stripe_api_key: str = Field("", alias="STRIPE_API_KEY", repr=False)

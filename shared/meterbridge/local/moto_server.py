@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import sys
+import threading
 from typing import Any
 
 
@@ -78,7 +79,27 @@ def install() -> None:
 
     models.copy = _NoTableCopy()  # type: ignore[assignment]
     DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    # moto's server is threaded and its writes are not atomic with each other: a transaction
+    # could read, fail and restore while another request writes the same item. DynamoDB
+    # serialises conflicting writes (TransactionConflict); one lock over moto's writes does too.
+    lock = threading.RLock()
+    for name in ("put_item", "update_item", "delete_item", "transact_write_items",
+                 "batch_write_item"):
+        method = getattr(DynamoDBBackend, name, None)
+        if method is not None:
+            setattr(DynamoDBBackend, name, _serialised(method, lock))
     DynamoDBBackend._meterbridge_patched = True  # type: ignore[attr-defined]
+
+
+def _serialised(method: Any, lock: Any) -> Any:
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return method(*args, **kwargs)
+
+    return wrapper
 
 
 class FaultInjector:

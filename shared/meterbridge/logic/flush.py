@@ -75,7 +75,7 @@ class FlushConfig(BaseModel):
         # backoff of one batch) plus the marks; it expires well within two schedule ticks.
         budget = max(settings.openmeter_timeout_s * 3, 30.0)
         # FLUSH_CONCURRENCY is read when the settings model has it (docs/flush.md).
-        concurrency = int(getattr(settings, "flush_concurrency", 0) or 4)
+        concurrency = settings.flush_concurrency
         return cls(
             batch_size=settings.flush_batch_size,
             send_budget_s=budget,
@@ -494,7 +494,30 @@ def flush_outbox(
     metrics.add_metric(
         name="OpenMeterCircuitState", unit=MetricUnit.Count, value=int(flusher.client.breaker.state)
     )
+    _record_for_operators(result, int(flusher.client.breaker.state), settings)
     return result
+
+
+def _record_for_operators(result: FlushResult, breaker: int, settings: Settings) -> None:
+    """The last result for ``meterbridge status`` and the backlog gauges the alarms watch.
+
+    Bookkeeping only: a failure here is logged and never fails the run it describes.
+    """
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    from meterbridge.errors import MeterbridgeError
+    from meterbridge.logic.status import outbox_gauges, record_flush
+
+    try:
+        record_flush(result, openmeter_breaker=breaker, settings=settings)
+        gauges = outbox_gauges(settings)
+    except MeterbridgeError as exc:
+        logger.warning("flush bookkeeping failed", extra={"error": exc.code})
+        return
+    metrics.add_metric(
+        name="OutboxOldestAgeSeconds", unit=MetricUnit.Seconds, value=gauges.oldest_pending_age_s
+    )
+    metrics.add_metric(name="DeadLetters", unit=MetricUnit.Count, value=gauges.dead_letters)
 
 
 def run(remaining_ms: Callable[[], int] | None = None) -> dict[str, Any]:

@@ -62,8 +62,10 @@ class Batch:
 
 @dataclass
 class _Pending:
+    """Events to store, each with the counter it moves: (period, meter)."""
+
     items: list[dict[str, Any]] = field(default_factory=list)
-    meters: list[str] = field(default_factory=list)
+    meters: list[tuple[str, str]] = field(default_factory=list)
     events: list[CloudEvent] = field(default_factory=list)
 
 
@@ -187,6 +189,41 @@ def validate(
     return batch
 
 
+def _event_time(event: CloudEvent) -> datetime:
+    return datetime.fromisoformat(event.time.replace("Z", "+00:00"))
+
+
+def ingest_events(
+    tenant_id: str,
+    events: list[dict[str, Any]],
+    *,
+    backfill: bool = False,
+    max_age_days: int | None = None,
+    settings: Settings | None = None,
+) -> IngestResult:
+    """Ingest for operators' imports (``meterbridge backfill``): same validation and dedupe.
+
+    The tenant is named by the operator (not by a key); a deleted tenant is refused.
+    """
+    from meterbridge.dal import tenants as tenants_dal
+    from meterbridge.errors import NotFound
+
+    settings = settings or get_settings()
+    tenant = tenants_dal.get_tenant(settings.tenants_table, tenant_id)
+    if tenant is None or tenant.get("status") == "deleted":
+        raise NotFound(f"tenant {tenant_id!r} does not exist")
+    max_age = timedelta(days=max_age_days) if max_age_days is not None else MAX_AGE
+    result, _, _ = ingest(
+        tenant_id,
+        tenant.get("plan", "free"),
+        events,
+        settings=settings,
+        max_age=max_age,
+        backfill=backfill,
+    )
+    return result
+
+
 def check_rate(tenant_id: str, plan: Plan, settings: Settings, now: datetime) -> None:
     """Requests per minute, counted in sharded windows (one conditional ADD per request)."""
     shards = 1 if plan.requests_per_minute <= 1000 else usage_dal.RATE_SHARDS
@@ -215,11 +252,14 @@ def ingest(
     settings: Settings | None = None,
     now: datetime | None = None,
     max_age: timedelta | None = MAX_AGE,
+    backfill: bool = False,
 ) -> tuple[IngestResult, list[CloudEvent], list[CloudEvent]]:
     """Store and count a validated batch.
 
     Returns the answer, the events newly stored and the threshold alerts it raised (both to be
-    published with ``publish``).
+    published with ``publish``). Live events count in the period they arrive in (quotas are
+    about what a tenant sends now); a ``backfill`` counts each event in its own event-time
+    period, with no hard-limit refusal and no alerts (docs/flush.md).
     """
     settings = settings or get_settings()
     now = now or datetime.now(UTC)
@@ -237,7 +277,8 @@ def ingest(
         new.items.append(
             outbox.outbox_item(event, tenant_id=tenant_id, kind="usage", accepted_at=accepted_at)
         )
-        new.meters.append(meter)
+        counted_in = period_of(_event_time(event)) if backfill else period
+        new.meters.append((counted_in, meter))
         new.events.append(event)
     written, more_duplicates, refused = _store(tenant_id, plan, period, new, settings)
     duplicates += more_duplicates
@@ -245,8 +286,9 @@ def ingest(
     metrics.add_metric(name="EventsAccepted", unit="Count", value=result.accepted)
     metrics.add_metric(name="EventsDuplicate", unit="Count", value=result.duplicates)
     alerts: list[CloudEvent] = []
-    if written:
-        alerts = _thresholds(tenant_id, plan, period, Counter(m for m, _ in written), settings, now)
+    if written and not backfill:
+        added = Counter(meter for (_, meter), _ in written)
+        alerts = _thresholds(tenant_id, plan, period, added, settings, now)
     if refused:
         metrics.add_metric(name="QuotaRejections", unit="Count", value=1)
         metrics.add_metric(name="EventsRejected", unit="Count", value=refused)
@@ -281,17 +323,19 @@ def _chunks(pending: _Pending) -> list[_Pending]:
 
 
 def _counters(
-    tenant_id: str, plan: Plan, period: str, meters: list[str], settings: Settings
+    tenant_id: str, plan: Plan, period: str, meters: list[tuple[str, str]], settings: Settings
 ) -> list[events_dal.CounterUpdate]:
+    """One counter update per (period, meter); capped only for this period's hard limits."""
     updates = []
-    for meter, amount in Counter(meters).items():
+    for (counted_in, meter), amount in Counter(meters).items():
         limit = plan.limit(meter)
-        hard = plan.hard_limit and limit is not None
+        hard = plan.hard_limit and limit is not None and counted_in == period
+        period_key = counted_in
         shard = 0 if hard else random.randrange(usage_dal.SOFT_SHARDS)
         updates.append(
             events_dal.CounterUpdate(
                 table=settings.usage_table,
-                key=usage_dal.counter_key(tenant_id, period, meter, shard),
+                key=usage_dal.counter_key(tenant_id, period_key, meter, shard),
                 amount=amount,
                 cap=limit if hard else None,
             )
@@ -301,14 +345,14 @@ def _counters(
 
 def _store(
     tenant_id: str, plan: Plan, period: str, pending: _Pending, settings: Settings
-) -> tuple[list[tuple[str, CloudEvent]], int, int]:
+) -> tuple[list[tuple[tuple[str, str], CloudEvent]], int, int]:
     """Write chunks; returns (meter, event) stored, late duplicates, and events refused by quota.
 
     A cancelled transaction names its reasons: events stored meanwhile (by an earlier or a
     concurrent request) leave the chunk as duplicates; a hard-limit counter that refuses the
     amount shrinks the chunk to the room left, in request order, and ends the batch there.
     """
-    written: list[tuple[str, CloudEvent]] = []
+    written: list[tuple[tuple[str, str], CloudEvent]] = []
     duplicates = refused = 0
     chunks = _chunks(pending)
     for position, first_try in enumerate(chunks):
@@ -357,19 +401,18 @@ def _within_room(
     tenant_id: str, plan: Plan, period: str, chunk: _Pending, settings: Settings
 ) -> list[int]:
     """Indexes of the chunk's events that still fit their meters' hard limits, in order."""
-    room: dict[str, int] = {}
-    for meter in set(chunk.meters):
+    room: dict[tuple[str, str], int] = {}
+    for counted_in, meter in set(chunk.meters):
         limit = plan.limit(meter)
-        if plan.hard_limit and limit is not None:
-            room[meter] = max(
-                0, limit - usage_dal.used(settings.usage_table, tenant_id, period, meter)
-            )
+        if plan.hard_limit and limit is not None and counted_in == period:
+            used = usage_dal.used(settings.usage_table, tenant_id, period, meter)
+            room[(counted_in, meter)] = max(0, limit - used)
     keep = []
-    for index, meter in enumerate(chunk.meters):
-        if meter not in room:
+    for index, counter in enumerate(chunk.meters):
+        if counter not in room:
             keep.append(index)
-        elif room[meter] > 0:
-            room[meter] -= 1
+        elif room[counter] > 0:
+            room[counter] -= 1
             keep.append(index)
     return keep
 
