@@ -1,16 +1,19 @@
 """Best-effort publishing to NATS JetStream from the Lambdas, behind a circuit breaker.
 
 Publishing never fails the caller: it returns which messages JetStream acknowledged, and the
-caller marks the others so the flush republishes them. ``Nats-Msg-Id`` is the CloudEvent id,
-so a republish inside the stream's duplicate window is dropped by JetStream itself.
+caller leaves the others in the outbox's republish index for the flush. ``Nats-Msg-Id`` is
+``<source>#<id>`` (unique across tenants), so a republish inside the stream's duplicate window
+is dropped by JetStream itself.
 
-The connection is kept per event loop: Mangum and the sync helpers may run successive
-invocations on different loops, and a nats-py connection belongs to the loop that made it.
+One connection per event loop: the ASGI server's loop and the private loop of
+``publish_sync`` (flush, webhook) may both publish in one process, and a nats-py connection
+belongs to the loop that made it (closing it from another loop leaves its tasks dangling).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,9 +36,8 @@ class NatsPublisher:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
         self.breaker = CircuitBreaker("nats", failure_threshold=3, reset_timeout_s=15.0)
-        self._nc: Any = None
-        self._js: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # loop -> (connection, JetStream context); only the owning loop touches its entry.
+        self._conns: dict[asyncio.AbstractEventLoop, tuple[Any, Any]] = {}
         self._stream_ready = False
         self._sync_loop: asyncio.AbstractEventLoop | None = None
 
@@ -45,12 +47,15 @@ class NatsPublisher:
 
     async def _connect(self) -> Any:
         loop = asyncio.get_running_loop()
-        if self._nc is not None and self._loop is loop and self._nc.is_connected:
-            return self._js
+        for other in [lp for lp in self._conns if lp.is_closed()]:
+            self._conns.pop(other, None)  # its loop is gone, and its connection with it
+        current = self._conns.get(loop)
+        if current is not None and current[0].is_connected:
+            return current[1]
         await self._close_quietly()
         import nats
 
-        self._nc = await nats.connect(
+        nc = await nats.connect(
             servers=self.settings.nats_servers,
             connect_timeout=self.settings.nats_connect_timeout_s,
             allow_reconnect=False,
@@ -59,22 +64,20 @@ class NatsPublisher:
             reconnect_time_wait=0.1,
             name="meterbridge-lambda",
         )
-        self._loop = loop
-        self._js = self._nc.jetstream(timeout=self.settings.nats_connect_timeout_s)
+        js = nc.jetstream(timeout=self.settings.nats_connect_timeout_s)
+        self._conns[loop] = (nc, js)
         if not self._stream_ready:
-            await ensure_stream(
-                self._js, self.settings.nats_stream, self.settings.nats_stream_replicas
-            )
+            await ensure_stream(js, self.settings.nats_stream, self.settings.nats_stream_replicas)
             self._stream_ready = True
-        return self._js
+        return js
 
     async def _close_quietly(self) -> None:
-        nc, self._nc, self._js = self._nc, None, None
+        """Close this loop's connection, if any (never another loop's)."""
+        nc, _ = self._conns.pop(asyncio.get_running_loop(), (None, None))
         if nc is not None:
-            try:
+            # A dead connection may fail to close; it is dropped either way.
+            with contextlib.suppress(Exception):
                 await nc.close()
-            except Exception:  # noqa: BLE001 - a dead connection may fail to close; drop it
-                pass
 
     async def publish(self, messages: Sequence[Message]) -> set[str]:
         """Publish ``messages``; return the ids JetStream acknowledged (maybe none)."""
@@ -108,6 +111,13 @@ class NatsPublisher:
             self.breaker.record_failure()
             await self._close_quietly()
         return acked
+
+    def close(self) -> None:
+        """Close the private loop of ``publish_sync`` and its connection (tests, shutdown)."""
+        loop, self._sync_loop = self._sync_loop, None
+        if loop is not None and not loop.is_closed():
+            loop.run_until_complete(self._close_quietly())
+            loop.close()
 
     def publish_sync(self, messages: Sequence[Message]) -> set[str]:
         """``publish`` for synchronous handlers (flush, webhook): a private, reused loop."""
@@ -149,4 +159,6 @@ def get_publisher() -> NatsPublisher:
 
 def reset_publisher() -> None:
     global _publisher
+    if _publisher is not None:
+        _publisher.close()
     _publisher = None
