@@ -55,6 +55,14 @@ class LazyTracer:
 
         return wrapper
 
+    def annotate_if_active(self, key: str, value: Any) -> None:
+        """Annotate the current trace only where a handler is traced (never loads X-Ray)."""
+        if self._tracer is not None:
+            try:
+                self._tracer.put_annotation(key=key, value=value)
+            except Exception:  # noqa: BLE001 - tracing must never fail a request
+                logger.debug("trace annotation skipped", extra={"key": key})
+
     def put_annotation(self, key: str, value: Any) -> None:
         self.real.put_annotation(key=key, value=value)
 
@@ -77,11 +85,7 @@ def tenant_context(tenant_id: str) -> Iterator[None]:
     Uses Powertools' context-local keys, so concurrent requests on one event loop or thread
     pool (uvicorn locally) never see each other's tenant.
     """
-    logger.thread_safe_append_keys(tenant_id=tenant_id)
-    try:
-        tracer.put_annotation(key="tenant_id", value=tenant_id)
-    except Exception:  # noqa: BLE001 - tracing must never fail a request (no segment locally)
-        pass
+    bind_tenant(tenant_id)
     try:
         yield
     finally:
@@ -89,8 +93,9 @@ def tenant_context(tenant_id: str) -> Iterator[None]:
 
 
 def bind_tenant(tenant_id: str) -> None:
-    """Attach ``tenant_id`` to the current request's log context (removed by ``unbind``)."""
+    """Attach ``tenant_id`` to the request's log lines and its X-Ray trace (``unbind`` removes)."""
     logger.thread_safe_append_keys(tenant_id=tenant_id)
+    tracer.annotate_if_active("tenant_id", tenant_id)
 
 
 def unbind_tenant() -> None:

@@ -45,7 +45,7 @@ from meterbridge.models.tenant import (
     TenantPage,
     TenantUpdate,
 )
-from meterbridge.observability import logger
+from meterbridge.observability import logger, metrics
 from meterbridge.plans import catalog
 from meterbridge.settings import Settings, get_settings
 
@@ -383,6 +383,7 @@ def provision_sync(
             # Our lease was taken over (we were too slow) and the other worker may be done.
             current = tenants_dal.get_provision(settings.tenants_table, idem)
             if current is not None and current.get("state") == "completed":
+                metrics.add_metric(name="ProvisioningReplayed", unit="Count", value=1)
                 return _replay(current), []
             raise ProvisioningInProgress(
                 "another worker is finishing this request; retry shortly",
@@ -390,7 +391,9 @@ def provision_sync(
             ) from None
     except BaseException:
         _release(settings, idem, owner)
+        metrics.add_metric(name="ProvisioningFailed", unit="Count", value=1)
         raise
+    metrics.add_metric(name="TenantsProvisioned", unit="Count", value=1)
     logger.info(
         "tenant provisioned",
         extra={
