@@ -45,6 +45,9 @@ sam: bootstrap  ## validate, lint and build the SAM bundle (no Docker needed)
 bench: bootstrap  ## run every benchmark and write docs/performance.md
 	$(VENV)/python -m bench
 
+openapi: bootstrap  ## rewrite docs/openapi.json from the usage API as served
+	$(VENV)/python -m meterbridge.api.export_openapi
+
 pr: lint typecheck test sam
 
 clean:

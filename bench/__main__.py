@@ -43,16 +43,30 @@ def main() -> int:
     for i, name in enumerate(names, 1):
         print(f"[{i}/{len(names)}] bench.{name} ...", file=sys.stderr, flush=True)
         start = time.monotonic()
-        run = subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=ROOT,
-                             capture_output=True, text=True, check=False)
+        run = subprocess.run(
+            [sys.executable, "-m", f"bench.{name}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         took = time.monotonic() - start
         print(f"      done in {took:.0f}s (exit {run.returncode})", file=sys.stderr, flush=True)
         notes = ROOT / "docs" / "performance" / f"{name}.md"
         body = [f"## {TITLES.get(name, name)}", ""]
         if notes.exists():
-            body += [f"Method, goals and analysis: [performance/{name}.md](performance/{name}.md).", ""]
-        body += [f"`python -m bench.{name}` ({took:.0f} s, exit {run.returncode}):", "", "```",
-                 run.stdout.strip() or "(no output)", "```", ""]
+            body += [
+                f"Method, goals and analysis: [performance/{name}.md](performance/{name}.md).",
+                "",
+            ]
+        body += [
+            f"`python -m bench.{name}` ({took:.0f} s, exit {run.returncode}):",
+            "",
+            "```",
+            run.stdout.strip() or "(no output)",
+            "```",
+            "",
+        ]
         if run.returncode != 0:
             body += ["stderr (tail):", "", "```", run.stderr.strip()[-2000:], "```", ""]
         sections.append("\n".join(body))

@@ -47,8 +47,14 @@ def sample(path: Path) -> tuple[float, bool]:
         "POWERTOOLS_TRACE_DISABLED": "true",
         "PYTHONDONTWRITEBYTECODE": "",
     }
-    out = subprocess.run([sys.executable, "-c", PROBE, str(path)], capture_output=True,
-                         text=True, env=env, check=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        cwd=ROOT,
+    )
     import json
 
     data = json.loads(out.stdout.strip().splitlines()[-1])
@@ -73,7 +79,10 @@ def main() -> int:
             uses_fastapi[name] = fa
         print(f"  run {i + 1}/{args.runs} done", file=sys.stderr)
     base = statistics.median(times[next(iter(targets))])
-    print(f"\nHandler import time, median of {args.runs} fresh processes (python {sys.version.split()[0]})")
+    print(
+        f"\nHandler import time, median of {args.runs} fresh processes "
+        f"(python {sys.version.split()[0]})"
+    )
     print(f"{'module':42} {'median ms':>10} {'ratio':>7} {'goal':>7} {'imports fastapi':>16}")
     ok = True
     for name in targets:
@@ -85,8 +94,10 @@ def main() -> int:
         if name in ("stripe_webhook", "openmeter_flush") and uses_fastapi[name]:
             passed = False
         ok &= passed
-        print(f"{name:42} {med:10.1f} {ratio:7.2f} {goal:>7} {str(uses_fastapi[name]):>16}"
-              f"{'' if passed else '  MISSES GOAL'}")
+        print(
+            f"{name:42} {med:10.1f} {ratio:7.2f} {goal:>7} {uses_fastapi[name]!s:>16}"
+            f"{'' if passed else '  MISSES GOAL'}"
+        )
     print("\nall goals met" if ok else "\nsome goals missed")
     return 0
 

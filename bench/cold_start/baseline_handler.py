@@ -1,4 +1,4 @@
-"""The usual way to write an HTTP Lambda: FastAPI, Mangum and boto3 imported, a client built at import."""
+"""The usual HTTP Lambda: FastAPI, Mangum and boto3 imported, a client built at import."""
 
 import boto3
 from fastapi import FastAPI

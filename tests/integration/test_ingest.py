@@ -54,14 +54,20 @@ def test_batch_with_repeats_and_a_retry_is_counted_once(client: TestClient, aws:
     _, key = make_tenant("basic")
     batch = [_event(1), _event(2), _event(1)]
     # When it is posted, then retried whole
-    first = client.post("/v1/events", json=batch, headers=_auth(key),
-                        )
+    first = client.post(
+        "/v1/events",
+        json=batch,
+        headers=_auth(key),
+    )
     retry = client.post("/v1/events", json=batch, headers=_auth(key))
     # Then each id is stored and counted once
     assert first.json() == {"accepted": 2, "duplicates": 1}
     assert retry.json() == {"accepted": 0, "duplicates": 3}
     assert len(_events_in_table(aws["EventsTable"])) == 2
-    meters = {m["meter"]: m for m in client.get("/v1/usage", headers=_auth(key)).json()["current"]["meters"]}
+    meters = {
+        m["meter"]: m
+        for m in client.get("/v1/usage", headers=_auth(key)).json()["current"]["meters"]
+    }
     assert meters["api_calls"]["used"] == 2
 
 
@@ -88,21 +94,61 @@ def test_tenant_comes_from_the_key_not_the_body(client: TestClient, aws: dict) -
         (json.dumps(_event(1)).encode(), "text/plain", 415, "unsupported_media_type"),
         (json.dumps({"type": "x"}).encode(), "application/json", 400, "invalid_request"),
         (json.dumps(_event("x" * 129)).encode(), "application/json", 400, "invalid_request"),
-        (json.dumps([_event(1), {"id": "2"}]).encode(), "application/cloudevents-batch+json", 400,
-         "invalid_request"),
-        (json.dumps([_event(i) for i in range(1001)]).encode(), "application/json", 413,
-         "payload_too_large"),
-        (json.dumps(_event(1, data={"x": "y" * 70_000})).encode(), "application/json", 413,
-         "payload_too_large"),
-        (json.dumps(_event(1, time=(datetime.now(UTC) - timedelta(days=36)).isoformat())).encode(),
-         "application/json", 400, "invalid_request"),
-        (json.dumps(_event(1, time=(datetime.now(UTC) + timedelta(minutes=10)).isoformat())).encode(),
-         "application/json", 400, "invalid_request"),
-        (json.dumps(_event(1, unknown_field=1)).encode(), "application/json", 400, "invalid_request"),
+        (
+            json.dumps([_event(1), {"id": "2"}]).encode(),
+            "application/cloudevents-batch+json",
+            400,
+            "invalid_request",
+        ),
+        (
+            json.dumps([_event(i) for i in range(1001)]).encode(),
+            "application/json",
+            413,
+            "payload_too_large",
+        ),
+        (
+            json.dumps(_event(1, data={"x": "y" * 70_000})).encode(),
+            "application/json",
+            413,
+            "payload_too_large",
+        ),
+        (
+            json.dumps(
+                _event(1, time=(datetime.now(UTC) - timedelta(days=36)).isoformat())
+            ).encode(),
+            "application/json",
+            400,
+            "invalid_request",
+        ),
+        (
+            json.dumps(
+                _event(1, time=(datetime.now(UTC) + timedelta(minutes=10)).isoformat())
+            ).encode(),
+            "application/json",
+            400,
+            "invalid_request",
+        ),
+        (
+            json.dumps(_event(1, unknown_field=1)).encode(),
+            "application/json",
+            400,
+            "invalid_request",
+        ),
         (json.dumps([]).encode(), "application/json", 400, "invalid_request"),
     ],
-    ids=["bad-json", "content-type", "missing-id", "long-id", "one-bad-in-batch", "too-many",
-         "event-too-large", "too-old", "future", "unknown-field", "empty-batch"],
+    ids=[
+        "bad-json",
+        "content-type",
+        "missing-id",
+        "long-id",
+        "one-bad-in-batch",
+        "too-many",
+        "event-too-large",
+        "too-old",
+        "future",
+        "unknown-field",
+        "empty-batch",
+    ],
 )
 def test_invalid_requests_get_their_error_and_store_nothing(
     client: TestClient, aws: dict, body: bytes, content_type: str, status: int, code: str
@@ -110,8 +156,9 @@ def test_invalid_requests_get_their_error_and_store_nothing(
     # Given a tenant
     _, key = make_tenant("basic")
     # When an invalid request is sent
-    resp = client.post("/v1/events", content=body,
-                       headers={**_auth(key), "content-type": content_type})
+    resp = client.post(
+        "/v1/events", content=body, headers={**_auth(key), "content-type": content_type}
+    )
     # Then the status and code are clear and nothing is stored
     assert resp.status_code == status, resp.text
     assert resp.json()["error"]["code"] == code
@@ -141,10 +188,15 @@ def test_body_over_one_megabyte_is_refused(client: TestClient, aws: dict) -> Non
 
 @pytest.mark.parametrize(
     ("header", "status", "code"),
-    [(None, 401, "unauthorized"), ("Bearer mb_test_nope", 401, "unauthorized"),
-     ("Basic abc", 401, "unauthorized")],
+    [
+        (None, 401, "unauthorized"),
+        ("Bearer mb_test_nope", 401, "unauthorized"),
+        ("Basic abc", 401, "unauthorized"),
+    ],
 )
-def test_bad_keys_get_401_and_store_nothing(client: TestClient, aws: dict, header, status, code) -> None:
+def test_bad_keys_get_401_and_store_nothing(
+    client: TestClient, aws: dict, header, status, code
+) -> None:
     # Given no key, a malformed key, or another scheme
     headers = {"Authorization": header} if header else {}
     # When posting / Then 401 and nothing stored

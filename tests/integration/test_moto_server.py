@@ -8,8 +8,13 @@ from meterbridge.dal import dynamo
 
 
 def _put(table: str, pk: str, **attrs: object) -> dict:
-    return {"Put": {"TableName": table, "Item": dynamo.serialize({"pk": pk, "sk": "EVENT", **attrs}),
-                    "ConditionExpression": "attribute_not_exists(pk)"}}
+    return {
+        "Put": {
+            "TableName": table,
+            "Item": dynamo.serialize({"pk": pk, "sk": "EVENT", **attrs}),
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }
+    }
 
 
 def test_cancelled_transaction_changes_nothing(aws: dict[str, str]) -> None:
@@ -17,13 +22,19 @@ def test_cancelled_transaction_changes_nothing(aws: dict[str, str]) -> None:
     table = aws["EventsTable"]
     dynamo.put_new(table, {"pk": "exists", "sk": "EVENT", "v": 1})
     dynamo.put_new(table, {"pk": "counter", "sk": "EVENT", "n": 5})
-    update = {"Update": {"TableName": table, "Key": dynamo.serialize({"pk": "counter", "sk": "EVENT"}),
-                         "UpdateExpression": "ADD n :one",
-                         "ExpressionAttributeValues": dynamo.serialize({":one": 1})}}
+    update = {
+        "Update": {
+            "TableName": table,
+            "Key": dynamo.serialize({"pk": "counter", "sk": "EVENT"}),
+            "UpdateExpression": "ADD n :one",
+            "ExpressionAttributeValues": dynamo.serialize({":one": 1}),
+        }
+    }
     # When a transaction puts a new item, updates the counter, and fails on the existing one
     with pytest.raises(Exception) as info:
         dynamo.client().transact_write_items(
-            TransactItems=[_put(table, "new"), update, _put(table, "exists", v=2)])
+            TransactItems=[_put(table, "new"), update, _put(table, "exists", v=2)]
+        )
     # Then it is cancelled with the failing item's reason, and every item is as before
     assert dynamo.error_code(info.value) == "TransactionCanceledException"
     reasons = [r.get("Code") for r in info.value.response["CancellationReasons"]]
@@ -37,7 +48,8 @@ def test_successful_transaction_writes_every_item(aws: dict[str, str]) -> None:
     # Given an empty table / When a 100-item transaction commits
     table = aws["EventsTable"]
     dynamo.client().transact_write_items(
-        TransactItems=[_put(table, f"e{i}", i=i) for i in range(100)])
+        TransactItems=[_put(table, f"e{i}", i=i) for i in range(100)]
+    )
     # Then all 100 items are there
     items, _ = dynamo.query(table, key_condition="pk = :p", vals={":p": "e99"})
     assert items[0]["i"] == 99

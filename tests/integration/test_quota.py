@@ -41,8 +41,9 @@ def server(aws: dict[str, str]) -> Iterator[str]:
 
 
 def _post(url: str, key: str, body: object) -> httpx.Response:
-    return httpx.post(f"{url}/v1/events", json=body, timeout=30,
-                      headers={"Authorization": f"Bearer {key}"})
+    return httpx.post(
+        f"{url}/v1/events", json=body, timeout=30, headers={"Authorization": f"Bearer {key}"}
+    )
 
 
 def _meter(url: str, key: str, meter: str) -> dict:
@@ -76,10 +77,13 @@ def test_hard_quota_admits_exactly_the_limit_under_eight_writers(
 ) -> None:
     # Given a Free tenant with a hard limit of 25 api calls
     _, key = make_tenant("free")
+
     # When 8 writers send 10 distinct single events each (80 > 25)
     def writer(w: int) -> list[int]:
-        return [_post(server, key, {"id": f"w{w}-{i}", "type": "api.call"}).status_code
-                for i in range(10)]
+        return [
+            _post(server, key, {"id": f"w{w}-{i}", "type": "api.call"}).status_code
+            for i in range(10)
+        ]
 
     with ThreadPoolExecutor(8) as pool:
         codes = [c for batch in pool.map(writer, range(8)) for c in batch]
@@ -95,7 +99,10 @@ def test_hard_quota_refusal_says_when_it_resets_and_fills_to_the_limit(
 ) -> None:
     # Given a Free tenant 20 calls into its 25
     _, key = make_tenant("free")
-    assert _post(server, key, [{"id": f"a{i}", "type": "api.call"} for i in range(20)]).status_code == 202
+    assert (
+        _post(server, key, [{"id": f"a{i}", "type": "api.call"} for i in range(20)]).status_code
+        == 202
+    )
     # When a batch of 10 arrives
     resp = _post(server, key, [{"id": f"b{i}", "type": "api.call"} for i in range(10)])
     # Then the first 5 fit, the rest is refused with quota_exceeded and a Retry-After
@@ -125,20 +132,28 @@ def test_paid_plan_accepts_overage_and_prices_it(small_plans: None, server: str,
 
 def test_thresholds_fire_once_per_period(small_plans: None, server: str, aws: dict) -> None:
     # Given a Basic tenant with 10 api calls included
-    tenant, key = make_tenant("basic")
+    _, key = make_tenant("basic")
     # When usage goes to 8 (80%), then 9, then 12 (past 100%)
     for ids in (range(8), range(8, 9), range(9, 12)):
-        assert _post(server, key, [{"id": f"t{i}", "type": "api.call"} for i in ids]).status_code == 202
+        assert (
+            _post(server, key, [{"id": f"t{i}", "type": "api.call"} for i in ids]).status_code
+            == 202
+        )
     # Then one alert per threshold is in the outbox
-    items = [dynamo.deserialize(i) for i in dynamo.client().scan(TableName=aws["EventsTable"])["Items"]]
-    alerts = sorted(json.loads(i["event"])["data"]["threshold_percent"] for i in items
-                    if i["event_type"] == "usage.threshold_reached")
+    items = [
+        dynamo.deserialize(i) for i in dynamo.client().scan(TableName=aws["EventsTable"])["Items"]
+    ]
+    alerts = sorted(
+        json.loads(i["event"])["data"]["threshold_percent"]
+        for i in items
+        if i["event_type"] == "usage.threshold_reached"
+    )
     assert alerts == [80, 100]
 
 
-def test_rate_limit_answers_429_with_retry_after(small_plans: None, server: str, aws: dict,
-                                                 monkeypatch: pytest.MonkeyPatch,
-                                                 tmp_path: Path) -> None:
+def test_rate_limit_answers_429_with_retry_after(
+    small_plans: None, server: str, aws: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     # Given a plan allowing 3 requests per minute
     raw = json.loads(PLANS_FILE_DEFAULT.read_text())
     raw["plans"]["free"]["requests_per_minute"] = 3
@@ -154,5 +169,7 @@ def test_rate_limit_answers_429_with_retry_after(small_plans: None, server: str,
     # Then the first 3 pass and the others are rate limited with a Retry-After
     assert [c.status_code for c in codes[:3]] == [202] * 3
     limited = codes[3:]
-    assert all(c.status_code == 429 and c.json()["error"]["code"] == "rate_limited" for c in limited)
+    assert all(
+        c.status_code == 429 and c.json()["error"]["code"] == "rate_limited" for c in limited
+    )
     assert all(1 <= int(c.headers["retry-after"]) <= 60 for c in limited)

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from meterbridge.api.admin_auth import bearer_token
-from meterbridge.logic.auth import TenantPrincipal, authenticate
+from meterbridge.logic.auth import TenantPrincipal, authenticate, cached
 from meterbridge.observability import bind_tenant
 
 
 async def require_tenant(request: Request) -> TenantPrincipal:
     """The calling tenant (401/403 otherwise); its id is on every log line from here on."""
-    principal = authenticate(bearer_token(request))
+    key = bearer_token(request)
+    # A cache hit costs no I/O; a miss reads DynamoDB, which must not block the event loop.
+    principal = cached(key)
+    if principal is None:
+        principal = await run_in_threadpool(authenticate, key)
     bind_tenant(principal.tenant_id)
     request.state.tenant_id = principal.tenant_id
     return principal

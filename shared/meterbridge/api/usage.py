@@ -13,9 +13,10 @@ from meterbridge.api.tenant_auth import require_tenant
 from meterbridge.errors import PayloadTooLarge, UnsupportedMediaType
 from meterbridge.logic import ingest, usage_query
 from meterbridge.logic.auth import TenantPrincipal
+from meterbridge.models.cloudevent import CloudEvent
 from meterbridge.models.usage import InboundEvent, IngestResult, UsageReport
 from meterbridge.plans import catalog
-from meterbridge.settings import get_settings
+from meterbridge.settings import Settings, get_settings
 
 router = APIRouter(prefix="/v1", tags=["usage"])
 
@@ -73,18 +74,14 @@ async def ingest_events(
         )
     raw = await request.body()
     settings = get_settings()
-    now = datetime.now(UTC)
-    plan = catalog().plan(principal.plan)
-    await run_in_threadpool(ingest.check_rate, principal.tenant_id, plan, settings, now)
-    raw_events = ingest.parse_body(raw)
     result, stored, alerts = await run_in_threadpool(
-        ingest.ingest, principal.tenant_id, principal.plan, raw_events, settings=settings, now=now
+        _ingest_request, principal, raw, settings, datetime.now(UTC)
     )
     await ingest.publish(principal.tenant_id, stored, alerts, settings)
     return result
 
 
-@router.get("/usage", response_model=UsageReport, responses=error_responses(400, 401, 403))
+@router.get("/usage", response_model=UsageReport, responses=error_responses(400, 401, 403, 503))
 async def get_usage(
     principal: Annotated[TenantPrincipal, Depends(require_tenant)],
     from_: Annotated[
@@ -103,6 +100,17 @@ async def get_usage(
     """This period per meter (used, limit, remaining, overage) and the estimated charge."""
     return await run_in_threadpool(
         usage_query.usage_report, principal.tenant_id, principal.plan, first=from_, last=to
+    )
+
+
+def _ingest_request(
+    principal: TenantPrincipal, raw: bytes, settings: Settings, now: datetime
+) -> tuple[IngestResult, list[CloudEvent], list[CloudEvent]]:
+    """Rate check, parse and ingest: one thread hop for all the blocking work of a request."""
+    ingest.check_rate(principal.tenant_id, catalog().plan(principal.plan), settings, now)
+    raw_events = ingest.parse_body(raw)
+    return ingest.ingest(
+        principal.tenant_id, principal.plan, raw_events, settings=settings, now=now
     )
 
 

@@ -9,11 +9,9 @@ are accepted up to ``--max-age-days``; the flush delivers them like any other ev
 A batch is validated whole by ingest; when one fails, its lines are retried one by one so a
 bad line is reported (line number and reason) without holding back the good ones.
 
-Contract expected of ingest (``meterbridge.logic.ingest``)::
-
-    ingest_events(tenant_id: str, events: list[dict], *, backfill: bool = False,
-                  max_age_days: int | None = None) -> result
-    # result has .accepted and .duplicates (ints); ValidationFailed on an invalid batch
+The ingest entry is ``meterbridge.logic.ingest.ingest_events(tenant_id, events, *, backfill,
+max_age_days)``: it returns ``accepted`` and ``duplicates`` and raises ``ValidationFailed`` on
+an invalid batch.
 """
 
 from __future__ import annotations
@@ -32,9 +30,9 @@ DEFAULT_BATCH = 100
 
 def _ingest_function() -> Callable[..., Any]:
     # Imported late: the CLI starts fast and only this command needs DynamoDB.
-    from meterbridge.logic import ingest
+    from meterbridge.logic.ingest import ingest_events
 
-    return ingest.ingest_events
+    return ingest_events
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:

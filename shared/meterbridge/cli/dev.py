@@ -39,12 +39,20 @@ def dev(
 
         stack.start_flush_timer(report)
         base = f"http://{host}:{port}"
-        console.print(f"HTTP       {base}  (/v1/events  /v1/usage  /v1/stream  /admin/...  "
-                      "/stripe/webhook  /health/live  /health/ready  /metrics)")
+        console.print(
+            f"HTTP       {base}  (/v1/events  /v1/usage  /v1/stream  /admin/...  "
+            "/stripe/webhook  /health/live  /health/ready  /metrics)"
+        )
         console.print(f"Dashboard  {base}/")
         console.print("Ctrl-C to stop.")
-        config = uvicorn.Config(create_dev_app(), host=host, port=port, log_level="warning",
-                                lifespan="on", timeout_graceful_shutdown=10)
+        config = uvicorn.Config(
+            create_dev_app(),
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=10,
+        )
         if demo:
             from meterbridge.local.demo import start_demo
 

@@ -13,15 +13,20 @@ from meterbridge.local.lambda_runtime import FUNCTIONS
 
 def invoke(
     function: Annotated[str, typer.Argument(help=f"One of: {', '.join(FUNCTIONS)}")],
-    event: Annotated[Path, typer.Option("--event", "-e", help="Event JSON file", exists=True,
-                                        dir_okay=False, readable=True)],
+    event: Annotated[
+        Path,
+        typer.Option(
+            "--event", "-e", help="Event JSON file", exists=True, dir_okay=False, readable=True
+        ),
+    ],
     timeout: Annotated[float, typer.Option(help="Simulated Lambda timeout, seconds")] = 60.0,
 ) -> None:
     """Invoke FUNCTION with the event in FILE against the configured services."""
     import contextlib
     import sys
 
-    from meterbridge.local.lambda_runtime import invoke as run, load_event
+    from meterbridge.local.lambda_runtime import invoke as run
+    from meterbridge.local.lambda_runtime import load_event
     from meterbridge.observability import logger
 
     if function not in FUNCTIONS:

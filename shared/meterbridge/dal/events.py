@@ -14,6 +14,7 @@ from typing import Any
 
 from meterbridge.dal import dynamo
 from meterbridge.dal.outbox import EVENT_SK
+from meterbridge.errors import StorageUnavailable
 
 BATCH_GET_MAX = 100
 TRANSACT_MAX = 100
@@ -49,6 +50,9 @@ class ChunkOutcome:
     written: bool
     duplicate_pks: set[str] = field(default_factory=set)
     over_cap: bool = False
+    # DynamoDB cancels transactions that touch an item another transaction is writing
+    # (TransactionConflict), typically a hard-limit counter: the caller retries the chunk.
+    conflict: bool = False
 
 
 def write_chunk(
@@ -59,7 +63,7 @@ def write_chunk(
     On cancellation, reports which items were stored meanwhile by a concurrent request and
     whether a capped counter refused the amount; nothing of the chunk is written then.
     """
-    transact = [
+    transact: list[Any] = [
         {
             "Put": {
                 "TableName": table,
@@ -81,7 +85,7 @@ def write_chunk(
             raise
         reasons = getattr(exc, "response", {}).get("CancellationReasons", [])
         outcome = ChunkOutcome(written=False)
-        throttled = False
+        failed = False
         for index, reason in enumerate(reasons):
             code = reason.get("Code")
             if code == "ConditionalCheckFailed":
@@ -89,10 +93,15 @@ def write_chunk(
                     outcome.duplicate_pks.add(items[index]["pk"])
                 else:
                     outcome.over_cap = True
+            elif code == "TransactionConflict":
+                outcome.conflict = True
             elif code not in (None, "None"):
-                throttled = True
-        if throttled and not outcome.duplicate_pks and not outcome.over_cap:
-            raise dynamo.translate(exc, "store events") from exc
+                failed = True
+        if failed and not (outcome.duplicate_pks or outcome.over_cap or outcome.conflict):
+            # Throttling or another storage failure: nothing written, the client retries.
+            raise StorageUnavailable(
+                "storage is busy, retry the request", headers={"Retry-After": "1"}
+            ) from exc
         return outcome
 
 
@@ -105,7 +114,7 @@ def clear_republish(table: str, pks: Sequence[str]) -> None:
     from meterbridge.observability import logger
 
     for start in range(0, len(pks), TRANSACT_MAX):
-        updates = [
+        updates: list[Any] = [
             {
                 "Update": {
                     "TableName": table,

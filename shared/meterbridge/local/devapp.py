@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -69,7 +68,9 @@ def create_dev_app() -> FastAPI:
         finally:
             STRIPE_WEBHOOK_LATENCY.observe(time.perf_counter() - start)
         outcome = str(payload.get("outcome") or payload.get("error", {}).get("code", status))
-        STRIPE_WEBHOOKS_RECEIVED.labels(type=str(payload.get("type", "other")), outcome=outcome).inc()
+        STRIPE_WEBHOOKS_RECEIVED.labels(
+            type=str(payload.get("type", "other")), outcome=outcome
+        ).inc()
         return JSONResponse(payload, status_code=status)
 
     return app

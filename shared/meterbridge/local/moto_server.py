@@ -63,9 +63,11 @@ def install() -> None:
                 key = op.get("Key") or {}
             try:
                 current = self.get_item(table_name, key)
-            except Exception:  # noqa: BLE001 - a malformed key fails inside moto's own code
+            except Exception:  # noqa: BLE001, S112 - moto's own code reports a malformed key
                 continue
-            snapshots.append((table_name, key, current.to_json()["Attributes"] if current else None))
+            snapshots.append(
+                (table_name, key, current.to_json()["Attributes"] if current else None)
+            )
         try:
             original(self, transact_items)
         except BaseException:
@@ -83,8 +85,13 @@ def install() -> None:
     # could read, fail and restore while another request writes the same item. DynamoDB
     # serialises conflicting writes (TransactionConflict); one lock over moto's writes does too.
     lock = threading.RLock()
-    for name in ("put_item", "update_item", "delete_item", "transact_write_items",
-                 "batch_write_item"):
+    for name in (
+        "put_item",
+        "update_item",
+        "delete_item",
+        "transact_write_items",
+        "batch_write_item",
+    ):
         method = getattr(DynamoDBBackend, name, None)
         if method is not None:
             setattr(DynamoDBBackend, name, _serialised(method, lock))
@@ -120,8 +127,9 @@ class FaultInjector:
 
     def _json(self, start_response: Any, status: str, body: dict[str, Any]) -> list[bytes]:
         payload = json.dumps(body).encode()
-        start_response(status, [("Content-Type", "application/json"),
-                                ("Content-Length", str(len(payload)))])
+        start_response(
+            status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
+        )
         return [payload]
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
@@ -140,9 +148,15 @@ class FaultInjector:
                 elif method == "DELETE":
                     self.until = 0.0
                 active = time.monotonic() < self.until
-                return self._json(start_response, "200 OK", {
-                    "active": active, "throttle_ratio": self.ratio if active else 0.0,
-                    "throttled": self.throttled})
+                return self._json(
+                    start_response,
+                    "200 OK",
+                    {
+                        "active": active,
+                        "throttle_ratio": self.ratio if active else 0.0,
+                        "throttled": self.throttled,
+                    },
+                )
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         if target.startswith("DynamoDB_"):
             with self.lock:
@@ -150,11 +164,16 @@ class FaultInjector:
                 if hit:
                     self.throttled += 1
             if hit:
-                return self._json(start_response, "400 Bad Request", {
-                    "__type": "com.amazonaws.dynamodb.v20120810#"
-                              "ProvisionedThroughputExceededException",
-                    "message": "The level of configured provisioned throughput for the table "
-                               "was exceeded (injected by the local moto server)"})
+                return self._json(
+                    start_response,
+                    "400 Bad Request",
+                    {
+                        "__type": "com.amazonaws.dynamodb.v20120810#"
+                        "ProvisionedThroughputExceededException",
+                        "message": "The level of configured provisioned throughput for the table "
+                        "was exceeded (injected by the local moto server)",
+                    },
+                )
         return self.app(environ, start_response)
 
 

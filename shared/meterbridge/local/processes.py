@@ -27,7 +27,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(host: str, port: int, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
+def wait_for_port(
+    host: str, port: int, timeout: float = 15.0, proc: subprocess.Popen | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -47,7 +49,7 @@ class ManagedProcess:
         self.host = host
         self.port = port or free_port(host)
         self.proc: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process
 
     def command(self) -> list[str]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -62,7 +64,7 @@ class ManagedProcess:
         )
         try:
             wait_for_port(self.host, self.port, timeout, self.proc)
-        except Exception:
+        except Exception:  # noqa: BLE001 - any start failure: stop, report its output
             self.stop()
             raise RuntimeError(f"{self.name} did not start: {self.output()[-800:]}") from None
         return self
@@ -120,8 +122,15 @@ class MotoServer(ManagedProcess):
         return f"http://{self.host}:{self.port}"
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "meterbridge.local.moto_server", "-H", self.host,
-                "-p", str(self.port)]
+        return [
+            sys.executable,
+            "-m",
+            "meterbridge.local.moto_server",
+            "-H",
+            self.host,
+            "-p",
+            str(self.port),
+        ]
 
 
 def nats_server_binary() -> str | None:
@@ -171,15 +180,21 @@ class NatsServer(ManagedProcess):
         cmd = [
             binary,
             "-js",
-            "-a", self.host,
-            "-p", str(self.port),
-            "-sd", self.store_dir,
-            "--server_name", self.server_name,
+            "-a",
+            self.host,
+            "-p",
+            str(self.port),
+            "-sd",
+            self.store_dir,
+            "--server_name",
+            self.server_name,
         ]
         if self.cluster_name and self.cluster_port:
             cmd += [
-                "--cluster_name", self.cluster_name,
-                "--cluster", f"nats://{self.host}:{self.cluster_port}",
+                "--cluster_name",
+                self.cluster_name,
+                "--cluster",
+                f"nats://{self.host}:{self.cluster_port}",
             ]
             if self.routes:
                 cmd += ["--routes", ",".join(self.routes)]

@@ -99,8 +99,10 @@ class LocalStack:
 
         dynamo.reset_clients()
         created = ensure_tables()
-        self.say(f"           tables: {', '.join(table_names().values())}"
-                 + (f" ({len(created)} created from template.yaml)" if created else ""))
+        self.say(
+            f"           tables: {', '.join(table_names().values())}"
+            + (f" ({len(created)} created from template.yaml)" if created else "")
+        )
 
     def _start_nats(self) -> None:
         if os.environ.get("NATS_ENABLED", "true").lower() in ("0", "false", "no"):
@@ -140,14 +142,18 @@ class LocalStack:
 
             # Unsigned or foreign webhooks get 400, as on AWS; choose the secret to sign your own.
             os.environ["STRIPE_WEBHOOK_SECRET"] = "whsec_local_" + secrets.token_hex(16)
-            self.say("Webhooks   STRIPE_WEBHOOK_SECRET not set: a random local secret is in use "
-                     "(set it to sign test events)")
+            self.say(
+                "Webhooks   STRIPE_WEBHOOK_SECRET not set: a random local secret is in use "
+                "(set it to sign test events)"
+            )
         if os.environ.get("STRIPE_API_KEY"):
             base = os.environ.get("STRIPE_API_BASE") or "Stripe's API"
             self.say(f"Stripe     {base}")
         else:
-            self.say("Stripe     WARNING: STRIPE_API_KEY is not set; tenants get no Stripe "
-                     "customer or subscription (set STRIPE_API_KEY and STRIPE_API_BASE)")
+            self.say(
+                "Stripe     WARNING: STRIPE_API_KEY is not set; tenants get no Stripe "
+                "customer or subscription (set STRIPE_API_KEY and STRIPE_API_BASE)"
+            )
 
     def _refresh_settings(self) -> None:
         from meterbridge.bus.publisher import reset_publisher

@@ -66,6 +66,19 @@ def _lookup(raw_key: str, settings: Settings) -> TenantPrincipal:
     )
 
 
+def cached(raw_key: str | None, settings: Settings | None = None) -> TenantPrincipal | None:
+    """``authenticate`` when the answer is in the cache (no I/O), else None."""
+    settings = settings or get_settings()
+    if not raw_key:
+        return None
+    ttl = min(settings.key_cache_ttl_s, MAX_CACHE_TTL_S)
+    with _cache_lock:
+        hit = _cache.get(keys.hash_key(raw_key, settings.key_pepper))
+    if hit is None or time.monotonic() - hit[0] >= ttl:
+        return None
+    return authenticate(raw_key, settings)
+
+
 def authenticate(raw_key: str | None, settings: Settings | None = None) -> TenantPrincipal:
     """The caller's tenant: 401 for a missing, malformed, unknown or revoked key; 403 suspended."""
     settings = settings or get_settings()

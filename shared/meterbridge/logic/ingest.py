@@ -373,6 +373,8 @@ def _store(
                 ]
                 duplicates += len(chunk.items) - len(keep)
                 chunk = _select(chunk, keep)
+            elif outcome.conflict and not outcome.over_cap:
+                time.sleep(random.uniform(0.005, 0.05))  # let the other transaction finish
             elif outcome.over_cap:
                 keep = _within_room(tenant_id, plan, period, chunk, settings)
                 refused += len(chunk.items) - len(keep)

@@ -19,6 +19,8 @@ def bounds(period: str) -> tuple[datetime, datetime]:
     if not match:
         raise ValidationFailed(f"period {period!r} is not YYYY-MM")
     year, month = int(match.group(1)), int(match.group(2))
+    if not 1970 <= year <= 9998:
+        raise ValidationFailed(f"period {period!r} is out of range (1970-01 to 9998-12)")
     start = datetime(year, month, 1, tzinfo=UTC)
     end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)
     return start, end

@@ -1,0 +1,471 @@
+"""Ingest throughput and DynamoDB requests against a moto server, with baselines in one run.
+
+Per invocation, in-process, batches of 1, 100 and 1,000 new events (fresh ids every run):
+
+- ``ingest``: ``meterbridge.logic.ingest.ingest(...)`` as the route calls it: validate the
+  batch, then one ``TransactWriteItems`` per chunk of <= 100 (conditional outbox puts + the
+  chunk's counter ADDs), then the threshold check.
+- baseline ``naive``: one conditional ``PutItem`` per event (the same outbox items).
+- baseline ``bare min``: the same conditional puts in ``TransactWriteItems`` of 100, without
+  counters: the fewest requests that store each event once (DynamoDB offers a per-item
+  condition, the dedupe, only on single writes and in transactions). The ingest goal (<= 1.5x)
+  is judged against it.
+- baseline ``floor``: ``BatchWriteItem`` of the same items, 25 per request, unconditional: the
+  cheapest way to put these bytes in DynamoDB at all, but it overwrites (a retried batch would
+  reset delivered events to pending), so it is a floor, not a way to ingest. Shown beside.
+
+Baselines are timed on the writes alone (items built beforehand); ``ingest`` is timed whole
+(validation and item building included), so its ratios are conservative.
+
+DynamoDB requests per 1,000 new events are counted with a botocore ``before-call`` hook on the
+DAL's client, for the logic, for ``POST /v1/events`` through the ASGI app (auth, rate slot),
+and, when a nats-server is installed, for the route with NATS on (the republish markers are
+cleared after publishing).
+
+Route overhead, DynamoDB excluded: ``POST /v1/events`` with one event called straight on the
+ASGI app (no HTTP client, no socket) with the DAL's functions replaced by no-ops in this
+process only, beside an empty FastAPI route as the floor.
+
+    python -m bench.ingest [--runs 3] [--route-n 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+GOAL_REQUESTS = 30
+GOAL_RATIO = 1.5
+GOAL_ROUTE_US = 300.0
+SIZES = (1, 100, 1000)
+PLAN = "pro"  # soft limits: counters and threshold checks on every meter, no quota refusals
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class RequestCounter:
+    """Counts DynamoDB API calls by operation (botocore ``before-call``: once per call)."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+
+    def __call__(self, model: Any = None, **_: Any) -> None:
+        self.calls[model.name if model is not None else "?"] += 1
+
+    @contextlib.contextmanager
+    def window(self) -> Any:
+        self.calls.clear()
+        yield self.calls
+
+
+def raw_events(tag: str, n: int) -> list[dict[str, Any]]:
+    return [
+        {"id": f"{tag}-{i}", "type": "api.call", "data": {"endpoint": "/search", "ms": 12}}
+        for i in range(n)
+    ]
+
+
+def asgi_call(app: Any, method: str, path: str, body: bytes, headers: dict[str, str]) -> Any:
+    """One request straight into the ASGI app; returns a coroutine giving (status, body)."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        + [(b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+    }
+
+    async def run() -> tuple[int, bytes]:
+        delivered = False
+        status = 0
+        chunks: list[bytes] = []
+
+        async def receive() -> dict[str, Any]:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        await app(scope, receive, send)
+        return status, b"".join(chunks)
+
+    return run()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Ingest throughput and DynamoDB requests")
+    parser.add_argument("--runs", type=int, default=3, help="runs per case at 1,000 events")
+    parser.add_argument("--route-n", type=int, default=2000, help="requests per route case")
+    args = parser.parse_args()
+
+    os.environ.update(
+        {
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_LOG_LEVEL": "WARNING",
+            "POWERTOOLS_METRICS_DISABLED": "true",
+            "NATS_ENABLED": "false",
+            "OPENMETER_ENABLED": "false",
+            "METERBRIDGE_KEY_PEPPER": "bench-pepper",
+            "METERBRIDGE_KEY_CACHE_TTL_S": "60",
+        }
+    )
+    from meterbridge.local.processes import MotoServer, NatsServer, nats_server_binary
+
+    server = MotoServer().start()
+    # Powertools flushes its metrics buffer (EMF) to stdout outside a Lambda: keep it quiet.
+    quiet = contextlib.redirect_stdout(io.StringIO())
+    try:
+        os.environ["AWS_ENDPOINT_URL"] = server.url
+        suffix = uuid.uuid4().hex[:6]
+        names = {
+            lid: f"bench-{lid.lower()}-{suffix}"
+            for lid in ("TenantsTable", "EventsTable", "UsageTable", "IdempotencyTable")
+        }
+        os.environ.update(
+            {
+                "TENANTS_TABLE": names["TenantsTable"],
+                "EVENTS_TABLE": names["EventsTable"],
+                "USAGE_TABLE": names["UsageTable"],
+                "IDEMPOTENCY_TABLE": names["IdempotencyTable"],
+            }
+        )
+        from meterbridge.bus.publisher import reset_publisher
+        from meterbridge.dal import dynamo, outbox
+        from meterbridge.dal import tenants as tenants_dal
+        from meterbridge.local.tables import create_tables
+        from meterbridge.logic import ingest, keys
+        from meterbridge.settings import get_settings
+
+        get_settings.cache_clear()
+        dynamo.reset_clients()
+        create_tables(dynamo.client(), names)
+        settings = get_settings()
+        counter = RequestCounter()
+        dynamo.client().meta.events.register("before-call.dynamodb", counter)
+
+        # A tenant made through the product's DAL (as tests/factories.py does).
+        tenant_id = "t_" + uuid.uuid4().hex[:16]
+        created = datetime.now(UTC).isoformat()
+        tenants_dal.put_tenant(
+            settings.tenants_table,
+            {
+                "tenant_id": tenant_id,
+                "name": "Bench",
+                "email": "bench@example.com",
+                "plan": PLAN,
+                "status": "active",
+                "created_at": created,
+            },
+        )
+        raw_key, lookup = keys.generate("test")
+        tenants_dal.put_key(
+            settings.tenants_table,
+            {
+                "lookup_id": lookup,
+                "tenant_id": tenant_id,
+                "prefix": raw_key[:12],
+                "key_hash": keys.hash_key(raw_key, settings.key_pepper),
+                "status": "active",
+                "created_at": created,
+            },
+        )
+        auth = {"authorization": f"Bearer {raw_key}", "content-type": "application/json"}
+        client = dynamo.client()
+        seq = iter(range(10**9))
+
+        def items_for(tag: str, n: int) -> list[dict[str, Any]]:
+            now = datetime.now(UTC)
+            batch = ingest.validate(tenant_id, raw_events(tag, n), now=now)
+            at = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            return [
+                outbox.outbox_item(e, tenant_id=tenant_id, kind="usage", accepted_at=at)
+                for e in batch.events
+            ]
+
+        def run_ingest(n: int) -> Callable[[], None]:
+            body = raw_events(f"i{next(seq)}", n)
+
+            def go() -> None:
+                result, _, _ = ingest.ingest(tenant_id, PLAN, body, settings=settings)
+                assert result.accepted == n, result
+
+            return go
+
+        def run_naive(n: int) -> Callable[[], None]:
+            items = items_for(f"n{next(seq)}", n)
+
+            def go() -> None:
+                for item in items:
+                    assert dynamo.put_new(settings.events_table, item)
+
+            return go
+
+        def run_batch(n: int) -> Callable[[], None]:
+            items = [dynamo.serialize(i) for i in items_for(f"b{next(seq)}", n)]
+
+            def go() -> None:
+                for start in range(0, len(items), 25):
+                    request = {
+                        settings.events_table: [
+                            {"PutRequest": {"Item": i}} for i in items[start : start + 25]
+                        ]
+                    }
+                    while request:
+                        resp = client.batch_write_item(RequestItems=request)
+                        request = resp.get("UnprocessedItems") or {}
+
+            return go
+
+        def run_transact(n: int) -> Callable[[], None]:
+            items = [dynamo.serialize(i) for i in items_for(f"x{next(seq)}", n)]
+
+            def go() -> None:
+                for start in range(0, len(items), 100):
+                    client.transact_write_items(
+                        TransactItems=[
+                            {
+                                "Put": {
+                                    "TableName": settings.events_table,
+                                    "Item": i,
+                                    "ConditionExpression": "attribute_not_exists(pk)",
+                                }
+                            }
+                            for i in items[start : start + 100]
+                        ]
+                    )
+
+            return go
+
+        cases: dict[str, Callable[[int], Callable[[], None]]] = {
+            "ingest": run_ingest,
+            "naive: cond. PutItem per event": run_naive,
+            "bare min: cond. TransactWrite x100": run_transact,
+            "floor: BatchWriteItem x25, no cond.": run_batch,
+        }
+        quiet.__enter__()
+
+        # -- DynamoDB requests per 1,000 new events ------------------------------------------
+        requests: dict[str, Counter[str]] = {}
+        for name, build in cases.items():
+            go = build(1000)
+            with counter.window() as calls:
+                go()
+            requests[name] = Counter(calls)
+
+        from meterbridge.api.usage import create_app
+
+        app = create_app()
+
+        def route_1000(tag: str) -> Counter[str]:
+            body = json.dumps(raw_events(tag, 1000)).encode()
+            with counter.window() as calls:
+                status, answer = asyncio.run(asgi_call(app, "POST", "/v1/events", body, auth))
+            assert status == 202, answer
+            return Counter(calls)
+
+        route_1000("warm-auth")  # the key lookup is cached after the first request
+        requests["POST /v1/events (NATS off)"] = route_1000("route-off")
+        nats_note = ""
+        if nats_server_binary():
+            nats = NatsServer().start()
+            try:
+                os.environ.update({"NATS_ENABLED": "true", "NATS_SERVERS": nats.url})
+                get_settings.cache_clear()
+                reset_publisher()
+                requests["POST /v1/events (NATS on)"] = route_1000("route-on")
+            finally:
+                nats.cleanup()
+                os.environ["NATS_ENABLED"] = "false"
+                get_settings.cache_clear()
+                reset_publisher()
+        else:
+            nats_note = "(no nats-server installed: the NATS-on row is missing)"
+
+        # -- events/s per invocation -----------------------------------------------------------
+        runs = {1: args.runs * 40, 100: args.runs * 4, 1000: args.runs}
+        timings: dict[int, dict[str, list[float]]] = {}
+        per_call: dict[int, dict[str, int]] = {}
+        for build in cases.values():  # warm-up (the 1,000-event counts above warmed the rest)
+            build(1)()
+        for n in SIZES:
+            samples: dict[str, list[float]] = {name: [] for name in cases}
+            per_call[n] = {}
+            for _ in range(runs[n]):
+                # Round-robin: load that comes and goes on a shared machine hits all alike.
+                for name, build in cases.items():
+                    go = build(n)
+                    with counter.window() as calls:
+                        t0 = time.perf_counter()
+                        go()
+                        samples[name].append(time.perf_counter() - t0)
+                    per_call[n][name] = sum(calls.values())
+            timings[n] = samples
+
+        # -- route overhead, DynamoDB excluded -------------------------------------------------
+        from fastapi import FastAPI
+
+        from meterbridge.dal import events as events_dal
+        from meterbridge.dal import usage as usage_dal
+
+        key_record = tenants_dal.get_key(settings.tenants_table, lookup)
+        tenant_record = tenants_dal.get_tenant(settings.tenants_table, tenant_id)
+        patches: list[tuple[Any, str, Any]] = [
+            (events_dal, "write_chunk", lambda *a, **k: events_dal.ChunkOutcome(written=True)),
+            (events_dal, "clear_republish", lambda *a, **k: None),
+            (usage_dal, "take_rate_slot", lambda *a, **k: True),
+            (usage_dal, "used", lambda *a, **k: 0),
+            (usage_dal, "mark_threshold", lambda *a, **k: False),
+            (tenants_dal, "get_key", lambda *a, **k: key_record),
+            (tenants_dal, "get_tenant", lambda *a, **k: tenant_record),
+        ]
+        saved = [(mod, attr, getattr(mod, attr)) for mod, attr, _ in patches]
+        for mod, attr, fake in patches:
+            setattr(mod, attr, fake)
+
+        floor = FastAPI()
+
+        @floor.post("/v1/events", status_code=202)
+        async def empty() -> dict[str, int]:
+            return {"accepted": 1, "duplicates": 0}
+
+        one = json.dumps(raw_events("route", 1)[0]).encode()
+        import meterbridge.api.usage as usage_api
+
+        async def inline(fn: Callable[..., Any], *a: Any, **k: Any) -> Any:
+            return fn(*a, **k)
+
+        hop = usage_api.run_in_threadpool
+        # name: (app, run the route's blocking calls inline instead of on a worker thread).
+        # The inline case (bench only) shows what the two thread hops (rate check, ingest)
+        # cost in place.
+        route_cases = {
+            "POST /v1/events, 1 event, DAL no-ops": (app, False),
+            "same, blocking calls inline (no hop)": (app, True),
+            "floor: empty FastAPI POST route": (floor, False),
+        }
+
+        async def measure_routes() -> dict[str, list[float]]:
+            out: dict[str, list[float]] = {name: [] for name in route_cases}
+            for i in range(200 + args.route_n):
+                for name, (target, no_hop) in route_cases.items():
+                    usage_api.run_in_threadpool = inline if no_hop else hop  # type: ignore[assignment]
+                    t0 = time.perf_counter()
+                    status, answer = await asgi_call(target, "POST", "/v1/events", one, auth)
+                    took = (time.perf_counter() - t0) * 1e6
+                    assert status == 202, answer
+                    if i >= 200:  # after the warm-up
+                        out[name].append(took)
+            usage_api.run_in_threadpool = hop
+            return out
+
+        with counter.window() as calls:
+            route_times = asyncio.run(measure_routes())
+            leaked = sum(calls.values())
+        for mod, attr, original in saved:
+            setattr(mod, attr, original)
+        quiet.__exit__(None, None, None)
+    finally:
+        server.stop()
+
+    # -- report ------------------------------------------------------------------------------
+    ok = True
+    print(
+        f"Ingest per invocation, in-process, moto server over HTTP on loopback; plan {PLAN}; "
+        f"median of {runs[1]}/{runs[100]}/{runs[1000]} runs for 1/100/1,000 events"
+    )
+    bare, floor_name = "bare min: cond. TransactWrite x100", "floor: BatchWriteItem x25, no cond."
+    print(
+        f"{'events':>6}  {'case':38} {'req':>4} {'ms/inv':>9} {'events/s':>10}"
+        f" {'x bare min':>10} {'x floor':>8}  goal"
+    )
+    for n in SIZES:
+        base = statistics.median(timings[n][bare])
+        floor_ms = statistics.median(timings[n][floor_name])
+        for name, samples in timings[n].items():
+            med = statistics.median(samples)
+            ratio = med / base
+            goal = ""
+            if name == "ingest":
+                met = ratio <= GOAL_RATIO
+                goal = f"<= {GOAL_RATIO}x bare min: {'met' if met else 'NOT met'}"
+                ok &= met
+            print(
+                f"{n:>6}  {name:38} {per_call[n][name]:4d} {med * 1000:9.2f} {n / med:10.0f}"
+                f" {ratio:10.2f}"
+                f" {med / floor_ms:8.2f}  {goal}"
+            )
+    print()
+    print("DynamoDB requests per 1,000 new events (botocore before-call hook)")
+    print(f"{'case':38} {'requests':>8}  {'goal':12} by operation")
+    for name, calls in requests.items():
+        total = sum(calls.values())
+        goal = ""
+        if name == "ingest" or name.startswith("POST"):
+            met = total <= GOAL_REQUESTS
+            ok &= met
+            goal = f"<= {GOAL_REQUESTS}: {'met' if met else 'NOT'}"
+        detail = ", ".join(f"{op} {c}" for op, c in sorted(calls.items()))
+        print(f"{name:38} {total:8d}  {goal:12} {detail}")
+    if nats_note:
+        print(nats_note)
+    print()
+    print(
+        f"Route overhead, DynamoDB excluded: direct ASGI calls, {args.route_n} each "
+        f"(DynamoDB calls during the run: {leaked})"
+    )
+    print(f"{'case':38} {'p50 us':>8} {'p99 us':>8}  goal")
+    for name, samples in route_times.items():
+        p50, p99 = statistics.median(samples), pct(samples, 0.99)
+        goal = ""
+        if name.startswith("POST"):
+            met = p50 <= GOAL_ROUTE_US and leaked == 0
+            ok &= met
+            goal = f"p50 <= {GOAL_ROUTE_US:.0f} us: {'met' if met else 'NOT met'}"
+        print(f"{name:38} {p50:8.0f} {p99:8.0f}  {goal}")
+    route = statistics.median(route_times["POST /v1/events, 1 event, DAL no-ops"])
+    empty_floor = statistics.median(route_times["floor: empty FastAPI POST route"])
+    print(
+        f"route - floor (p50): {route - empty_floor:.0f} us;"
+        f" route / floor: {route / empty_floor:.1f}x"
+    )
+    print("\nall goals met" if ok else "\nsome goals missed")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
