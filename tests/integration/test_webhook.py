@@ -13,7 +13,7 @@ import pytest
 from meterbridge.dal import outbox, tenant_state, webhooks
 from meterbridge.errors import TenantSuspended
 from meterbridge.local.stripe_fake import sign_payload
-from meterbridge.logic import auth
+from meterbridge.logic import auth, stripe_webhook
 from meterbridge.logic.stripe_translate import StripeEvent, translate
 from meterbridge.logic.stripe_webhook import apply_state, process
 from meterbridge.models.cloudevent import STRIPE_SOURCE
@@ -154,6 +154,26 @@ def test_an_unknown_customer_is_acknowledged_then_applied_once_linked(
     assert profile(tenant_id)["failed_payments"] == 1
 
 
+def test_an_unknown_customers_subscription_event_is_unmatched_then_applied_once_linked(
+    webhook_env: dict[str, str],
+) -> None:
+    # Given a customer.subscription.updated for a customer no tenant is linked to
+    event = stripe_event("customer.subscription.updated", customer="cus_nobody2")
+    # When it is delivered
+    status, body = deliver(event)
+    # Then it is acknowledged as unmatched, recorded for operators, with no outbox item
+    assert (status, body["outcome"]) == (200, "unmatched")
+    record = webhooks.get(get_settings().idempotency_table, event["id"])
+    assert record is not None and record["state"] == "unmatched"
+    assert outbox_item(event["id"]) is None
+    # When the customer is linked and the event comes again
+    tenant_id, _, _ = linked_tenant(plan="basic", customer="cus_nobody2")
+    status, body = deliver(event)
+    # Then it is applied
+    assert (status, body["outcome"]) == (200, "applied")
+    assert profile(tenant_id)["plan"] == "pro" and outbox_item(event["id"]) is not None
+
+
 # -- exactly once ----------------------------------------------------------------------------
 
 
@@ -227,7 +247,10 @@ def test_a_subscription_event_half_done_before_a_crash_completes_on_redelivery(
     assert change is not None
     if done_before_crash == "outbox":
         outbox.enqueue(
-            settings.events_table, change.cloud_event(tenant_id), tenant_id=tenant_id, kind="billing"
+            settings.events_table,
+            change.cloud_event(tenant_id),
+            tenant_id=tenant_id,
+            kind="billing",
         )
     else:
         assert apply_state(change, tenant_id, settings)
@@ -254,6 +277,26 @@ def test_an_older_subscription_event_is_enqueued_without_changing_state(
     assert (status, body["outcome"]) == (200, "applied")
     assert outbox_item(older["id"]) is not None
     assert profile(tenant_id)["plan"] == "pro"
+
+
+def test_an_older_event_read_before_a_newer_state_landed_is_still_enqueued(
+    webhook_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a profile read taken before a newer subscription state landed (a race: the older
+    # event's transaction is then cancelled by the ordering guard)
+    tenant_id, _, customer = linked_tenant(plan="free")
+    stale_read = profile(tenant_id)
+    newer = stripe_event("customer.subscription.updated", customer=customer, created=BASE_T + 60)
+    assert deliver(newer)[1]["outcome"] == "applied"
+    older = stripe_event("customer.subscription.deleted", customer=customer, created=BASE_T)
+    monkeypatch.setattr(stripe_webhook, "resolve_profile", lambda change, settings: stale_read)
+    # When the older event is processed with that read
+    result = process(StripeEvent.model_validate(older))
+    # Then it is still enqueued (and would be published), and the newer state stands
+    assert result.outcome == "applied" and result.cloud_event is not None
+    assert outbox_item(older["id"]) is not None
+    state = profile(tenant_id)
+    assert (state["plan"], state["stripe_subscription"]["event"]) == ("pro", newer["id"])
 
 
 def test_a_sequential_redelivery_is_acknowledged_without_side_effects(
@@ -412,6 +455,32 @@ def test_three_failed_payments_suspend_and_invoice_paid_resumes(
     state = profile(tenant_id)
     assert (state["status"], state["failed_payments"]) == ("active", 0)
     assert auth.authenticate(raw_key).tenant_id == tenant_id
+
+
+def test_a_crash_between_the_third_count_and_the_suspension_suspends_on_redelivery(
+    webhook_env: dict[str, str],
+) -> None:
+    # Given three failures counted, the third by a Lambda that died before suspending
+    tenant_id, _, customer = linked_tenant(plan="basic")
+    failures = [
+        stripe_event("invoice.payment_failed", customer=customer, created=BASE_T + i)
+        for i in range(3)
+    ]
+    deliver(failures[0])
+    deliver(failures[1])
+    tenant_state.count_failed_payment(
+        get_settings().tenants_table,
+        tenant_id,
+        at=failures[2]["created"],
+        event_id=failures[2]["id"],
+    )
+    assert profile(tenant_id)["status"] == "active"
+    # When Stripe redelivers the third failure
+    status, body = deliver(failures[2])
+    # Then the count stays three and the tenant is suspended
+    assert (status, body["outcome"]) == (200, "applied")
+    state = profile(tenant_id)
+    assert (state["status"], state["failed_payments"]) == ("suspended", 3)
 
 
 def test_a_payment_does_not_lift_an_operator_suspension(webhook_env: dict[str, str]) -> None:

@@ -94,6 +94,8 @@ _RANK_SPAN = 100
 
 def state_key(at: int, rank: int) -> int:
     """The ordering guard as one sortable number: ``created`` first, then the rank."""
+    if not 0 <= rank < _RANK_SPAN:
+        raise ValueError(f"rank {rank} outside 0..{_RANK_SPAN - 1}")
     return at * _RANK_SPAN + rank
 
 
@@ -103,7 +105,7 @@ def stored_state_key(profile: dict[str, Any] | None) -> int | None:
     return int(key) if key is not None else None
 
 
-def apply_subscription(
+def subscription_update(
     table: str,
     tenant_id: str,
     *,
@@ -115,28 +117,21 @@ def apply_subscription(
     price_id: str | None,
     plan: str | None,
     ends_subscription: bool,
-) -> bool:
-    """Record a subscription's state if it is newer than the stored one.
-
-    Returns False when the event is older (or the same) and changed nothing.
-    An event that ends a subscription applies only to the tenant's current subscription, so the
-    end of a replaced subscription never downgrades the tenant.
+) -> dict[str, Any]:
+    """The guarded subscription write as an ``UpdateItem`` request with plain values (not yet
+    serialised): ``apply_subscription`` sends it alone, ``webhooks.enqueue_with_update`` in a
+    transaction with the outbox put.
 
     One guard attribute (``stripe_state_key``) and one map (``stripe_subscription``) keep the
     expression short: moto parses and validates every clause, and this write is on the webhook's
-    request path. ``stripe_subscription_id``, ``plan`` and ``updated_at`` stay top level: other code reads them.
+    request path. ``stripe_subscription_id``, ``plan`` and ``updated_at`` stay top level: other
+    code reads them. An event that ends a subscription applies only to the tenant's current
+    subscription, so the end of a replaced subscription never downgrades the tenant.
     """
-    key = state_key(at, rank)
-    details = {
-        "at": at,
-        "rank": rank,
-        "event": event_id,
-        "status": status,
-        "price": price_id,
-    }
+    details = {"at": at, "rank": rank, "event": event_id, "status": status, "price": price_id}
     sets = ["stripe_state_key = :key", "stripe_subscription = :sub_state", "updated_at = :now"]
     vals: dict[str, Any] = {
-        ":key": key,
+        ":key": state_key(at, rank),
         ":sub_state": {k: v for k, v in details.items() if v is not None},
         ":now": _now(),
     }
@@ -147,20 +142,37 @@ def apply_subscription(
         sets.append("#plan = :plan")
         vals[":plan"] = plan
     condition = (
-        "attribute_exists(pk) AND (attribute_not_exists(stripe_state_key) OR stripe_state_key < :key)"
+        "attribute_exists(pk)"
+        " AND (attribute_not_exists(stripe_state_key) OR stripe_state_key < :key)"
     )
     if ends_subscription and subscription_id:
         condition += (
             " AND (attribute_not_exists(stripe_subscription_id) OR stripe_subscription_id = :sub)"
         )
+    request: dict[str, Any] = {
+        "TableName": table,
+        "Key": _key(tenant_id),
+        "UpdateExpression": "SET " + ", ".join(sets),
+        "ConditionExpression": condition,
+        "ExpressionAttributeValues": vals,
+    }
+    if plan:
+        request["ExpressionAttributeNames"] = {"#plan": "plan"}
+    return request
+
+
+def apply_subscription(table: str, tenant_id: str, **fields: Any) -> bool:
+    """Record a subscription's state if it is newer than the stored one (``fields`` are those
+    of ``subscription_update``). False when the event is older (or the same): nothing changed."""
+    request = subscription_update(table, tenant_id, **fields)
     try:
         dynamo.update(
             table,
-            _key(tenant_id),
-            set_="SET " + ", ".join(sets),
-            condition=condition,
-            names={"#plan": "plan"} if plan else None,
-            vals=vals,
+            request["Key"],
+            set_=request["UpdateExpression"],
+            condition=request["ConditionExpression"],
+            names=request.get("ExpressionAttributeNames"),
+            vals=request["ExpressionAttributeValues"],
             return_new=False,
         )
         return True
@@ -190,11 +202,12 @@ def record_checkout(
 
 
 def count_failed_payment(
-    table: str, tenant_id: str, *, at: int, event_id: str
+    table: str, tenant_id: str, *, at: int, event_id: str, note_last: bool = True
 ) -> tuple[bool, dict[str, Any]]:
     """Count one failed payment (once per event id, only if newer than the last payment).
 
-    Returns (counted now, profile after).
+    Returns (counted now, profile after). ``note_last=False`` leaves ``note_last_failure`` to
+    the caller (it is independent of the count, so it can run at the same time).
     """
     try:
         profile = dynamo.update(
@@ -222,7 +235,13 @@ def count_failed_payment(
         counted = True
     except ConditionFailed:
         profile, counted = get_profile(table, tenant_id), False
-    # The newest failure bounds which payments may reset the count (kept as a max).
+    if note_last:
+        note_last_failure(table, tenant_id, at=at)
+    return counted, profile or {}
+
+
+def note_last_failure(table: str, tenant_id: str, *, at: int) -> None:
+    """Keep ``last_payment_failed_at`` as the newest failure: it bounds which payments reset."""
     with contextlib.suppress(ConditionFailed):
         dynamo.update(
             table,
@@ -235,7 +254,17 @@ def count_failed_payment(
             vals={":at": at},
             return_new=False,
         )
-    return counted, profile or {}
+
+
+def may_suspend_for_payments(profile: dict[str, Any], *, threshold: int) -> bool:
+    """Whether ``suspend_for_payments``' condition can hold for this read of the profile.
+
+    Only a counted failure raises the count, and the delivery that counts it checks again: a
+    read taken after our own count that shows the condition false needs no write.
+    """
+    return profile.get("status") == "active" and int(profile.get("failed_payments") or 0) >= (
+        threshold
+    )
 
 
 def suspend_for_payments(table: str, tenant_id: str, *, threshold: int) -> bool:

@@ -146,6 +146,40 @@ def release(table: str, event_id: str, token: str) -> None:
         )
 
 
+def enqueue_with_update(events_table: str, item: dict[str, Any], update: dict[str, Any]) -> bool:
+    """Put the outbox ``item`` (only if new) and apply ``update`` (a guarded ``UpdateItem``
+    request with plain values) in one ``TransactWriteItems``: one round trip instead of two.
+
+    True when both were written. False when the transaction was cancelled for any reason (the
+    item exists, the guard refused, a conflicting write): then nothing was written, and the
+    caller falls back to the two single conditional writes, which sort out each case.
+    """
+    tx_update: dict[str, Any] = {
+        "TableName": update["TableName"],
+        "Key": dynamo.serialize(update["Key"]),
+        "UpdateExpression": update["UpdateExpression"],
+        "ConditionExpression": update["ConditionExpression"],
+        "ExpressionAttributeValues": dynamo.values(update["ExpressionAttributeValues"]),
+    }
+    if update.get("ExpressionAttributeNames"):
+        tx_update["ExpressionAttributeNames"] = dict(update["ExpressionAttributeNames"])
+    put = {
+        "TableName": events_table,
+        "Item": dynamo.serialize(item),
+        "ConditionExpression": "attribute_not_exists(pk)",
+    }
+    transact: list[Any] = [{"Put": put}, {"Update": tx_update}]
+    try:
+        dynamo.client().transact_write_items(TransactItems=transact)
+        return True
+    except Exception as exc:
+        if dynamo.error_code(exc) == "TransactionCanceledException":
+            return False
+        if dynamo.is_client_error(exc):
+            raise dynamo.translate(exc, f"enqueue with update {events_table}") from exc
+        raise
+
+
 # -- signing secrets -----------------------------------------------------------------------
 
 

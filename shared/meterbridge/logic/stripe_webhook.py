@@ -4,7 +4,9 @@ The request path is DynamoDB only (no Stripe API call) and starts by verifying t
 the raw bytes. Then one of two paths, both ending with a best-effort NATS publish:
 
 - Single-write events (subscription lifecycle, Checkout): read the tenant profile, then put the
-  CloudEvent in the outbox and apply the guarded state write at once. Both writes are
+  CloudEvent in the outbox and apply the guarded state write: one transaction for a subscription
+  event newer than the stored state, else (or when it is cancelled) the two single writes at
+  once, so an older event is still enqueued. Both writes are
   idempotent and conditional on their own (the outbox key is the Stripe event id; the state
   write needs a strictly greater ordering key), so every delivery runs them: a duplicate finds
   both refused and answers ``duplicate`` after proving both durable. No lock, no end marker:
@@ -20,6 +22,7 @@ Every step is idempotent on its own, so a crash anywhere followed by Stripe's re
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -222,12 +225,16 @@ def _process_single_write(
 
 
 _executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
 
 
 def _pool() -> ThreadPoolExecutor:
+    """One pool per process, created on first use: overlapping independent DynamoDB calls."""
     global _executor
     if _executor is None:
-        _executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stripe-webhook")
+        with _executor_lock:
+            if _executor is None:
+                _executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="stripe-webhook")
     return _executor
 
 
@@ -238,7 +245,11 @@ def resolve_tenant(change: BillingChange, settings: Settings) -> str | None:
 
 
 def resolve_profile(change: BillingChange, settings: Settings) -> dict[str, Any] | None:
-    """The profile of the tenant a Stripe object belongs to (a consistent read), or None."""
+    """The profile of the tenant a Stripe object belongs to, or None.
+
+    A consistent read, except through the customer index (eventually consistent): a stale read
+    only shows an older ordering key, so it never makes ``apply_state`` skip a needed write.
+    """
     table = settings.tenants_table
     if change.tenant_hint:
         profile = tenant_state.get_profile(table, change.tenant_hint)
@@ -271,12 +282,24 @@ def _apply(
         )
     tenant_id = str(profile["tenant_id"])
     cloud_event = change.cloud_event(tenant_id)
-    # Independent idempotent writes (outbox put_new, guarded state): overlap the round trips.
-    enqueue = _pool().submit(
-        outbox.enqueue, settings.events_table, cloud_event, tenant_id=tenant_id, kind="billing"
-    )
-    changed = apply_state(change, tenant_id, settings, profile=profile)
-    enqueued = enqueue.result()
+    enqueued = changed = False
+    if change.action == "subscription" and not _state_is_stale(change, profile):
+        # The common case (a new event, newer than the stored state): both writes in one
+        # transaction, one request. Cancelled (a duplicate, a race): the single writes below.
+        enqueued = changed = webhooks.enqueue_with_update(
+            settings.events_table,
+            outbox.outbox_item(cloud_event, tenant_id=tenant_id, kind="billing"),
+            tenant_state.subscription_update(
+                settings.tenants_table, tenant_id, **_subscription_fields(change)
+            ),
+        )
+    if not enqueued:
+        # Independent idempotent writes (outbox put_new, guarded state): overlap the round trips.
+        enqueue = _pool().submit(
+            outbox.enqueue, settings.events_table, cloud_event, tenant_id=tenant_id, kind="billing"
+        )
+        changed = apply_state(change, tenant_id, settings, profile=profile)
+        enqueued = enqueue.result()
     if changed:
         auth.forget()
     if not (enqueued or changed):
@@ -304,6 +327,26 @@ def _apply(
         billing_type=change.billing_type,
         cloud_event=cloud_event if enqueued else None,
     )
+
+
+def _state_is_stale(change: BillingChange, profile: dict[str, Any] | None) -> bool:
+    """True when ``profile`` already holds this subscription state or a newer one: the stored
+    key only grows, so the guarded write would be refused (an older event, a duplicate)."""
+    stored = tenant_state.stored_state_key(profile)
+    return stored is not None and stored >= tenant_state.state_key(change.created, change.rank)
+
+
+def _subscription_fields(change: BillingChange) -> dict[str, Any]:
+    return {
+        "at": change.created,
+        "rank": change.rank,
+        "event_id": change.stripe_event_id,
+        "subscription_id": change.subscription_id,
+        "status": change.subscription_status,
+        "price_id": change.price_id,
+        "plan": change.plan,
+        "ends_subscription": change.ends_subscription,
+    }
 
 
 def apply_state(
@@ -336,28 +379,21 @@ def apply_state(
             is not None
         )
     if change.action == "subscription":
-        stored = tenant_state.stored_state_key(profile)
-        # The stored key only grows: one at least ours means the guarded write would be refused.
-        if stored is not None and stored >= tenant_state.state_key(change.created, change.rank):
+        if _state_is_stale(change, profile):
             return False
-        return tenant_state.apply_subscription(
-            table,
-            tenant_id,
-            at=change.created,
-            rank=change.rank,
-            event_id=change.stripe_event_id,
-            subscription_id=change.subscription_id,
-            status=change.subscription_status,
-            price_id=change.price_id,
-            plan=change.plan,
-            ends_subscription=change.ends_subscription,
-        )
+        return tenant_state.apply_subscription(table, tenant_id, **_subscription_fields(change))
     if change.action == "payment_failed":
-        counted, _ = tenant_state.count_failed_payment(
-            table, tenant_id, at=change.created, event_id=change.stripe_event_id
+        # Independent of the count (a max of failure times): overlap the round trips.
+        noted = _pool().submit(tenant_state.note_last_failure, table, tenant_id, at=change.created)
+        counted, after = tenant_state.count_failed_payment(
+            table, tenant_id, at=change.created, event_id=change.stripe_event_id, note_last=False
         )
-        # Checked even when not counted now: a crash may have come between the two steps.
-        suspended = tenant_state.suspend_for_payments(
+        noted.result()
+        # Checked even when not counted now (a crash may have come between the two steps), from
+        # the profile read after the count: the write is skipped when it could not apply.
+        suspended = tenant_state.may_suspend_for_payments(
+            after, threshold=FAILED_PAYMENTS_TO_SUSPEND
+        ) and tenant_state.suspend_for_payments(
             table, tenant_id, threshold=FAILED_PAYMENTS_TO_SUSPEND
         )
         if suspended:
