@@ -74,6 +74,10 @@ def nats_msg_id(source: str, event_id: str) -> str:
     return f"{source}#{event_id}"
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValidationFailed(f"{name} is not valid JSON (numbers must be finite)")
+
+
 def parse_body(raw: bytes) -> list[Any]:
     """The request body as a list of JSON objects (one event or an array)."""
     if len(raw) > MAX_BODY_BYTES:
@@ -82,9 +86,18 @@ def parse_body(raw: bytes) -> list[Any]:
             details={"limit_bytes": MAX_BODY_BYTES},
         )
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_refuse_constant)
+    except ValidationFailed:
+        raise
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationFailed("the body is not valid JSON", details={"error": str(exc)}) from None
+    except RecursionError:
+        raise ValidationFailed("the body is nested too deeply") from None
+    try:
+        # Lone surrogates parse but cannot be stored or sent as UTF-8.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationFailed("the body holds text that is not valid Unicode") from None
     events = body if isinstance(body, list) else [body]
     if not events:
         raise ValidationFailed("the batch is empty")

@@ -95,11 +95,16 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 def _signed_timestamp(header: str) -> int:
+    """The ``t`` the stripe library verified: the last part whose key is exactly ``t``."""
+    stamp: str | None = None
     for part in header.split(","):
         key, _, value = part.partition("=")
-        if key.strip() == "t":
-            return int(value)
-    raise ValueError("no timestamp")
+        if key == "t":
+            stamp = value
+    try:
+        return int(stamp or "")
+    except ValueError:
+        raise InvalidSignature("the Stripe-Signature timestamp is malformed") from None
 
 
 def verify(
@@ -121,7 +126,8 @@ def verify(
             stripe.WebhookSignature.verify_header(
                 raw_body, signature, secret, tolerance=SIGNATURE_TOLERANCE_S
             )
-        except (stripe.SignatureVerificationError, UnicodeDecodeError):
+        except (stripe.SignatureVerificationError, UnicodeDecodeError, TypeError, ValueError):
+            # TypeError/ValueError: a header the library cannot even compare (non-ASCII).
             continue
         now = time.time() if now is None else now
         if _signed_timestamp(signature) > now + FUTURE_TOLERANCE_S:

@@ -24,10 +24,10 @@ class InboundEvent(BaseModel):
     datacontenttype: Literal["application/json"] | None = None
     source: str | None = Field(default=None, description="Ignored: set by the server")
 
-    @field_validator("id", "type")
+    @field_validator("id", "type", "subject")
     @classmethod
-    def _printable(cls, value: str) -> str:
-        if not value.isprintable():
+    def _printable(cls, value: str | None) -> str | None:
+        if value is not None and not value.isprintable():
             raise ValueError("must contain printable characters only")
         return value
 
