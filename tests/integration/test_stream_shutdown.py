@@ -45,7 +45,7 @@ async def test_sigterm_tells_clients_drains_and_exits(
                 pass
             async with SSEReader(http, f"{base}/v1/stream", auth(key)) as reader:
                 for _ in range(400):
-                    if (await http.get(f"{base}/")).json()["clients"] == 1:
+                    if (await http.get(f"{base}/status")).json()["clients"] == 1:
                         break
                     await asyncio.sleep(0.05)
                 seq = await js_publish(nc.jetstream(), tenant, usage_event(tenant, 1))

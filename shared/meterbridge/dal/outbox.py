@@ -429,7 +429,7 @@ def mark_sent_many(
         table,
         pks,
         update=(
-            "SET #st = :sent, sent_at = :at, expires_at = :exp "
+            "SET #st = :sent, sent_at = :at, sent_by = :me, expires_at = :exp "
             "REMOVE outbox_shard, lease_owner, lease_until"
         ),
         condition="lease_owner = :me AND #st = :pending",
@@ -444,6 +444,40 @@ def mark_sent_many(
         drop_conflicts=False,
         what="mark sent",
     )
+
+
+def marked_by(table: str, pks: Iterable[str], *, owner: str) -> set[str]:
+    """Which of ``pks`` ``owner`` marked sent (consistent read).
+
+    After a mark whose answer was lost (a timeout), the writes may still have been applied:
+    this tells the run what it really marked, so it counts them and never sends them again.
+    """
+    keys = list(pks)
+    found: set[str] = set()
+    for start in range(0, len(keys), 100):
+        request: dict[str, Any] = {
+            table: {
+                "Keys": [dynamo.serialize(_key(pk)) for pk in keys[start : start + 100]],
+                "ConsistentRead": True,
+                "ProjectionExpression": "pk, #st, sent_by",
+                "ExpressionAttributeNames": {"#st": "status"},
+            }
+        }
+        for _ in range(8):
+            try:
+                resp = dynamo.client().batch_get_item(RequestItems=request)
+            except Exception as exc:
+                if dynamo.is_client_error(exc):
+                    raise dynamo.translate(exc, f"read {table}") from exc
+                raise
+            for raw in resp.get("Responses", {}).get(table, []):
+                item = dynamo.deserialize(raw)
+                if item.get("status") == "sent" and item.get("sent_by") == owner:
+                    found.add(item["pk"])
+            request = resp.get("UnprocessedKeys") or {}
+            if not request:
+                break
+    return found
 
 
 def release_many(table: str, pks: Iterable[str], *, owner: str, error: str) -> set[str]:

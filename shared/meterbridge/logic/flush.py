@@ -364,9 +364,16 @@ class Flusher:
             return
         self._add(retried=attempts - 1)
         pks = [i["pk"] for i in group]
-        marked = outbox.mark_sent_many(
-            self.table, pks, owner=self.owner, sent_at=now_rfc3339(), now_s=int(self.clock())
-        )
+        try:
+            marked = outbox.mark_sent_many(
+                self.table, pks, owner=self.owner, sent_at=now_rfc3339(), now_s=int(self.clock())
+            )
+        except StorageUnavailable:
+            marked = set()  # the answer was lost, not necessarily the writes: read them back
+        if len(marked) < len(pks):
+            marked |= outbox.marked_by(
+                self.table, [pk for pk in pks if pk not in marked], owner=self.owner
+            )
         resolved.update(pks)
         lost = len(pks) - len(marked)
         if lost:
