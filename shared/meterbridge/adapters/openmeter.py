@@ -27,9 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from meterbridge.errors import MeterbridgeError, UpstreamUnavailable
 from meterbridge.observability import logger
@@ -72,6 +70,10 @@ class RetryPolicy:
     max_attempts: int = 5
     backoff_base_s: float = 0.2
     backoff_cap_s: float = 10.0
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    import httpx
 
 
 def _retry_after_s(response: httpx.Response) -> float | None:
@@ -120,6 +122,9 @@ class OpenMeterClient:
         headers = {"Content-Type": BATCH_CONTENT_TYPE, "Accept": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
+        # Imported here: the admin API imports this module for dead letters and never sends.
+        import httpx
+
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             headers=headers,
@@ -142,6 +147,8 @@ class OpenMeterClient:
 
         ``deadline`` is a ``time.monotonic()`` instant no attempt or wait may run past.
         """
+        import httpx  # loaded by the constructor already; a dictionary lookup here
+
         body = batch_body(events)
         attempt = 0
         last = "no attempt made"
