@@ -17,14 +17,25 @@ def make_tenant(plan: str = "basic", status: str = "active", name: str = "Acme")
     now = datetime.now(UTC).isoformat()
     tenants_dal.put_tenant(
         settings.tenants_table,
-        {"tenant_id": tenant_id, "name": name, "email": f"{tenant_id}@example.com",
-         "plan": plan, "status": status, "created_at": now},
+        {
+            "tenant_id": tenant_id,
+            "name": name,
+            "email": f"{tenant_id}@example.com",
+            "plan": plan,
+            "status": status,
+            "created_at": now,
+        },
     )
     raw, lookup = keys.generate("test")
     tenants_dal.put_key(
         settings.tenants_table,
-        {"lookup_id": lookup, "tenant_id": tenant_id, "prefix": raw[:12],
-         "key_hash": keys.hash_key(raw, settings.key_pepper), "status": "active",
-         "created_at": now},
+        {
+            "lookup_id": lookup,
+            "tenant_id": tenant_id,
+            "prefix": raw[:12],
+            "key_hash": keys.hash_key(raw, settings.key_pepper),
+            "status": "active",
+            "created_at": now,
+        },
     )
     return tenant_id, raw

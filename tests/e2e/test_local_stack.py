@@ -30,16 +30,39 @@ def _listening(url: str) -> bool:
 @pytest.fixture
 def dev_stack(tmp_path: Path):
     port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("AWS_ENDPOINT_URL", "NATS_SERVERS", "OPENMETER_BASE_URL", "NATS_ENABLED",
-                        "OPENMETER_ENABLED")}
-    env.update({"METERBRIDGE_ADMIN_TOKEN": "local-admin-token", "PYTHONUNBUFFERED": "1",
-                "COLUMNS": "200"})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "AWS_ENDPOINT_URL",
+            "NATS_SERVERS",
+            "OPENMETER_BASE_URL",
+            "NATS_ENABLED",
+            "OPENMETER_ENABLED",
+        )
+    }
+    env.update(
+        {"METERBRIDGE_ADMIN_TOKEN": "local-admin-token", "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    )
     log = (tmp_path / "dev.log").open("w+")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "meterbridge.cli.main", "dev", "--port", str(port),
-         "--flush-interval", "1"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "meterbridge.cli.main",
+            "dev",
+            "--port",
+            str(port),
+            "--flush-interval",
+            "1",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

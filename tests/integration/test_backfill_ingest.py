@@ -20,8 +20,9 @@ def test_backfill_counts_history_in_its_own_period_and_is_rerunnable(
     # Given 90-day-old events (past the live 35-day window), a duplicate line and a bad line
     tenant, _ = make_tenant("basic")
     old = datetime.now(UTC) - timedelta(days=90)
-    lines = [json.dumps({"id": f"h{i}", "type": "api.call", "time": old.isoformat()})
-             for i in range(30)]
+    lines = [
+        json.dumps({"id": f"h{i}", "type": "api.call", "time": old.isoformat()}) for i in range(30)
+    ]
     lines += [lines[0], json.dumps({"id": "bad"})]
     path = tmp_path / "events.jsonl"
     path.write_text("\n".join(lines) + "\n")

@@ -28,8 +28,14 @@ def test_conditional_update_that_does_not_hold_raises_condition_failed(aws: dict
     dynamo.put_new(table, {**key, "state": "done"})
     # When an update requires state "processing"
     with pytest.raises(ConditionFailed):
-        dynamo.update(table, key, set_="SET #s = :n", condition="#s = :p",
-                      names={"#s": "state"}, vals={":n": "x", ":p": "processing"})
+        dynamo.update(
+            table,
+            key,
+            set_="SET #s = :n",
+            condition="#s = :p",
+            names={"#s": "state"},
+            vals={":n": "x", ":p": "processing"},
+        )
     # Then the item is unchanged
     assert dynamo.get(table, key)["state"] == "done"
 
@@ -38,13 +44,27 @@ def test_query_pages_through_an_index(aws: dict[str, str]) -> None:
     # Given three tenant profiles in the tenants table's listing index
     table = aws["TenantsTable"]
     for i in range(3):
-        dynamo.put_new(table, {"pk": f"TENANT#{i}", "sk": "PROFILE", "gsi1pk": "TENANT",
-                               "gsi1sk": f"2026-01-0{i + 1}#{i}"})
+        dynamo.put_new(
+            table,
+            {
+                "pk": f"TENANT#{i}",
+                "sk": "PROFILE",
+                "gsi1pk": "TENANT",
+                "gsi1sk": f"2026-01-0{i + 1}#{i}",
+            },
+        )
     # When queried two at a time
-    page1, last = dynamo.query(table, index="tenants", key_condition="gsi1pk = :p",
-                               vals={":p": "TENANT"}, limit=2)
-    page2, end = dynamo.query(table, index="tenants", key_condition="gsi1pk = :p",
-                              vals={":p": "TENANT"}, limit=2, start_key=last)
+    page1, last = dynamo.query(
+        table, index="tenants", key_condition="gsi1pk = :p", vals={":p": "TENANT"}, limit=2
+    )
+    page2, end = dynamo.query(
+        table,
+        index="tenants",
+        key_condition="gsi1pk = :p",
+        vals={":p": "TENANT"},
+        limit=2,
+        start_key=last,
+    )
     # Then the pages cover every item once, in order
     assert [i["pk"] for i in page1 + page2] == ["TENANT#0", "TENANT#1", "TENANT#2"]
     assert end is None
@@ -52,10 +72,12 @@ def test_query_pages_through_an_index(aws: dict[str, str]) -> None:
 
 @pytest.mark.parametrize(
     ("code", "expected"),
-    [("ProvisionedThroughputExceededException", StorageUnavailable),
-     ("ThrottlingException", StorageUnavailable),
-     ("ConditionalCheckFailedException", ConditionFailed),
-     ("ValidationException", StorageUnavailable)],
+    [
+        ("ProvisionedThroughputExceededException", StorageUnavailable),
+        ("ThrottlingException", StorageUnavailable),
+        ("ConditionalCheckFailedException", ConditionFailed),
+        ("ValidationException", StorageUnavailable),
+    ],
 )
 def test_client_error_codes_become_domain_errors(code: str, expected: type) -> None:
     # Given a botocore error with a code

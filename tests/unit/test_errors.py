@@ -18,8 +18,9 @@ def _app() -> FastAPI:
 
     @app.get("/quota")
     async def quota() -> None:
-        raise QuotaExceeded("monthly quota reached", details={"meter": "events"},
-                            headers={"Retry-After": "60"})
+        raise QuotaExceeded(
+            "monthly quota reached", details={"meter": "events"}, headers={"Retry-After": "60"}
+        )
 
     @app.get("/boom")
     async def boom() -> None:
@@ -40,8 +41,13 @@ def test_domain_error_maps_to_status_body_and_headers() -> None:
     # Then the status, the JSON error body and Retry-After come from the one mapping
     assert resp.status_code == 429
     assert resp.headers["retry-after"] == "60"
-    assert resp.json() == {"error": {"code": "quota_exceeded", "message": "monthly quota reached",
-                                     "details": {"meter": "events"}}}
+    assert resp.json() == {
+        "error": {
+            "code": "quota_exceeded",
+            "message": "monthly quota reached",
+            "details": {"meter": "events"},
+        }
+    }
 
 
 def test_framework_validation_error_is_a_400_with_details() -> None:

@@ -15,8 +15,13 @@ def test_breaker_opens_after_threshold_then_half_opens_and_closes() -> None:
     # Given a breaker with a threshold of 3 and a 10 s reset
     clock = Clock()
     changes: list[BreakerState] = []
-    breaker = CircuitBreaker("x", failure_threshold=3, reset_timeout_s=10, clock=clock,
-                             on_change=lambda _, s: changes.append(s))
+    breaker = CircuitBreaker(
+        "x",
+        failure_threshold=3,
+        reset_timeout_s=10,
+        clock=clock,
+        on_change=lambda _, s: changes.append(s),
+    )
     # When three calls fail
     for _ in range(3):
         assert breaker.allow()

@@ -26,7 +26,11 @@ def test_table_names_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
     # When / Then
     s = Settings()
     assert (s.tenants_table, s.events_table, s.usage_table, s.idempotency_table) == (
-        "t1", "e1", "u1", "i1")
+        "t1",
+        "e1",
+        "u1",
+        "i1",
+    )
 
 
 def test_secrets_are_not_in_the_settings_repr(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -214,8 +214,14 @@ def update(
     return deserialize(attrs) if attrs else None
 
 
-def delete(table: str, key: Mapping[str, Any], *, condition: str | None = None,
-           names: Mapping[str, str] | None = None, vals: Mapping[str, Any] | None = None) -> None:
+def delete(
+    table: str,
+    key: Mapping[str, Any],
+    *,
+    condition: str | None = None,
+    names: Mapping[str, str] | None = None,
+    vals: Mapping[str, Any] | None = None,
+) -> None:
     kwargs: dict[str, Any] = {"TableName": table, "Key": serialize(key)}
     if condition:
         kwargs["ConditionExpression"] = condition

@@ -391,8 +391,9 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
 
     # The dashboard (served at /) reads the tenant's usage from this same origin.
-    app.add_api_route("/v1/usage", get_usage, methods=["GET"], response_model=UsageReport,
-                      tags=["usage"])
+    app.add_api_route(
+        "/v1/usage", get_usage, methods=["GET"], response_model=UsageReport, tags=["usage"]
+    )
     include_dashboard(app)
 
     @app.get("/status", include_in_schema=False)
