@@ -231,49 +231,6 @@ def claim(table: str, pk: str, *, owner: str, now_ms: int, lease_ms: int) -> boo
         return False
 
 
-def mark_sent(table: str, pk: str, *, owner: str, sent_at: str, now_s: int) -> bool:
-    """OpenMeter acknowledged the event: leave the outbox, keep the dedupe record for
-    ``DEDUPE_RETENTION_S``. False if ``owner`` no longer holds the lease (someone else will)."""
-    try:
-        dynamo.update(
-            table,
-            _key(pk),
-            set_=(
-                "SET #st = :sent, sent_at = :at, expires_at = :exp "
-                "REMOVE outbox_shard, lease_owner, lease_until"
-            ),
-            condition="lease_owner = :me AND #st = :pending",
-            names={"#st": "status"},
-            vals={
-                ":sent": "sent",
-                ":at": sent_at,
-                ":exp": now_s + DEDUPE_RETENTION_S,
-                ":me": owner,
-                ":pending": "pending",
-            },
-            return_new=False,
-        )
-        return True
-    except ConditionFailed:
-        return False
-
-
-def release(table: str, pk: str, *, owner: str, error: str) -> bool:
-    """Give a claimed event back (delivery failed; the next run retries it at once)."""
-    try:
-        dynamo.update(
-            table,
-            _key(pk),
-            set_="SET last_error = :err ADD attempts :one REMOVE lease_owner, lease_until",
-            condition="lease_owner = :me",
-            vals={":err": error[:_ERROR_MAX], ":one": 1, ":me": owner},
-            return_new=False,
-        )
-        return True
-    except ConditionFailed:
-        return False
-
-
 def dead_letter(table: str, pk: str, *, owner: str, error: str, dead_at: str) -> bool:
     """OpenMeter rejected this one event: park it in the ``deadletters`` index with the error."""
     try:
@@ -424,7 +381,8 @@ def claim_many(
 def mark_sent_many(
     table: str, pks: Iterable[str], *, owner: str, sent_at: str, now_s: int
 ) -> set[str]:
-    """``mark_sent`` for many events; returns the pks marked (the others' leases were lost)."""
+    """Mark events sent once OpenMeter acknowledged them; returns the pks marked (the
+    others' leases were lost, or they were sent already)."""
     return transact_update(
         table,
         pks,
@@ -481,7 +439,7 @@ def marked_by(table: str, pks: Iterable[str], *, owner: str) -> set[str]:
 
 
 def release_many(table: str, pks: Iterable[str], *, owner: str, error: str) -> set[str]:
-    """``release`` for many events; returns the pks given back."""
+    """Give claimed events back (not delivered); returns the pks released."""
     return transact_update(
         table,
         pks,
