@@ -145,6 +145,16 @@ def is_client_error(exc: BaseException) -> bool:
     return isinstance(exc, ClientError | BotoCoreError)
 
 
+def call(method: str, what: str, **kwargs: Any) -> Any:
+    """One client call, its ``ClientError`` turned into a domain error (``translate``)."""
+    try:
+        return getattr(client(), method)(**kwargs)
+    except Exception as exc:
+        if is_client_error(exc):
+            raise translate(exc, what) from exc
+        raise
+
+
 # -- conditional writes --------------------------------------------------------------------
 
 
@@ -171,12 +181,9 @@ def put_new(table: str, item: Mapping[str, Any], *, key_attr: str = "pk") -> boo
 
 def get(table: str, key: Mapping[str, Any], *, consistent: bool = True) -> dict[str, Any] | None:
     """One item by key, or None."""
-    try:
-        resp = client().get_item(TableName=table, Key=serialize(key), ConsistentRead=consistent)
-    except Exception as exc:
-        if is_client_error(exc):
-            raise translate(exc, f"get {table}") from exc
-        raise
+    resp = call(
+        "get_item", f"get {table}", TableName=table, Key=serialize(key), ConsistentRead=consistent
+    )
     item = resp.get("Item")
     return deserialize(item) if item else None
 
@@ -204,12 +211,7 @@ def update(
         kwargs["ExpressionAttributeNames"] = dict(names)
     if vals:
         kwargs["ExpressionAttributeValues"] = values(vals)
-    try:
-        resp = client().update_item(**kwargs)
-    except Exception as exc:
-        if is_client_error(exc):
-            raise translate(exc, f"update {table}") from exc
-        raise
+    resp = call("update_item", f"update {table}", **kwargs)
     attrs = resp.get("Attributes")
     return deserialize(attrs) if attrs else None
 
@@ -229,12 +231,7 @@ def delete(
         kwargs["ExpressionAttributeNames"] = dict(names)
     if vals:
         kwargs["ExpressionAttributeValues"] = values(vals)
-    try:
-        client().delete_item(**kwargs)
-    except Exception as exc:
-        if is_client_error(exc):
-            raise translate(exc, f"delete {table}") from exc
-        raise
+    call("delete_item", f"delete {table}", **kwargs)
 
 
 def query(
@@ -269,11 +266,6 @@ def query(
         kwargs["ExclusiveStartKey"] = serialize(start_key)
     if filter_:
         kwargs["FilterExpression"] = filter_
-    try:
-        resp = client().query(**kwargs)
-    except Exception as exc:
-        if is_client_error(exc):
-            raise translate(exc, f"query {table}") from exc
-        raise
+    resp = call("query", f"query {table}", **kwargs)
     last = resp.get("LastEvaluatedKey")
     return [deserialize(i) for i in resp.get("Items", [])], (deserialize(last) if last else None)
