@@ -17,4 +17,5 @@ _asgi = Mangum(app, lifespan="off")
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
-    return _asgi(event, context)
+    # Powertools' and Mangum's LambdaContext types describe the same runtime object.
+    return _asgi(event, context)  # type: ignore[arg-type]
