@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from fastapi import Request
-from starlette.concurrency import run_in_threadpool
 
 from meterbridge.api.admin_auth import bearer_token
+from meterbridge.api.blocking import run_blocking
 from meterbridge.logic.auth import TenantPrincipal, authenticate, cached
 from meterbridge.observability import bind_tenant
 
@@ -16,7 +16,7 @@ async def require_tenant(request: Request) -> TenantPrincipal:
     # A cache hit costs no I/O; a miss reads DynamoDB, which must not block the event loop.
     principal = cached(key)
     if principal is None:
-        principal = await run_in_threadpool(authenticate, key)
+        principal = await run_blocking(request, authenticate, key)
     bind_tenant(principal.tenant_id)
     request.state.tenant_id = principal.tenant_id
     return principal

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from starlette.concurrency import run_in_threadpool
 
+from meterbridge.api.blocking import run_blocking
 from meterbridge.api.errors import error_responses, install_error_handlers
 from meterbridge.api.tenant_auth import require_tenant
 from meterbridge.errors import PayloadTooLarge, UnsupportedMediaType
@@ -74,8 +74,8 @@ async def ingest_events(
         )
     raw = await request.body()
     settings = get_settings()
-    result, stored, alerts = await run_in_threadpool(
-        _ingest_request, principal, raw, settings, datetime.now(UTC)
+    result, stored, alerts = await run_blocking(
+        request, _ingest_request, principal, raw, settings, datetime.now(UTC)
     )
     await ingest.publish(principal.tenant_id, stored, alerts, settings)
     return result
@@ -83,6 +83,7 @@ async def ingest_events(
 
 @router.get("/usage", response_model=UsageReport, responses=error_responses(400, 401, 403, 503))
 async def get_usage(
+    request: Request,
     principal: Annotated[TenantPrincipal, Depends(require_tenant)],
     from_: Annotated[
         str | None,
@@ -98,8 +99,13 @@ async def get_usage(
     ] = None,
 ) -> UsageReport:
     """This period per meter (used, limit, remaining, overage) and the estimated charge."""
-    return await run_in_threadpool(
-        usage_query.usage_report, principal.tenant_id, principal.plan, first=from_, last=to
+    return await run_blocking(
+        request,
+        usage_query.usage_report,
+        principal.tenant_id,
+        principal.plan,
+        first=from_,
+        last=to,
     )
 
 

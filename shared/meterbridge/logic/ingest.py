@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -432,6 +433,33 @@ def _within_room(
     return keep
 
 
+# Totals this process read recently, per (table, tenant, period, meter): while the estimate
+# (read total + what this process added since) stays well below the first threshold, the
+# request skips the counter read. Other processes' additions are seen at the next read, so an
+# alert fires at most TOTALS_TTL_S after the crossing. Past the last threshold, never again.
+TOTALS_TTL_S = 60.0
+_NEAR_PERCENT = THRESHOLDS[0] - 10
+_totals: dict[tuple[str, str, str, str], tuple[float, int]] = {}
+_totals_lock = threading.Lock()
+
+
+def _far_from_thresholds(key: tuple[str, str, str, str], added: int, limit: int) -> bool:
+    with _totals_lock:
+        hit = _totals.get(key)
+        if hit is None or time.monotonic() - hit[0] >= TOTALS_TTL_S:
+            return False
+        estimate = hit[1] + added
+        _totals[key] = (hit[0], estimate)
+    if estimate * 100 >= limit * THRESHOLDS[-1] and hit[1] * 100 >= limit * THRESHOLDS[-1]:
+        return True  # every threshold was already passed when last read: nothing left to fire
+    return estimate * 100 < limit * _NEAR_PERCENT
+
+
+def _remember_total(key: tuple[str, str, str, str], total: int) -> None:
+    with _totals_lock:
+        _totals[key] = (time.monotonic(), total)
+
+
 def _thresholds(
     tenant_id: str, plan: Plan, period: str, added: Counter[str], settings: Settings, now: datetime
 ) -> list[CloudEvent]:
@@ -442,7 +470,11 @@ def _thresholds(
         limit = plan.limit(meter)
         if not limit:
             continue
+        key = (settings.usage_table, tenant_id, period, meter)
+        if _far_from_thresholds(key, added[meter], limit):
+            continue
         total = usage_dal.used(settings.usage_table, tenant_id, period, meter)
+        _remember_total(key, total)
         for pct in THRESHOLDS:
             if total * 100 < limit * pct:
                 continue

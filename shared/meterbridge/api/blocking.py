@@ -1,0 +1,29 @@
+"""Blocking work (boto3 calls) from async routes: inline on Lambda, on a thread elsewhere.
+
+Under Mangum a Lambda invocation is one request on its own event loop: a thread hop would
+only add its cost (about 200 us here). Under uvicorn (the local stack, the streaming task)
+many requests share the loop, so blocking calls go to the thread pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+
+def on_lambda(request: Request) -> bool:
+    """Mangum puts the Lambda event in the ASGI scope; uvicorn does not."""
+    return "aws.event" in request.scope
+
+
+async def run_blocking[**P, T](
+    request: Request, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+) -> T:
+    if on_lambda(request):
+        return fn(*args, **kwargs)
+    return await run_in_threadpool(fn, *args, **kwargs)
+
+
+__all__ = ["on_lambda", "run_blocking"]
