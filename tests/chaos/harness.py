@@ -34,7 +34,12 @@ from typing import Any
 
 import httpx
 
-from meterbridge.local.processes import MotoServer, NatsServer, free_port, wait_for_port
+from meterbridge.local.processes import (
+    ManagedProcess,
+    MotoServer,
+    NatsServer,
+    free_port,
+)
 from meterbridge.local.stack import DEFAULT_TABLES, TABLE_ENV
 from meterbridge.local.stripe_fake import webhook_request
 
@@ -81,63 +86,23 @@ def poll(
 # -- processes -------------------------------------------------------------------------------
 
 
-class Child:
-    """A child process in its own session; ``kill`` is ``kill -9`` of its whole group."""
+class Child(ManagedProcess):
+    """A child process in its own session, logging to a file; ``kill`` is ``kill -9``."""
 
     def __init__(
         self, name: str, cmd: list[str], env: dict[str, str], log: Path, port: int | None = None
     ) -> None:
-        self.name, self.cmd, self.env, self.log, self.port = name, cmd, env, log, port
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(port=port, env=env, cwd=str(ROOT), log_path=log, listens=port is not None)
+        self.name, self.cmd = name, cmd
+
+    def command(self) -> list[str]:
+        return self.cmd
 
     def start(self, timeout: float = 90.0) -> Child:
-        out = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            self.cmd,
-            cwd=ROOT,
-            env=self.env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        out.close()
-        if self.port is not None:
-            try:
-                wait_for_port("127.0.0.1", self.port, timeout, self.proc)
-            except Exception as exc:
-                self.kill()
-                raise RuntimeError(f"{self.name} did not start: {exc}\n{self.tail()}") from None
-        return self
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def _signal(self, sig: int) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-
-    def kill(self) -> None:
-        self._signal(signal.SIGKILL)
-        if self.proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=10)
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.proc is None:
-            return
-        self._signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        return super().start(timeout)
 
     def tail(self, chars: int = 3000) -> str:
-        with contextlib.suppress(OSError):
-            return self.log.read_text(errors="replace")[-chars:]
-        return ""
+        return self.output()[-chars:]
 
 
 @dataclass

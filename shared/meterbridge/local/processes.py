@@ -45,28 +45,47 @@ class ManagedProcess:
 
     name = "process"
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        log_path: Path | None = None,
+        listens: bool = True,
+    ) -> None:
         self.host = host
-        self.port = port or free_port(host)
+        # A server gets a free port when none is given; a process that listens on nothing
+        # (``listens=False``) is started without waiting for a port.
+        self.port = port or (free_port(host) if listens else None)
+        self.env, self.cwd, self.log_path = env, cwd, log_path
         self.proc: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process
+        self._log = None if log_path else tempfile.TemporaryFile()  # noqa: SIM115
 
     def command(self) -> list[str]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def start(self, timeout: float = 20.0) -> Self:
+        out = self.log_path.open("ab") if self.log_path else self._log
         self.proc = subprocess.Popen(
             self.command(),
-            stdout=self._log,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+        if self.log_path and out is not None:
+            out.close()  # the child has its own descriptor
+        if self.port is None:
+            return self
         try:
             wait_for_port(self.host, self.port, timeout, self.proc)
         except Exception:  # noqa: BLE001 - any start failure: stop, report its output
             self.stop()
-            raise RuntimeError(f"{self.name} did not start: {self.output()[-800:]}") from None
+            raise RuntimeError(f"{self.name} did not start: {self.output()[-3000:]}") from None
         return self
 
     @property
@@ -74,6 +93,11 @@ class ManagedProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def output(self) -> str:
+        if self.log_path is not None:
+            with contextlib.suppress(OSError):
+                return self.log_path.read_text(errors="replace")
+            return ""
+        assert self._log is not None
         self._log.seek(0)
         return self._log.read().decode(errors="replace")
 
@@ -86,7 +110,8 @@ class ManagedProcess:
         """``kill -9``: no chance to clean up, as in a crash."""
         self._signal(signal.SIGKILL)
         if self.proc is not None:
-            self.proc.wait(timeout=10)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc is None:
