@@ -1,5 +1,5 @@
 # meterbridge: the everyday targets. `make dev` and `make test` work on a fresh machine.
-.PHONY: bootstrap browser dev demo test test-fast lint format typecheck sam bench openapi pr clean
+.PHONY: bootstrap browser lock dev demo test test-fast lint format typecheck sam bench openapi pr clean
 
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= us-east-1
@@ -47,6 +47,9 @@ bench: bootstrap  ## run every benchmark and write docs/performance.md
 
 openapi: bootstrap  ## rewrite docs/openapi.json from the usage API as served
 	$(VENV)/python -m meterbridge.api.export_openapi
+
+lock:  ## re-resolve requirements.lock after changing pyproject.toml's pins
+	@bash scripts/bootstrap.sh --lock
 
 pr: lint typecheck test sam
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up the project's environment from nothing: a Python 3.12 virtual environment in .venv
-# with the locked dependencies (uv.lock). Safe to run again; it only syncs what changed.
+# with the locked dependencies (requirements.lock, hash-checked). Safe to run again; it only
+# syncs what changed. `--lock` re-resolves requirements.lock from pyproject.toml instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,5 +36,15 @@ else
 fi
 
 export UV_PYTHON_DOWNLOADS=never
-echo "bootstrap: syncing .venv with uv.lock (Python: $("$PY" --version))" >&2
-"$UV" sync --frozen --python "$PY" --all-extras --quiet
+if [ "${1:-}" = "--lock" ]; then
+  "$UV" pip compile pyproject.toml --all-extras --group dev --generate-hashes --python "$PY" \
+    --custom-compile-command "make lock" -o requirements.lock
+  exit 0
+fi
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then
+  "$UV" venv --quiet --python "$PY" .venv
+fi
+echo "bootstrap: syncing .venv with requirements.lock (Python: $("$PY" --version))" >&2
+# Exactly the locked, hash-checked packages; then meterbridge itself, editable.
+"$UV" pip sync --quiet --python .venv/bin/python --require-hashes requirements.lock
+"$UV" pip install --quiet --python .venv/bin/python --no-deps -e .
