@@ -87,3 +87,30 @@ def test_client_error_codes_become_domain_errors(code: str, expected: type) -> N
     assert type(translated) is expected
     if code.endswith("Exceeded") or code == "ThrottlingException":
         assert translated.headers == {"Retry-After": "1"}
+
+
+def test_update_if_answers_whether_the_condition_held(aws: dict[str, str]) -> None:
+    # Given an item in state "pending"
+    table = aws["IdempotencyTable"]
+    key = {"pk": "U", "sk": "V"}
+    dynamo.put_new(table, {**key, "state": "pending"})
+    # When two conditional updates need "pending", one after the other
+    first = dynamo.update_if(
+        table,
+        key,
+        set_="SET #s = :d",
+        condition="#s = :p",
+        names={"#s": "state"},
+        vals={":d": "done", ":p": "pending"},
+    )
+    second = dynamo.update_if(
+        table,
+        key,
+        set_="SET #s = :x",
+        condition="#s = :p",
+        names={"#s": "state"},
+        vals={":x": "again", ":p": "pending"},
+    )
+    # Then only the first applied, and the second changed nothing
+    assert (first, second) == (True, False)
+    assert dynamo.get(table, key)["state"] == "done"

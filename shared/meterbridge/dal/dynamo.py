@@ -216,6 +216,27 @@ def update(
     return deserialize(attrs) if attrs else None
 
 
+def update_if(
+    table: str,
+    key: Mapping[str, Any],
+    *,
+    set_: str,
+    condition: str,
+    names: Mapping[str, str] | None = None,
+    vals: Mapping[str, Any] | None = None,
+) -> bool:
+    """A conditional ``UpdateItem``: True if applied, False if the condition did not hold.
+
+    The update twin of ``put_new``, for steps where losing the condition is an answer
+    (already done, someone else's lease), not an error.
+    """
+    try:
+        update(table, key, set_=set_, condition=condition, names=names, vals=vals, return_new=False)
+        return True
+    except ConditionFailed:
+        return False
+
+
 def delete(
     table: str,
     key: Mapping[str, Any],

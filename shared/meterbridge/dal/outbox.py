@@ -216,47 +216,37 @@ def _count_shard(table: str, shard: str) -> int:
 def claim(table: str, pk: str, *, owner: str, now_ms: int, lease_ms: int) -> bool:
     """Lease one pending event to ``owner`` until ``now_ms + lease_ms``. False if not claimable
     (already sent, dead, or leased by a live run)."""
-    try:
-        dynamo.update(
-            table,
-            _key(pk),
-            set_="SET lease_owner = :me, lease_until = :until",
-            condition=_PENDING_UNLEASED,
-            names={"#st": "status"},
-            vals={":me": owner, ":until": now_ms + lease_ms, ":now": now_ms, ":pending": "pending"},
-            return_new=False,
-        )
-        return True
-    except ConditionFailed:
-        return False
+    return dynamo.update_if(
+        table,
+        _key(pk),
+        set_="SET lease_owner = :me, lease_until = :until",
+        condition=_PENDING_UNLEASED,
+        names={"#st": "status"},
+        vals={":me": owner, ":until": now_ms + lease_ms, ":now": now_ms, ":pending": "pending"},
+    )
 
 
 def dead_letter(table: str, pk: str, *, owner: str, error: str, dead_at: str) -> bool:
     """OpenMeter rejected this one event: park it in the ``deadletters`` index with the error."""
-    try:
-        dynamo.update(
-            table,
-            _key(pk),
-            set_=(
-                "SET #st = :dead, dead = :dead_key, dead_at = :at, #err = :err ADD attempts :one "
-                "REMOVE outbox_shard, lease_owner, lease_until"
-            ),
-            condition="lease_owner = :me AND #st = :pending",
-            names={"#st": "status", "#err": "error"},
-            vals={
-                ":dead": "dead",
-                ":dead_key": DEAD,
-                ":at": dead_at,
-                ":err": error[:_ERROR_MAX],
-                ":one": 1,
-                ":me": owner,
-                ":pending": "pending",
-            },
-            return_new=False,
-        )
-        return True
-    except ConditionFailed:
-        return False
+    return dynamo.update_if(
+        table,
+        _key(pk),
+        set_=(
+            "SET #st = :dead, dead = :dead_key, dead_at = :at, #err = :err ADD attempts :one "
+            "REMOVE outbox_shard, lease_owner, lease_until"
+        ),
+        condition="lease_owner = :me AND #st = :pending",
+        names={"#st": "status", "#err": "error"},
+        vals={
+            ":dead": "dead",
+            ":dead_key": DEAD,
+            ":at": dead_at,
+            ":err": error[:_ERROR_MAX],
+            ":one": 1,
+            ":me": owner,
+            ":pending": "pending",
+        },
+    )
 
 
 # -- the same writes in groups: TransactWriteItems of up to 100 ------------------------------
@@ -470,23 +460,18 @@ def acquire_shard(
 ) -> bool:
     """Take (or renew) the lease on ``shard`` until ``now_ms + lease_ms``. False if another
     run holds it."""
-    try:
-        dynamo.update(
-            lease_table,
-            _shard_key(events_table, shard),
-            set_="SET lease_owner = :me, lease_until = :until, expires_at = :exp",
-            condition="attribute_not_exists(pk) OR lease_until < :now OR lease_owner = :me",
-            vals={
-                ":me": owner,
-                ":until": now_ms + lease_ms,
-                ":now": now_ms,
-                ":exp": now_ms // 1000 + _SHARD_LEASE_TTL_S,
-            },
-            return_new=False,
-        )
-        return True
-    except ConditionFailed:
-        return False
+    return dynamo.update_if(
+        lease_table,
+        _shard_key(events_table, shard),
+        set_="SET lease_owner = :me, lease_until = :until, expires_at = :exp",
+        condition="attribute_not_exists(pk) OR lease_until < :now OR lease_owner = :me",
+        vals={
+            ":me": owner,
+            ":until": now_ms + lease_ms,
+            ":now": now_ms,
+            ":exp": now_ms // 1000 + _SHARD_LEASE_TTL_S,
+        },
+    )
 
 
 def release_shard(lease_table: str, events_table: str, shard: str, *, owner: str) -> None:
@@ -520,25 +505,20 @@ def get_event(table: str, pk: str) -> dict[str, Any] | None:
 
 def retry_dead_letter(table: str, pk: str, *, retried_at: str) -> bool:
     """Put a dead letter back in the outbox (same id and source). False if it is not dead."""
-    try:
-        dynamo.update(
-            table,
-            _key(pk),
-            # ``error`` stays as the last rejection's reason until the next outcome.
-            set_="SET #st = :pending, outbox_shard = :shard, retried_at = :at REMOVE dead",
-            condition="#st = :dead AND attribute_exists(dead)",
-            names={"#st": "status"},
-            vals={
-                ":pending": "pending",
-                ":shard": shard_of_pk(pk),
-                ":at": retried_at,
-                ":dead": "dead",
-            },
-            return_new=False,
-        )
-        return True
-    except ConditionFailed:
-        return False
+    return dynamo.update_if(
+        table,
+        _key(pk),
+        # ``error`` stays as the last rejection's reason until the next outcome.
+        set_="SET #st = :pending, outbox_shard = :shard, retried_at = :at REMOVE dead",
+        condition="#st = :dead AND attribute_exists(dead)",
+        names={"#st": "status"},
+        vals={
+            ":pending": "pending",
+            ":shard": shard_of_pk(pk),
+            ":at": retried_at,
+            ":dead": "dead",
+        },
+    )
 
 
 def republish_page(

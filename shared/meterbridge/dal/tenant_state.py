@@ -165,19 +165,14 @@ def apply_subscription(table: str, tenant_id: str, **fields: Any) -> bool:
     """Record a subscription's state if it is newer than the stored one (``fields`` are those
     of ``subscription_update``). False when the event is older (or the same): nothing changed."""
     request = subscription_update(table, tenant_id, **fields)
-    try:
-        dynamo.update(
-            table,
-            request["Key"],
-            set_=request["UpdateExpression"],
-            condition=request["ConditionExpression"],
-            names=request.get("ExpressionAttributeNames"),
-            vals=request["ExpressionAttributeValues"],
-            return_new=False,
-        )
-        return True
-    except ConditionFailed:
-        return False
+    return dynamo.update_if(
+        table,
+        request["Key"],
+        set_=request["UpdateExpression"],
+        condition=request["ConditionExpression"],
+        names=request.get("ExpressionAttributeNames"),
+        vals=request["ExpressionAttributeValues"],
+    )
 
 
 def record_checkout(
@@ -269,25 +264,20 @@ def may_suspend_for_payments(profile: dict[str, Any], *, threshold: int) -> bool
 
 def suspend_for_payments(table: str, tenant_id: str, *, threshold: int) -> bool:
     """Suspend an active tenant whose stored failed-payment count reached ``threshold``."""
-    try:
-        dynamo.update(
-            table,
-            _key(tenant_id),
-            set_="SET #st = :suspended, suspended_reason = :reason, suspended_at = :now",
-            condition="#st = :active AND failed_payments >= :threshold",
-            names={"#st": "status"},
-            vals={
-                ":suspended": "suspended",
-                ":active": "active",
-                ":reason": PAYMENT_SUSPENSION_REASON,
-                ":now": _now(),
-                ":threshold": threshold,
-            },
-            return_new=False,
-        )
-        return True
-    except ConditionFailed:
-        return False
+    return dynamo.update_if(
+        table,
+        _key(tenant_id),
+        set_="SET #st = :suspended, suspended_reason = :reason, suspended_at = :now",
+        condition="#st = :active AND failed_payments >= :threshold",
+        names={"#st": "status"},
+        vals={
+            ":suspended": "suspended",
+            ":active": "active",
+            ":reason": PAYMENT_SUSPENSION_REASON,
+            ":now": _now(),
+            ":threshold": threshold,
+        },
+    )
 
 
 def record_payment(table: str, tenant_id: str, *, at: int, invoice_id: str | None) -> bool:
@@ -301,46 +291,36 @@ def record_payment(table: str, tenant_id: str, *, at: int, invoice_id: str | Non
         }
     )
     vals[":at"] = at
-    try:
-        dynamo.update(
-            table,
-            _key(tenant_id),
-            set_=set_ + " REMOVE payment_failed_events",
-            condition=(
-                "attribute_exists(pk)"
-                " AND (attribute_not_exists(payments_reset_at) OR payments_reset_at < :at)"
-                " AND (attribute_not_exists(last_payment_failed_at)"
-                " OR last_payment_failed_at < :at)"
-            ),
-            names=names,
-            vals=vals,
-            return_new=False,
-        )
-        return True
-    except ConditionFailed:
-        return False
+    return dynamo.update_if(
+        table,
+        _key(tenant_id),
+        set_=set_ + " REMOVE payment_failed_events",
+        condition=(
+            "attribute_exists(pk)"
+            " AND (attribute_not_exists(payments_reset_at) OR payments_reset_at < :at)"
+            " AND (attribute_not_exists(last_payment_failed_at)"
+            " OR last_payment_failed_at < :at)"
+        ),
+        names=names,
+        vals=vals,
+    )
 
 
 def resume_after_payment(table: str, tenant_id: str, *, threshold: int) -> bool:
     """Lift a suspension this module made, once the stored count is below ``threshold``."""
-    try:
-        dynamo.update(
-            table,
-            _key(tenant_id),
-            set_="SET #st = :active, resumed_at = :now REMOVE suspended_reason, suspended_at",
-            condition=(
-                "#st = :suspended AND suspended_reason = :reason AND failed_payments < :threshold"
-            ),
-            names={"#st": "status"},
-            vals={
-                ":active": "active",
-                ":suspended": "suspended",
-                ":reason": PAYMENT_SUSPENSION_REASON,
-                ":now": _now(),
-                ":threshold": threshold,
-            },
-            return_new=False,
-        )
-        return True
-    except ConditionFailed:
-        return False
+    return dynamo.update_if(
+        table,
+        _key(tenant_id),
+        set_="SET #st = :active, resumed_at = :now REMOVE suspended_reason, suspended_at",
+        condition=(
+            "#st = :suspended AND suspended_reason = :reason AND failed_payments < :threshold"
+        ),
+        names={"#st": "status"},
+        vals={
+            ":active": "active",
+            ":suspended": "suspended",
+            ":reason": PAYMENT_SUSPENSION_REASON,
+            ":now": _now(),
+            ":threshold": threshold,
+        },
+    )

@@ -38,21 +38,15 @@ def take_rate_slot(
     table: str, tenant_id: str, minute: str, shard: int, cap: int, expires_at: int
 ) -> bool:
     """Count one request in this minute's shard unless it is at ``cap``."""
-    from meterbridge.errors import ConditionFailed
 
-    try:
-        dynamo.update(
-            table,
-            {"pk": f"RATE#{tenant_id}#{minute}", "sk": f"SHARD#{shard}"},
-            set_="ADD #c :one SET expires_at = :exp",
-            condition="attribute_not_exists(#c) OR #c < :cap",
-            names={"#c": "count"},
-            vals={":one": 1, ":cap": cap, ":exp": expires_at},
-            return_new=False,
-        )
-        return True
-    except ConditionFailed:
-        return False
+    return dynamo.update_if(
+        table,
+        {"pk": f"RATE#{tenant_id}#{minute}", "sk": f"SHARD#{shard}"},
+        set_="ADD #c :one SET expires_at = :exp",
+        condition="attribute_not_exists(#c) OR #c < :cap",
+        names={"#c": "count"},
+        vals={":one": 1, ":cap": cap, ":exp": expires_at},
+    )
 
 
 def mark_threshold(
