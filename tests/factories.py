@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from meterbridge.dal import tenants as tenants_dal
 from meterbridge.logic import keys
@@ -39,3 +40,24 @@ def make_tenant(plan: str = "basic", status: str = "active", name: str = "Acme")
         },
     )
     return tenant_id, raw
+
+
+def events_table_items(table: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The events table's event records and outbox segments (a consistent scan)."""
+    from meterbridge.dal import dynamo, outbox
+
+    items: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
+    while True:
+        resp = dynamo.client().scan(**kwargs)
+        items.extend(dynamo.deserialize(i) for i in resp.get("Items", []))
+        if "LastEvaluatedKey" not in resp:
+            break
+        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+    records = [i for i in items if i["sk"] == outbox.EVENT_SK]
+    return records, [i for i in items if i["sk"] == outbox.SEGMENT_SK]
+
+
+def event_records(table: str) -> list[dict[str, Any]]:
+    """The events table's event records (one per accepted CloudEvent)."""
+    return events_table_items(table)[0]

@@ -12,7 +12,7 @@ batches (same JSON, same batch size, same number of threads):
 Where the end-to-end time goes: thread-time per DAL phase (summed over threads), and the CPU
 seconds the moto server, the sink and this process used during the run (2 vCPUs are shared).
 
-    python -m bench.flush [--n 10000] [--batch 100] [--concurrency 4] [--page 2000]
+    python -m bench.flush [--n 10000] [--batch 100] [--concurrency 4] [--page 50] [--segment 97]
 
 Goals (issue 5): >= 5,000 events/s per invocation and >= 0.7x the baseline.
 """
@@ -105,7 +105,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--page", type=int, default=2000)
+    parser.add_argument("--page", type=int, default=50, help="segments per page query")
+    parser.add_argument("--segment", type=int, default=97, help="events per outbox segment")
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT / "shared"))
@@ -180,7 +181,9 @@ def run(args: argparse.Namespace, sink_url: str, *, moto_pid: int, sink_pid: int
     os.environ["IDEMPOTENCY_TABLE"] = names["IdempotencyTable"]
     get_settings.cache_clear()
     t_fill = time.perf_counter()
-    fill_outbox(names["EventsTable"], events)
+    # Segments as ingest writes them for full batches: 97 events (100 transaction items, less
+    # the segment and one counter).
+    fill_outbox(names["EventsTable"], events, segment_size=args.segment)
     fill_s = time.perf_counter() - t_fill
 
     timer = PhaseTimer()
@@ -189,9 +192,11 @@ def run(args: argparse.Namespace, sink_url: str, *, moto_pid: int, sink_pid: int
     timer.wrap(outbox, "pending_page", "page query (outbox index)")
     timer.wrap(outbox, "claim_many", "claim (TransactWriteItems)")
     timer.wrap(outbox, "mark_sent_many", "mark sent (TransactWriteItems)")
-    timer.wrap(outbox, "count_pending", "count remaining (8 COUNT queries)")
+    timer.wrap(outbox, "count_pending", "count remaining (8 queries)")
     timer.wrap(client, "send_batch", "POST to the sink (adapter)")
-    config = flush.FlushConfig(batch_size=args.batch, concurrency=threads, page_size=args.page)
+    config = flush.FlushConfig(
+        batch_size=args.batch, concurrency=threads, page_size=args.page
+    )
     cpu0 = (cpu_s(moto_pid), cpu_s(sink_pid), time.process_time())
     t0 = time.perf_counter()
     sent, runs = 0, 0
@@ -208,7 +213,8 @@ def run(args: argparse.Namespace, sink_url: str, *, moto_pid: int, sink_pid: int
 
     base_eps = n / base_s
     print(
-        f"events={n} batch={args.batch} threads={threads} page={args.page} cpus={os.cpu_count()}"
+        f"events={n} batch={args.batch} threads={threads} segment={args.segment} events"
+        f" page={args.page} segments cpus={os.cpu_count()}"
         " (moto server and sink in their own processes, on loopback)"
     )
     print(f"{'case':<46}{'seconds':>9}{'events/s':>10}{'vs base':>9}  goals")

@@ -3,16 +3,16 @@
 Per invocation, in-process, batches of 1, 100 and 1,000 new events (fresh ids every run):
 
 - ``ingest``: ``meterbridge.logic.ingest.ingest(...)`` as the route calls it: validate the
-  batch, then one ``TransactWriteItems`` per chunk of <= 100 (conditional outbox puts + the
-  chunk's counter ADDs), then the threshold check.
-- baseline ``naive``: one conditional ``PutItem`` per event (the same outbox items).
+  batch, then one ``TransactWriteItems`` per chunk of <= 100 items (conditional event-record
+  puts, the chunk's outbox segment, the chunk's counter ADDs), then the threshold check.
+- baseline ``naive``: one conditional ``PutItem`` per event (the same event records).
 - baseline ``bare min``: the same conditional puts in ``TransactWriteItems`` of 100, without
   counters: the fewest requests that store each event once (DynamoDB offers a per-item
   condition, the dedupe, only on single writes and in transactions). The ingest goal (<= 1.5x)
   is judged against it.
 - baseline ``floor``: ``BatchWriteItem`` of the same items, 25 per request, unconditional: the
   cheapest way to put these bytes in DynamoDB at all, but it overwrites (a retried batch would
-  reset delivered events to pending), so it is a floor, not a way to ingest. Shown beside.
+  store and count its events again), so it is a floor, not a way to ingest. Shown beside.
 
 Baselines are timed on the writes alone (items built beforehand); ``ingest`` is timed whole
 (validation and item building included), so its ratios are conservative.

@@ -877,9 +877,10 @@ class ChaosRun:
             self.flushers.append(loop)
             loop.start()
         tenants = list(self.ledger.tenants.values())
-        per_tenant = self.events // len(tenants)
         clients: list[IngestClient] = []
         for i, tenant in enumerate(tenants):
+            # The first tenants take the remainder, so the total is exactly ``self.events``.
+            per_tenant = self.events // len(tenants) + (i < self.events % len(tenants))
             numbers = list(range(per_tenant))
             for k in range(2):
                 clients.append(

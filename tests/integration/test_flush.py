@@ -19,6 +19,7 @@ from tests.integration.test_flush_support import (
     fast_config,
     fill_outbox,
     make_events,
+    records_and_segments,
 )
 
 sink = test_flush_support.sink  # the OpenMeter fake fixture
@@ -57,11 +58,12 @@ def test_ten_thousand_events_with_ten_percent_duplicates_reach_openmeter_once_ea
     assert state.resent() == {}
     assert sum(r.sent for r in results) == 9000
     assert results[-1].remaining == 0
-    items = all_items(table)
-    assert {i["status"] for i in items} == {"sent"}
-    assert not [i for i in items if "outbox_shard" in i or "lease_owner" in i]
+    records, segments = records_and_segments(table)
+    assert len(records) == 9000 and {i["status"] for i in records} == {"accepted"}
+    assert {i["status"] for i in segments} == {"sent"}
+    assert not [i for i in segments if "outbox_shard" in i or "lease_owner" in i]
     # Dedupe records outlive the 35-day late-event window (docs/flush.md)
-    assert min(i["expires_at"] - int(time.time()) for i in items) >= 40 * 24 * 3600
+    assert min(i["expires_at"] - int(time.time()) for i in records) >= 40 * 24 * 3600
 
 
 def test_faults_and_a_poison_event_end_with_each_good_event_once_and_the_poison_dead(aws, sink):
@@ -137,7 +139,7 @@ def test_a_run_killed_between_post_and_mark_leads_to_a_resend_of_the_same_ids(
     assert state.unique_keys() == {(e.source, e.id) for e in events}
     assert set(state.resent()) == killed
     assert set(state.resent().values()) == {2}
-    assert {i["status"] for i in all_items(table)} == {"sent"}
+    assert {i["status"] for i in records_and_segments(table)[1]} == {"sent"}
 
 
 def test_two_concurrent_runs_deliver_each_event_once(aws, sink):
@@ -196,12 +198,10 @@ def test_two_concurrent_runs_without_shard_leases_still_deliver_each_event_once(
     assert sum(r.sent for r in results) == 600
 
 
-def test_group_claims_skip_events_another_run_holds_and_marks_need_the_lease(aws):
-    # Given: 250 pending events (three transactions' worth), every third leased to another run
+def test_group_claims_skip_segments_another_run_holds_and_marks_need_the_lease(aws):
+    # Given: 125 pending segments (two transactions' worth), every third leased to another run
     table = aws["EventsTable"]
-    events = make_events(250)
-    fill_outbox(table, events)
-    pks = [outbox.event_pk(e.source, e.id) for e in events]
+    pks = fill_outbox(table, make_events(250), segment_size=2)
     now_ms = int(time.time() * 1000)
     theirs = set(pks[::3])
     taken = outbox.claim_many(table, theirs, owner="other", now_ms=now_ms, lease_ms=60_000)
@@ -216,10 +216,11 @@ def test_group_claims_skip_events_another_run_holds_and_marks_need_the_lease(aws
     assert taken == theirs
     assert mine == set(pks) - theirs
     assert marked == mine
-    items = {i["pk"]: i for i in all_items(table)}
+    items = {i["pk"]: i for i in records_and_segments(table)[1]}
     assert {(items[p]["status"], items[p]["lease_owner"]) for p in theirs} == {("pending", "other")}
     assert {items[p]["status"] for p in mine} == {"sent"}
     assert not [p for p in mine if "lease_owner" in items[p] or "outbox_shard" in items[p]]
+    assert outbox.count_pending(table) == 2 * len(theirs)
 
 
 def test_a_shard_leased_by_a_live_run_is_left_to_it(aws, sink):

@@ -10,7 +10,7 @@ import pytest
 
 from meterbridge.adapters.openmeter import OpenMeterClient, RetryPolicy, reset_client
 from meterbridge.dal import dynamo
-from meterbridge.dal.outbox import outbox_item
+from meterbridge.dal.outbox import EVENT_SK, SEGMENT_SK, outbox_item, segment_for
 from meterbridge.local.openmeter_sink import SinkState, create_app
 from meterbridge.local.servers import BackgroundServer
 from meterbridge.logic.flush import FlushConfig
@@ -34,10 +34,30 @@ def make_events(n: int, tenant: str = "t1", prefix: str = "ev") -> list[CloudEve
     ]
 
 
-def fill_outbox(table: str, events: list[CloudEvent], tenant: str = "t1", **kw: Any) -> None:
-    """Write outbox items directly (BatchWriteItem, 25 a request, in parallel)."""
-    items = [dynamo.serialize(outbox_item(e, tenant_id=tenant, kind="usage", **kw)) for e in events]
-    chunks = [items[i : i + 25] for i in range(0, len(items), 25)]
+def fill_outbox(
+    table: str,
+    events: list[CloudEvent],
+    tenant: str = "t1",
+    *,
+    segment_size: int = 10,
+    **kw: Any,
+) -> list[str]:
+    """Accept ``events`` into the outbox directly: their records, and segments of
+    ``segment_size`` events with ids derived from the first event (BatchWriteItem, 25 a
+    request, in parallel). Returns the segments' keys, in order."""
+    records = [outbox_item(e, tenant_id=tenant, kind="usage", **kw) for e in events]
+    tag = events[0].id if events else "none"
+    items: list[dict[str, Any]] = []
+    segments: list[str] = []
+    for n, start in enumerate(range(0, len(records), segment_size)):
+        linked, segment = segment_for(
+            records[start : start + segment_size], segment_id=f"fill-{tag}-{n:05d}"
+        )
+        items.extend(linked)
+        items.append(segment)
+        segments.append(segment["pk"])
+    wire = [dynamo.serialize(i) for i in items]
+    chunks = [wire[i : i + 25] for i in range(0, len(wire), 25)]
 
     def write(chunk: list[dict[str, Any]]) -> None:
         request = {table: [{"PutRequest": {"Item": item}} for item in chunk]}
@@ -47,6 +67,16 @@ def fill_outbox(table: str, events: list[CloudEvent], tenant: str = "t1", **kw: 
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(write, chunks))
+    return segments
+
+
+def records_and_segments(table: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The events table's event records and outbox segments."""
+    items = all_items(table)
+    return (
+        [i for i in items if i["sk"] == EVENT_SK],
+        [i for i in items if i["sk"] == SEGMENT_SK],
+    )
 
 
 def all_items(table: str) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from meterbridge.bus.subjects import STREAM_NAME, tenant_subject
 from meterbridge.dal import dynamo, outbox
 from meterbridge.local.processes import NatsServer
 from meterbridge.local.servers import BackgroundServer
-from tests.factories import make_tenant
+from tests.factories import event_records, make_tenant
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def _batch(n: int) -> list[dict[str, Any]]:
 
 
 def _items(table: str) -> list[dict[str, Any]]:
-    return [dynamo.deserialize(i) for i in dynamo.client().scan(TableName=table)["Items"]]
+    return event_records(table)
 
 
 def _in_republish_index(table: str) -> list[str]:

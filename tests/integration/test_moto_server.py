@@ -76,3 +76,50 @@ def test_injected_throttling_reaches_the_dal_as_storage_unavailable(
         # When the fault ends / Then writes go through again
         httpx.delete(faults).raise_for_status()
     assert dynamo.put_new(aws["IdempotencyTable"], {"pk": "t", "sk": "t"}) is True
+
+
+def test_index_queries_return_only_matches_in_key_order_across_pages(aws: dict[str, str]) -> None:
+    # Given items spread over three outbox shards, written in shuffled order, and items that
+    # are not in the index at all (the query skips moto's whole-table sort; results must not
+    # change)
+    import random
+
+    table = aws["EventsTable"]
+    rows = [
+        (str(i % 3), f"2026-11-20T10:00:{i % 60:02d}.000Z#{i:03d}", f"seg-{i:03d}")
+        for i in range(90)
+    ]
+    random.Random(5).shuffle(rows)
+    for shard, at, pk in rows:
+        dynamo.put_new(table, {"pk": pk, "sk": "SEGMENT", "outbox_shard": shard, "outbox_at": at})
+    for i in range(20):
+        dynamo.put_new(table, {"pk": f"plain-{i}", "sk": "EVENT", "outbox_at": f"x{i}"})
+    # When shard "1" is read forward in pages of 7, and backward in one page
+    seen: list[str] = []
+    start = None
+    while True:
+        page, start = dynamo.query(
+            table,
+            index="outbox",
+            key_condition="outbox_shard = :s",
+            vals={":s": "1"},
+            limit=7,
+            start_key=start,
+        )
+        seen.extend(i["outbox_at"] for i in page)
+        if start is None:
+            break
+    backward = dynamo.client().query(
+        TableName=table,
+        IndexName="outbox",
+        KeyConditionExpression="outbox_shard = :s",
+        ExpressionAttributeValues={":s": {"S": "1"}},
+        ScanIndexForward=False,
+    )["Items"]
+    # Then exactly shard 1's items come back, in outbox_at order both ways
+    expected = sorted(at for shard, at, _ in rows if shard == "1")
+    assert seen == expected
+    assert [i["outbox_at"]["S"] for i in backward] == expected[::-1]
+    # And a base-table query still finds one partition's items in sort-key order
+    items, _ = dynamo.query(table, key_condition="pk = :p", vals={":p": "seg-004"})
+    assert [i["sk"] for i in items] == ["SEGMENT"]

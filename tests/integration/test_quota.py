@@ -12,11 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from meterbridge.dal import dynamo
 from meterbridge.local.servers import BackgroundServer
 from meterbridge.plans import PLANS_FILE_DEFAULT
 from tests.conftest import reset_singletons
-from tests.factories import make_tenant
+from tests.factories import event_records, make_tenant
 
 
 @pytest.fixture
@@ -53,8 +52,8 @@ def _meter(url: str, key: str, meter: str) -> dict:
 
 def _stored(aws: dict) -> int:
     """Tenant events in the outbox (threshold alerts live there too, and are not counted)."""
-    items = dynamo.client().scan(TableName=aws["EventsTable"])["Items"]
-    return sum(1 for i in items if i["event_type"]["S"] != "usage.threshold_reached")
+    items = event_records(aws["EventsTable"])
+    return sum(1 for i in items if i["event_type"] != "usage.threshold_reached")
 
 
 def test_twenty_concurrent_retries_store_each_event_once(server: str, aws: dict) -> None:
@@ -140,9 +139,7 @@ def test_thresholds_fire_once_per_period(small_plans: None, server: str, aws: di
             == 202
         )
     # Then one alert per threshold is in the outbox
-    items = [
-        dynamo.deserialize(i) for i in dynamo.client().scan(TableName=aws["EventsTable"])["Items"]
-    ]
+    items = event_records(aws["EventsTable"])
     alerts = sorted(
         json.loads(i["event"])["data"]["threshold_percent"]
         for i in items

@@ -23,22 +23,27 @@ def _iso(moment: datetime) -> str:
 
 
 def _pending(tenant: str, event_id: str, accepted_at: datetime) -> str:
+    """One event accepted into the outbox (its record and a segment), the way writers do."""
     event = CloudEvent(id=event_id, source=usage_source(tenant), type="api.call", data={"n": 1})
     item = outbox.outbox_item(
         event, tenant_id=tenant, kind="usage", nats_pending=False, accepted_at=_iso(accepted_at)
     )
-    assert dynamo.put_new(get_settings().events_table, item)
+    ops = outbox.put_ops(get_settings().events_table, [item])
+    dynamo.client().transact_write_items(TransactItems=ops)  # type: ignore[arg-type]
     return item["pk"]
 
 
 def _dead(tenant: str, event_id: str) -> None:
+    """A dead letter: an event OpenMeter rejected, its segment delivered without it."""
     table = get_settings().events_table
     pk = _pending(tenant, event_id, datetime.now(UTC))
+    segment = outbox.get_event(table, pk)["segment"]  # type: ignore[index]
     now_ms = int(datetime.now(UTC).timestamp() * 1000)
-    assert outbox.claim(table, pk, owner="test-run", now_ms=now_ms, lease_ms=60_000)
-    assert outbox.dead_letter(
-        table, pk, owner="test-run", error='{"status": 400}', dead_at=_iso(datetime.now(UTC))
-    )
+    assert outbox.claim(table, segment, owner="test-run", now_ms=now_ms, lease_ms=60_000)
+    assert outbox.dead_letter(table, pk, error='{"status": 400}', dead_at=_iso(datetime.now(UTC)))
+    assert outbox.mark_sent_many(
+        table, [segment], owner="test-run", sent_at=_iso(datetime.now(UTC)), now_s=now_ms // 1000
+    ) == {segment}
 
 
 def _usage(tenant: str, meter: str, shards: list[int], period: str) -> None:

@@ -13,8 +13,9 @@ from fastapi.testclient import TestClient
 from meterbridge.errors import TenantSuspended, Unauthorized
 from meterbridge.logic.auth import authenticate
 from meterbridge.settings import get_settings
+from tests.factories import event_records
 from tests.integration import test_tenants_helpers as helpers
-from tests.integration.test_tenants_helpers import AUTH, FakeStripe, body, idem, plain_items
+from tests.integration.test_tenants_helpers import AUTH, FakeStripe, body, idem
 
 # Fixtures shared with the other tenant tests (pytest finds them by these names).
 admin = helpers.admin
@@ -196,7 +197,7 @@ def test_every_lifecycle_change_reaches_the_outbox_and_the_tenant_subject(
         "tenant.resumed",
         "tenant.offboarded",
     ]
-    items = [i for i in plain_items(get_settings().events_table) if i.get("kind") == "tenant"]
+    items = [i for i in event_records(get_settings().events_table) if i.get("kind") == "tenant"]
     assert sorted(i["event_type"] for i in items) == sorted(expected)
     assert all(i["tenant_id"] == tenant_id for i in items)
     assert not any("republish_shard" in i for i in items)

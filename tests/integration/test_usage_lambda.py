@@ -9,7 +9,7 @@ from typing import Any
 from meterbridge.dal import dynamo
 from meterbridge.local.lambda_runtime import invoke
 from tests.conftest import load_event
-from tests.factories import make_tenant
+from tests.factories import event_records, make_tenant
 
 
 def _with_key(name: str, key: str) -> dict[str, Any]:
@@ -32,8 +32,8 @@ def test_post_events_through_the_handler_is_accepted_and_stored(aws: dict[str, s
     assert json.loads(first["body"]) == {"accepted": 2, "duplicates": 0}
     assert retry["statusCode"] == 202
     assert json.loads(retry["body"]) == {"accepted": 0, "duplicates": 2}
-    items = dynamo.client().scan(TableName=aws["EventsTable"])["Items"]
-    assert sorted(dynamo.deserialize(i)["tenant_id"] for i in items) == [tenant, tenant]
+    items = event_records(aws["EventsTable"])
+    assert sorted(i["tenant_id"] for i in items) == [tenant, tenant]
 
 
 def test_get_usage_through_the_handler_reports_the_ingested_events(aws: dict[str, str]) -> None:

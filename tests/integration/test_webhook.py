@@ -65,6 +65,16 @@ def outbox_item(event_id: str) -> dict[str, Any] | None:
     )
 
 
+def assert_enqueued_once(env: dict[str, str], event_id: str) -> None:
+    """The events table holds the event's record and one segment carrying it to OpenMeter."""
+    items = scan_all(env)[env["EventsTable"]]
+    records = [i for i in items if i["sk"] == outbox.EVENT_SK]
+    segments = [i for i in items if i["sk"] == outbox.SEGMENT_SK]
+    assert [i["pk"] for i in records] == [outbox.event_pk(STRIPE_SOURCE, event_id)]
+    assert [json.loads(e)["id"] for s in segments for e in outbox.segment_events(s)] == [event_id]
+    assert records[0]["segment"] == segments[0]["pk"]
+
+
 # -- translations and state ------------------------------------------------------------------
 
 
@@ -196,8 +206,7 @@ def test_one_event_delivered_ten_times_concurrently_has_one_effect_and_ten_2xx(
     outcomes = sorted(b["outcome"] for _, b in results)
     assert outcomes == ["applied"] + ["duplicate"] * 9
     assert profile(tenant_id)["failed_payments"] == 1
-    events_items = scan_all(webhook_env)[webhook_env["EventsTable"]]
-    assert [i["pk"] for i in events_items] == [outbox.event_pk(STRIPE_SOURCE, event["id"])]
+    assert_enqueued_once(webhook_env, event["id"])
 
 
 def test_a_subscription_event_delivered_ten_times_concurrently_has_one_effect(
@@ -215,8 +224,7 @@ def test_a_subscription_event_delivered_ten_times_concurrently_has_one_effect(
     assert [status for status, _ in results] == [200] * 10
     outcomes = [b["outcome"] for _, b in results]
     assert set(outcomes) <= {"applied", "duplicate"} and "applied" in outcomes
-    events_items = scan_all(webhook_env)[webhook_env["EventsTable"]]
-    assert [i["pk"] for i in events_items] == [outbox.event_pk(STRIPE_SOURCE, event["id"])]
+    assert_enqueued_once(webhook_env, event["id"])
     assert profile(tenant_id)["plan"] == "pro"
 
 
@@ -259,8 +267,7 @@ def test_a_subscription_event_half_done_before_a_crash_completes_on_redelivery(
     # Then it is acknowledged and both effects exist, once
     assert (status, body["outcome"]) == (200, "applied")
     assert profile(tenant_id)["plan"] == "pro"
-    events_items = scan_all(webhook_env)[webhook_env["EventsTable"]]
-    assert [i["pk"] for i in events_items] == [outbox.event_pk(STRIPE_SOURCE, event["id"])]
+    assert_enqueued_once(webhook_env, event["id"])
 
 
 def test_an_older_subscription_event_is_enqueued_without_changing_state(

@@ -6,14 +6,15 @@ with its fault injection. The model is just sets and counters: which (tenant, id
 accepted, how many per meter, which ids were posted in an answer that may have been lost.
 
 Invariants, after every step:
-- the outbox holds every accepted event exactly once, and nothing else;
+- the outbox holds every accepted event exactly once, and nothing else: one dedupe record
+  each, and each in exactly one segment;
 - the usage counters equal the accepted counts per tenant and meter;
 - OpenMeter holds no event that was not accepted; every event marked sent is in OpenMeter;
 - the flush runs' ``sent`` totals equal the events marked sent (nothing is marked twice);
 - an event reached OpenMeter twice only after an answer that may have been lost (a run
   killed between the POST and the mark, or a stored-then-500 answer).
 At the end, after a clean flush once every lease has expired: OpenMeter's distinct
-(source, id) set equals the accepted set exactly, and every outbox event is marked sent.
+(source, id) set equals the accepted set exactly, and every segment is marked sent.
 """
 
 from __future__ import annotations
@@ -326,22 +327,33 @@ class MoneyPathModel(RuleBasedStateMachine):
 
     # -- invariants -----------------------------------------------------------------------
 
+    def records_and_segments(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        items = self.outbox_items()
+        records = [i for i in items if i["sk"] == outbox.EVENT_SK]
+        return records, [i for i in items if i["sk"] == outbox.SEGMENT_SK]
+
+    @staticmethod
+    def keys_of(segments: list[dict[str, Any]]) -> Counter[tuple[str, str]]:
+        wire = [json.loads(e) for s in segments for e in outbox.segment_events(s)]
+        return Counter((e["source"], e["id"]) for e in wire)
+
     @invariant()
     def outbox_holds_each_accepted_event_once(self) -> None:
-        items = self.outbox_items()
-        keys = Counter(
-            (json.loads(i["event"])["source"], json.loads(i["event"])["id"]) for i in items
+        records, segments = self.records_and_segments()
+        # One dedupe record per accepted event, and each event in exactly one segment
+        records_keys = Counter(
+            (json.loads(i["event"])["source"], json.loads(i["event"])["id"]) for i in records
         )
-        assert set(keys) == self.expected_keys()
-        assert all(n == 1 for n in keys.values())
-        assert {i["status"] for i in items} <= {"pending", "sent"}
-        sent = {
-            (json.loads(i["event"])["source"], json.loads(i["event"])["id"])
-            for i in items
-            if i["status"] == "sent"
-        }
+        assert set(records_keys) == self.expected_keys()
+        assert all(n == 1 for n in records_keys.values())
+        queued = self.keys_of(segments)
+        assert set(queued) == self.expected_keys()
+        assert all(n == 1 for n in queued.values())
+        assert {i["status"] for i in records} <= {"accepted"}
+        assert {i["status"] for i in segments} <= {"pending", "sent"}
+        sent = self.keys_of([s for s in segments if s["status"] == "sent"])
         # Marked sent only after OpenMeter acknowledged it; each mark counted by one run
-        assert sent <= self.sink.unique_keys()
+        assert set(sent) <= self.sink.unique_keys()
         assert len(sent) == self.sent_total
 
     @invariant()
@@ -371,9 +383,10 @@ class MoneyPathModel(RuleBasedStateMachine):
                     break
             # Then: OpenMeter holds exactly the accepted events, each marked sent once
             assert self.sink.unique_keys() == self.expected_keys()
-            items = self.outbox_items()
-            assert {i["status"] for i in items} <= {"sent"}
-            assert len(items) == self.sent_total == len(self.expected_keys())
+            _, segments = self.records_and_segments()
+            assert {i["status"] for i in segments} <= {"sent"}
+            total = sum(self.keys_of(segments).values())
+            assert total == self.sent_total == len(self.expected_keys())
             self.usage_counters_equal_accepted_counts()
         finally:
             for name in self.tables.values():

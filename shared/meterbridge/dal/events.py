@@ -1,9 +1,10 @@
 """Ingest's writes to the events table: new events with their counters, atomically.
 
 Budget (issue 4): at most 30 DynamoDB requests per 1,000 new events. One
-``TransactWriteItems`` per chunk stores up to 100 items, each outbox put conditional on the
-event being new, together with the chunk's counter updates, so an event is stored and counted
-in one atomic step or not at all; one more per 100 clears the NATS markers after publishing.
+``TransactWriteItems`` per chunk stores up to 100 items: each event record conditional on the
+event being new, the chunk's outbox segment (``outbox.put_ops``) and the chunk's counter
+updates, so an event is stored, queued for OpenMeter and counted in one atomic step or not at
+all; one more per 100 clears the NATS markers after publishing.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from meterbridge.dal import dynamo
+from meterbridge.dal import dynamo, outbox
 from meterbridge.dal.outbox import EVENT_SK
 from meterbridge.errors import StorageUnavailable
 
@@ -58,23 +59,16 @@ class ChunkOutcome:
 def write_chunk(
     table: str, items: Sequence[dict[str, Any]], counters: Sequence[CounterUpdate]
 ) -> ChunkOutcome:
-    """Store ``items`` (new events only) and apply ``counters`` in one transaction.
+    """Store ``items`` (new events only) with their segment and apply ``counters``, in one
+    transaction.
 
     On cancellation, reports which items were stored meanwhile by a concurrent request and
     whether a capped counter refused the amount; nothing of the chunk is written then.
     """
-    transact: list[Any] = [
-        {
-            "Put": {
-                "TableName": table,
-                "Item": dynamo.serialize(item),
-                "ConditionExpression": "attribute_not_exists(pk)",
-            }
-        }
-        for item in items
-    ] + [c.transact_item() for c in counters]
+    # Reasons come back in this order: the events, the segment, then the counters.
+    transact: list[Any] = outbox.put_ops(table, items) + [c.transact_item() for c in counters]
     if len(transact) > TRANSACT_MAX:
-        raise ValueError("a chunk holds at most 100 items with its counters")
+        raise ValueError("a chunk holds at most 100 items with its segment and counters")
     try:
         dynamo.client().transact_write_items(TransactItems=transact)
         return ChunkOutcome(written=True)
@@ -91,8 +85,10 @@ def write_chunk(
             if code == "ConditionalCheckFailed":
                 if index < len(items):
                     outcome.duplicate_pks.add(items[index]["pk"])
-                else:
+                elif index > len(items):
                     outcome.over_cap = True
+                else:
+                    failed = True  # the segment's fresh key: never stored before
             elif code == "TransactionConflict":
                 outcome.conflict = True
             elif code not in (None, "None"):

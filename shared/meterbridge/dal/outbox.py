@@ -1,11 +1,22 @@
 """The outbox: every CloudEvent meterbridge must deliver (to OpenMeter, and to NATS).
 
-One item per event in the events table, keyed by the CloudEvent's (source, id), which is also
-the dedupe key: ``pk = "<source>#<id>"``, ``sk = "EVENT"``. While an event waits for OpenMeter
-it carries ``outbox_shard``/``outbox_at`` (the sparse ``outbox`` index); while it waits for
-NATS it carries ``republish_shard`` (the sparse ``republish`` index); a dead letter carries
-``dead`` (the sparse ``deadletters`` index). Writers add items; only the flush removes those
-attributes, with conditional updates.
+Two kinds of item in the events table (docs/flush.md, docs/data-model.md):
+
+- The **event record**, one per CloudEvent, keyed by its (source, id), which is also the dedupe
+  key: ``pk = "<source>#<id>"``, ``sk = "EVENT"``. It holds the event, ``outbox_at``
+  (``<accepted_at>#<id>``, the order key of the sparse indexes), ``republish_shard`` while it
+  waits for NATS (the ``republish`` index), ``dead`` once OpenMeter rejected it (the
+  ``deadletters`` index), and ``expires_at``: the dedupe window, 45 days from acceptance.
+- The **segment**, one per write that accepted events (an ingest transaction, one webhook, one
+  tenant change): ``pk = "SEG#<uuid>"``, ``sk = "SEGMENT"``. It carries those events to
+  OpenMeter (``events``: their JSON, one per line, ready to send), sits in the sparse ``outbox``
+  index (``outbox_shard``/``outbox_at``) while pending, and is what the flush claims, leases and
+  marks sent: two conditional writes per segment (up to 98 events), not per event.
+
+Both are written in the same ``TransactWriteItems`` (``put_ops``): the event records
+conditional on being new, the segment with them, so an event is in the outbox exactly when it
+was accepted. Writers add items; only the flush removes a segment from the outbox index, with
+conditional updates.
 """
 
 from __future__ import annotations
@@ -14,8 +25,10 @@ import contextlib
 import json
 import random
 import time
+import uuid
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from meterbridge.dal import dynamo
@@ -27,6 +40,17 @@ OUTBOX_INDEX = "outbox"
 REPUBLISH_INDEX = "republish"
 DEADLETTER_INDEX = "deadletters"
 EVENT_SK = "EVENT"
+SEGMENT_SK = "SEGMENT"
+SEGMENT_PREFIX = "SEG#"
+# A segment stays well inside DynamoDB's 400 KB item limit; its events' records hold the same
+# JSON, so one ingest transaction stays far below the 4 MB request limit too.
+SEGMENT_MAX_BYTES = 300_000
+# Dedupe records outlive the 35-day late-event window with margin: a duplicate of any event
+# ingest may still accept finds its record (docs/flush.md).
+DEDUPE_RETENTION_S = 45 * 24 * 3600
+# A sent segment is only a delivery record: kept a week for operators, then TTL-deleted.
+SENT_SEGMENT_RETENTION_S = 7 * 24 * 3600
+_NEW = "attribute_not_exists(pk)"
 
 
 def event_pk(source: str, event_id: str) -> str:
@@ -37,6 +61,15 @@ def shard_of(source: str, event_id: str) -> str:
     return str(zlib.crc32(f"{source}#{event_id}".encode()) % OUTBOX_SHARDS)
 
 
+def shard_of_pk(pk: str) -> str:
+    """The outbox shard of an item key (for an event: ``shard_of`` its source and id)."""
+    return str(zlib.crc32(pk.encode()) % OUTBOX_SHARDS)
+
+
+def _epoch_s(rfc3339: str) -> int:
+    return int(datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp())
+
+
 def outbox_item(
     event: CloudEvent,
     *,
@@ -45,7 +78,7 @@ def outbox_item(
     nats_pending: bool | None = None,
     accepted_at: str | None = None,
 ) -> dict[str, Any]:
-    """The outbox item for ``event`` (plain dict; ``dynamo.serialize`` before writing).
+    """The event record for ``event`` (plain dict); ``put_ops`` writes it with its segment.
 
     ``nats_pending`` defaults to whether NATS is enabled: with NATS off, nothing waits for it.
     """
@@ -54,7 +87,6 @@ def outbox_item(
 
         nats_pending = get_settings().nats_enabled
     at = accepted_at or now_rfc3339()
-    shard = shard_of(event.source, event.id)
     item: dict[str, Any] = {
         "pk": event_pk(event.source, event.id),
         "sk": EVENT_SK,
@@ -62,15 +94,69 @@ def outbox_item(
         "kind": kind,
         "event_type": event.type,
         "event": json.dumps(event.wire(), separators=(",", ":")),
-        "status": "pending",
+        "status": "accepted",
         "accepted_at": at,
-        "outbox_shard": shard,
         "outbox_at": f"{at}#{event.id}",
+        "expires_at": _epoch_s(at) + DEDUPE_RETENTION_S,
         "attempts": 0,
     }
     if nats_pending:
-        item["republish_shard"] = shard
+        item["republish_shard"] = shard_of(event.source, event.id)
     return item
+
+
+def segment_for(
+    items: Sequence[dict[str, Any]], *, segment_id: str | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The segment that carries the events of ``items`` (event records) to OpenMeter, and the
+    records linked to it (``segment`` = its key)."""
+    if not items:
+        raise ValueError("a segment carries at least one event")
+    seg_id = segment_id or uuid.uuid4().hex
+    pk = SEGMENT_PREFIX + seg_id
+    first = items[0]
+    at = str(first["accepted_at"])
+    segment: dict[str, Any] = {
+        "pk": pk,
+        "sk": SEGMENT_SK,
+        "status": "pending",
+        # Compact JSON has no raw newline, so one event per line splits back exactly.
+        "events": "\n".join(str(i["event"]) for i in items),
+        "count": len(items),
+        "tenant_id": first.get("tenant_id"),
+        "kind": first.get("kind"),
+        "accepted_at": at,
+        "outbox_shard": shard_of_pk(pk),
+        "outbox_at": f"{at}#{seg_id}",
+        "attempts": 0,
+    }
+    return [{**i, "segment": pk} for i in items], segment
+
+
+def segment_events(segment: Mapping[str, Any]) -> list[str]:
+    """A segment's events, each the CloudEvent's JSON as stored."""
+    return str(segment["events"]).split("\n")
+
+
+def put_ops(table: str, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``TransactWriteItems`` entries that accept ``items``: each event record put only if new
+    (in order, so a cancellation reason's index names the event), then their segment."""
+    records, segment = segment_for(items)
+    return [_put_new(table, i) for i in [*records, segment]]
+
+
+def _put_new(table: str, item: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "Put": {"TableName": table, "Item": dynamo.serialize(item), "ConditionExpression": _NEW}
+    }
+
+
+def cancellation_reasons(exc: Exception) -> list[str] | None:
+    """The per-item reasons of a cancelled transaction (``None`` if ``exc`` is another error)."""
+    if dynamo.error_code(exc) != "TransactionCanceledException":
+        return None
+    reasons = (getattr(exc, "response", {}) or {}).get("CancellationReasons", [])
+    return [str(r.get("Code") or "None") for r in reasons]
 
 
 def enqueue(
@@ -81,10 +167,18 @@ def enqueue(
     kind: Kind,
     nats_pending: bool | None = None,
 ) -> bool:
-    """Put ``event`` in the outbox once. False if an event with its (source, id) is there."""
-    return dynamo.put_new(
-        table, outbox_item(event, tenant_id=tenant_id, kind=kind, nats_pending=nats_pending)
-    )
+    """Accept ``event`` into the outbox once. False if an event with its (source, id) is there."""
+    item = outbox_item(event, tenant_id=tenant_id, kind=kind, nats_pending=nats_pending)
+    try:
+        dynamo.client().transact_write_items(TransactItems=put_ops(table, [item]))  # type: ignore[arg-type]
+    except Exception as exc:
+        reasons = cancellation_reasons(exc)
+        if reasons and reasons[0] == "ConditionalCheckFailed":
+            return False
+        if dynamo.is_client_error(exc):
+            raise dynamo.translate(exc, f"enqueue {table}") from exc
+        raise
+    return True
 
 
 def mark_published(table: str, source: str, event_id: str) -> None:
@@ -98,21 +192,17 @@ def mark_published(table: str, source: str, event_id: str) -> None:
     )
 
 
-# -- the flush: leases, delivery marks, dead letters (issue 5) ------------------------------
+# -- the flush: segment leases, delivery marks, dead letters (issue 5) -----------------------
 #
-# A pending event is claimed by one flush run at a time: a conditional update on the base
+# A pending segment is claimed by one flush run at a time: a conditional update on the base
 # table (the GSI is eventually consistent, so it is only a hint) sets ``lease_owner`` (the
 # run id) and ``lease_until`` (epoch ms). Every later write by that run is conditioned on
-# ``lease_owner = :me``, so a run whose lease expired and was taken over cannot mark or
-# dead-letter the event: the event is marked exactly once. The flush claims, marks and
-# releases in groups (``claim_many``, ``mark_sent_many``, ``release_many``: one
-# ``TransactWriteItems`` of up to 100 conditional updates, retried without the items whose
-# condition failed); the single-item functions do the same to one event.
+# ``lease_owner = :me``, so a run whose lease expired and was taken over cannot mark the
+# segment: its events are marked exactly once. The flush claims, marks and releases in groups
+# (``claim_many``, ``mark_sent_many``, ``release_many``: one ``TransactWriteItems`` of up to
+# 100 conditional updates, retried without the items whose condition failed).
 
 DEAD = "DEAD"
-# Dedupe records outlive the 35-day late-event window with margin: a duplicate of any event
-# ingest may still accept finds its record (docs/flush.md).
-DEDUPE_RETENTION_S = 45 * 24 * 3600
 _ERROR_MAX = 2000
 
 _PENDING_UNLEASED = (
@@ -121,18 +211,16 @@ _PENDING_UNLEASED = (
 )
 
 
-def shard_of_pk(pk: str) -> str:
-    """``shard_of`` from an item key (the key is ``f"{source}#{id}"``, the shard's input)."""
-    return str(zlib.crc32(pk.encode()) % OUTBOX_SHARDS)
-
-
 def _key(pk: str) -> dict[str, str]:
     return {"pk": pk, "sk": EVENT_SK}
 
 
-# What the flush reads from a pending page: less on the wire, and far less for moto to
-# serialise (its generic serialiser costs ~0.2 ms per attribute per item).
-FLUSH_ATTRIBUTES = ("pk", "event", "lease_until", "tenant_id")
+def _segment_key(pk: str) -> dict[str, str]:
+    return {"pk": pk, "sk": SEGMENT_SK}
+
+
+# What the flush reads from a pending page: the events, and what it needs to claim them.
+FLUSH_ATTRIBUTES = ("pk", "events", "count", "lease_until", "tenant_id")
 
 
 def pending_page(
@@ -143,7 +231,7 @@ def pending_page(
     start_key: dict[str, Any] | None = None,
     attributes: Sequence[str] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """One page of events waiting for OpenMeter in ``shard``, oldest first (GSI: a hint).
+    """One page of segments waiting for OpenMeter in ``shard``, oldest first (GSI: a hint).
 
     ``attributes`` limits what each item carries (``FLUSH_ATTRIBUTES`` for the flush)."""
     if not attributes:
@@ -167,20 +255,15 @@ def pending_page(
     }
     if start_key:
         kwargs["ExclusiveStartKey"] = dynamo.serialize(start_key)
-    try:
-        resp = dynamo.client().query(**kwargs)
-    except Exception as exc:
-        if dynamo.is_client_error(exc):
-            raise dynamo.translate(exc, f"query {table}") from exc
-        raise
+    resp = dynamo.call("query", f"query {table}", **kwargs)
     last = resp.get("LastEvaluatedKey")
     items = [dynamo.deserialize(i) for i in resp.get("Items", [])]
     return items, (dynamo.deserialize(last) if last else None)
 
 
 def count_pending(table: str) -> int:
-    """Events waiting for OpenMeter, over every shard (``Select=COUNT``: no item is read out;
-    the shards are counted in parallel)."""
+    """Events waiting for OpenMeter: the ``count`` of every pending segment, over every shard
+    (only that attribute is read; the shards are counted in parallel)."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(OUTBOX_SHARDS, thread_name_prefix="outbox-count") as pool:
@@ -196,17 +279,13 @@ def _count_shard(table: str, shard: str) -> int:
             "IndexName": OUTBOX_INDEX,
             "KeyConditionExpression": "outbox_shard = :s",
             "ExpressionAttributeValues": dynamo.values({":s": shard}),
-            "Select": "COUNT",
+            "ExpressionAttributeNames": {"#c": "count"},
+            "ProjectionExpression": "#c",
         }
         if start:
             kwargs["ExclusiveStartKey"] = dynamo.serialize(start)
-        try:
-            resp = dynamo.client().query(**kwargs)
-        except Exception as exc:
-            if dynamo.is_client_error(exc):
-                raise dynamo.translate(exc, f"count {table}") from exc
-            raise
-        total += int(resp.get("Count", 0))
+        resp = dynamo.call("query", f"count {table}", **kwargs)
+        total += sum(int(i.get("count", {}).get("N", 0)) for i in resp.get("Items", []))
         last = resp.get("LastEvaluatedKey")
         if not last:
             return total
@@ -214,11 +293,11 @@ def _count_shard(table: str, shard: str) -> int:
 
 
 def claim(table: str, pk: str, *, owner: str, now_ms: int, lease_ms: int) -> bool:
-    """Lease one pending event to ``owner`` until ``now_ms + lease_ms``. False if not claimable
-    (already sent, dead, or leased by a live run)."""
+    """Lease one pending segment to ``owner`` until ``now_ms + lease_ms``. False if not
+    claimable (already sent, or leased by a live run)."""
     return dynamo.update_if(
         table,
-        _key(pk),
+        _segment_key(pk),
         set_="SET lease_owner = :me, lease_until = :until",
         condition=_PENDING_UNLEASED,
         names={"#st": "status"},
@@ -226,16 +305,17 @@ def claim(table: str, pk: str, *, owner: str, now_ms: int, lease_ms: int) -> boo
     )
 
 
-def dead_letter(table: str, pk: str, *, owner: str, error: str, dead_at: str) -> bool:
-    """OpenMeter rejected this one event: park it in the ``deadletters`` index with the error."""
+def dead_letter(table: str, pk: str, *, error: str, dead_at: str) -> bool:
+    """OpenMeter rejected this one event: park its record in the ``deadletters`` index with
+    the error (no TTL while dead). False if it is dead already (a repeat after a crash)."""
     return dynamo.update_if(
         table,
         _key(pk),
         set_=(
             "SET #st = :dead, dead = :dead_key, dead_at = :at, #err = :err ADD attempts :one "
-            "REMOVE outbox_shard, lease_owner, lease_until"
+            "REMOVE expires_at"
         ),
-        condition="lease_owner = :me AND #st = :pending",
+        condition="attribute_exists(pk) AND attribute_not_exists(dead)",
         names={"#st": "status", "#err": "error"},
         vals={
             ":dead": "dead",
@@ -243,8 +323,6 @@ def dead_letter(table: str, pk: str, *, owner: str, error: str, dead_at: str) ->
             ":at": dead_at,
             ":err": error[:_ERROR_MAX],
             ":one": 1,
-            ":me": owner,
-            ":pending": "pending",
         },
     )
 
@@ -275,7 +353,7 @@ def _update_entry(
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "TableName": table,
-        "Key": {"pk": {"S": pk}, "sk": {"S": EVENT_SK}},
+        "Key": {"pk": {"S": pk}, "sk": {"S": SEGMENT_SK}},
         "UpdateExpression": update,
         "ConditionExpression": condition,
         "ExpressionAttributeValues": vals,
@@ -296,7 +374,7 @@ def transact_update(
     drop_conflicts: bool = True,
     what: str = "update",
 ) -> set[str]:
-    """Apply one conditional update to each event in ``pks``, ``TRANSACT_MAX`` a request.
+    """Apply one conditional update to each segment in ``pks``, ``TRANSACT_MAX`` a request.
 
     Returns the pks whose condition held (and were written). Items failing their condition
     are left out; an item another transaction is writing at the same moment is left out too
@@ -356,7 +434,7 @@ def transact_update(
 def claim_many(
     table: str, pks: Iterable[str], *, owner: str, now_ms: int, lease_ms: int
 ) -> set[str]:
-    """``claim`` for many events at once; returns the pks now leased to ``owner``."""
+    """``claim`` for many segments at once; returns the pks now leased to ``owner``."""
     return transact_update(
         table,
         pks,
@@ -371,8 +449,8 @@ def claim_many(
 def mark_sent_many(
     table: str, pks: Iterable[str], *, owner: str, sent_at: str, now_s: int
 ) -> set[str]:
-    """Mark events sent once OpenMeter acknowledged them; returns the pks marked (the
-    others' leases were lost, or they were sent already)."""
+    """Mark segments sent once OpenMeter acknowledged their events; returns the pks marked
+    (the others' leases were lost, or they were sent already)."""
     return transact_update(
         table,
         pks,
@@ -385,7 +463,7 @@ def mark_sent_many(
         vals={
             ":sent": "sent",
             ":at": sent_at,
-            ":exp": now_s + DEDUPE_RETENTION_S,
+            ":exp": now_s + SENT_SEGMENT_RETENTION_S,
             ":me": owner,
             ":pending": "pending",
         },
@@ -405,7 +483,7 @@ def marked_by(table: str, pks: Iterable[str], *, owner: str) -> set[str]:
     for start in range(0, len(keys), 100):
         request: dict[str, Any] = {
             table: {
-                "Keys": [dynamo.serialize(_key(pk)) for pk in keys[start : start + 100]],
+                "Keys": [dynamo.serialize(_segment_key(pk)) for pk in keys[start : start + 100]],
                 "ConsistentRead": True,
                 "ProjectionExpression": "pk, #st, sent_by",
                 "ExpressionAttributeNames": {"#st": "status"},
@@ -429,7 +507,7 @@ def marked_by(table: str, pks: Iterable[str], *, owner: str) -> set[str]:
 
 
 def release_many(table: str, pks: Iterable[str], *, owner: str, error: str) -> set[str]:
-    """Give claimed events back (not delivered); returns the pks released."""
+    """Give claimed segments back (not delivered); returns the pks released."""
     return transact_update(
         table,
         pks,
@@ -503,22 +581,47 @@ def get_event(table: str, pk: str) -> dict[str, Any] | None:
     return dynamo.get(table, _key(pk))
 
 
+def get_segment(table: str, pk: str) -> dict[str, Any] | None:
+    return dynamo.get(table, _segment_key(pk))
+
+
 def retry_dead_letter(table: str, pk: str, *, retried_at: str) -> bool:
-    """Put a dead letter back in the outbox (same id and source). False if it is not dead."""
-    return dynamo.update_if(
-        table,
-        _key(pk),
-        # ``error`` stays as the last rejection's reason until the next outcome.
-        set_="SET #st = :pending, outbox_shard = :shard, retried_at = :at REMOVE dead",
-        condition="#st = :dead AND attribute_exists(dead)",
-        names={"#st": "status"},
-        vals={
-            ":pending": "pending",
-            ":shard": shard_of_pk(pk),
-            ":at": retried_at,
-            ":dead": "dead",
-        },
-    )
+    """Put a dead letter back in the outbox (same id and source) in a new segment of its own.
+    False if it is not dead (unknown, already retried)."""
+    item = get_event(table, pk)
+    if item is None or item.get("dead") != DEAD:
+        return False
+    record = {**item, "accepted_at": retried_at}
+    _, segment = segment_for([record])
+    # ``error`` stays as the last rejection's reason until the next outcome.
+    retry: dict[str, Any] = {
+        "TableName": table,
+        "Key": dynamo.serialize(_key(pk)),
+        "UpdateExpression": (
+            "SET #st = :retried, retried_at = :at, #seg = :seg, expires_at = :exp REMOVE dead"
+        ),
+        "ConditionExpression": "#st = :dead AND attribute_exists(dead)",
+        "ExpressionAttributeNames": {"#st": "status", "#seg": "segment"},
+        "ExpressionAttributeValues": dynamo.values(
+            {
+                ":retried": "retried",
+                ":at": retried_at,
+                ":seg": segment["pk"],
+                ":exp": _epoch_s(retried_at) + DEDUPE_RETENTION_S,
+                ":dead": "dead",
+            }
+        ),
+    }
+    ops: list[Any] = [{"Update": retry}, _put_new(table, segment)]
+    try:
+        dynamo.client().transact_write_items(TransactItems=ops)
+    except Exception as exc:
+        if cancellation_reasons(exc) is not None:
+            return False  # retried or delivered meanwhile
+        if dynamo.is_client_error(exc):
+            raise dynamo.translate(exc, f"retry dead letter {table}") from exc
+        raise
+    return True
 
 
 def republish_page(

@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from meterbridge.dal import dynamo
+from meterbridge.dal import dynamo, outbox
 
 WEBHOOK_SK = "WEBHOOK"
 RECORD_TTL_S = 4 * 24 * 3600
@@ -147,8 +147,9 @@ def release(table: str, event_id: str, token: str) -> None:
 
 
 def enqueue_with_update(events_table: str, item: dict[str, Any], update: dict[str, Any]) -> bool:
-    """Put the outbox ``item`` (only if new) and apply ``update`` (a guarded ``UpdateItem``
-    request with plain values) in one ``TransactWriteItems``: one round trip instead of two.
+    """Accept the event record ``item`` into the outbox (only if new, with its segment) and
+    apply ``update`` (a guarded ``UpdateItem`` request with plain values) in one
+    ``TransactWriteItems``: one round trip instead of two.
 
     True when both were written. False when the transaction was cancelled for any reason (the
     item exists, the guard refused, a conflicting write): then nothing was written, and the
@@ -163,12 +164,7 @@ def enqueue_with_update(events_table: str, item: dict[str, Any], update: dict[st
     }
     if update.get("ExpressionAttributeNames"):
         tx_update["ExpressionAttributeNames"] = dict(update["ExpressionAttributeNames"])
-    put = {
-        "TableName": events_table,
-        "Item": dynamo.serialize(item),
-        "ConditionExpression": "attribute_not_exists(pk)",
-    }
-    transact: list[Any] = [{"Put": put}, {"Update": tx_update}]
+    transact: list[Any] = [*outbox.put_ops(events_table, [item]), {"Update": tx_update}]
     try:
         dynamo.client().transact_write_items(TransactItems=transact)
         return True

@@ -7,6 +7,10 @@ DynamoDB itself does no such thing. This wrapper keeps moto's own transaction co
 semantics and replaces only the backup: it records the touched items before the call and puts
 them back if the transaction is cancelled.
 
+moto's ``Query`` also sorts the whole table before it picks the matching items (and then sorts
+those again): 1 s per query of a 10,000-item table here, where DynamoDB reads only the matches.
+The wrapper skips that first sort during a query; the results and their order are moto's own.
+
     python -m meterbridge.local.moto_server -H 127.0.0.1 -p 5000
 
 It also takes injected faults, for failure tests: ``POST /_meterbridge/faults`` with
@@ -80,6 +84,7 @@ def install() -> None:
             raise
 
     models.copy = _NoTableCopy()  # type: ignore[assignment]
+    _unsorted_scan_for_queries(Table)
     DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
     # moto's server is threaded and its writes are not atomic with each other: a transaction
     # could read, fail and restore while another request writes the same item. DynamoDB
@@ -96,6 +101,34 @@ def install() -> None:
         if method is not None:
             setattr(DynamoDBBackend, name, _serialised(method, lock))
     DynamoDBBackend._meterbridge_patched = True  # type: ignore[attr-defined]
+
+
+def _unsorted_scan_for_queries(table_class: Any) -> None:
+    """``Table.query`` filters ``all_items()`` and sorts the matches itself (by the index's or
+    the table's keys, a total order), so the full sort ``all_items`` does first is skipped."""
+    import functools
+
+    local = threading.local()
+    sorted_all_items = table_class.all_items
+    original_query = table_class.query
+
+    def all_items(self: Any) -> list[Any]:
+        if not getattr(local, "in_query", False):
+            return sorted_all_items(self)  # type: ignore[no-any-return]
+        if self.range_key_attr:
+            return [item for group in self.items.values() for item in group.values()]
+        return list(self.items.values())
+
+    @functools.wraps(original_query)
+    def query(self: Any, *args: Any, **kwargs: Any) -> Any:
+        local.in_query = True
+        try:
+            return original_query(self, *args, **kwargs)
+        finally:
+            local.in_query = False
+
+    table_class.all_items = all_items
+    table_class.query = query
 
 
 def _serialised(method: Any, lock: Any) -> Any:

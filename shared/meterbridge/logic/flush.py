@@ -5,18 +5,20 @@ One run (EventBridge, every minute; runs may overlap):
 1. Walk the shards from a random first one. Work a shard only while holding its shard lease
    (one conditional write, renewed per page, dropped when the shard is done), so overlapping
    runs drain different shards; a shard another run holds is tried once more at the end.
-2. Read the ``outbox`` index in large projected pages; cut them into batches of
-   ``FLUSH_BATCH_SIZE``; ``concurrency`` workers each claim, send and mark one batch while the
-   producer reads the next page.
-3. Per batch: claim with conditional updates grouped in ``TransactWriteItems`` (pending and not
-   leased by a live run; the losers are dropped), POST only the claimed events, then mark them
-   sent the same way, conditioned on still holding the lease. Nothing is marked before
-   OpenMeter acknowledged it; a run killed between the POST and the mark leaves leased events
-   that come back when the lease expires, and are re-sent with the same ``(source, id)``.
-4. A 400 splits the batch in halves until the rejected event stands alone: it is dead-lettered
-   with OpenMeter's answer, every other event goes through.
-5. OpenMeter down (retries exhausted, circuit open) or misconfigured: the claimed events are
-   released for the next run, and this run stops sending.
+2. Read the ``outbox`` index in projected pages of *segments* (each carries the events one
+   write accepted, up to 98); cut pages into claim groups of about ``group_events`` events;
+   ``concurrency`` workers each claim, send and mark one group while the producer reads on.
+3. Per group: claim its segments with conditional updates grouped in one
+   ``TransactWriteItems`` (pending and not leased by a live run; the losers are dropped), POST
+   the claimed segments' events in batches of up to ``FLUSH_BATCH_SIZE``, then mark the
+   segments sent the same way, conditioned on still holding the lease. Nothing is marked
+   before OpenMeter acknowledged every event in it; a run killed between the POST and the mark
+   leaves leased segments that come back when the lease expires, and are re-sent with the same
+   ``(source, id)``s.
+4. A 400 splits the batch in halves until the rejected event stands alone: its record is
+   dead-lettered with OpenMeter's answer, every other event goes through.
+5. OpenMeter down (retries exhausted, circuit open) or misconfigured: the segments already
+   acknowledged are marked, the others released for the next run, and this run stops sending.
 6. Republish to NATS what ingest could not publish; count what is left.
 
 The run stops claiming when ``remaining_ms()`` leaves less than the safety margin plus one
@@ -65,7 +67,11 @@ class FlushConfig(BaseModel):
     safety_ms: int = Field(5000, ge=0)
     concurrency: int = Field(4, ge=1, le=64)
     db_workers: int = Field(8, ge=1, le=64)
-    page_size: int = Field(2000, ge=1, le=10_000)
+    # Segments per page query (DynamoDB also stops a page at 1 MB).
+    page_size: int = Field(50, ge=1, le=1000)
+    # Events per claim group: one claim and one mark transaction per group, its segments
+    # POSTed in batches of up to ``batch_size`` events.
+    group_events: int = Field(400, ge=1, le=10_000)
     republish_limit: int = Field(2000, ge=0)
     shard_leases: bool = True
 
@@ -284,7 +290,7 @@ class Flusher:
                 # The index copy may be stale; the claim decides. Skipping visibly leased
                 # items only saves a write that would fail.
                 free = [i for i in page if int(i.get("lease_until", 0)) < now_ms]
-                for batch in _chunks(free, cfg.batch_size):
+                for batch in _groups(free, cfg.group_events):
                     # Keep a batch queued behind each worker, so the next page's query
                     # overlaps the claims, POSTs and marks of this one.
                     self._settle(2 * cfg.concurrency - 1)
@@ -303,8 +309,8 @@ class Flusher:
             self._release_shard(shard)
         return True
 
-    def _process(self, batch: list[dict[str, Any]]) -> None:
-        """Claim, send and mark one batch (a worker thread)."""
+    def _process(self, group: list[dict[str, Any]]) -> None:
+        """Claim, send and mark one group of segments (a worker thread)."""
         if self._stop is not None:
             return
         if not self._can_start_request():
@@ -316,7 +322,7 @@ class Flusher:
         try:
             won = outbox.claim_many(
                 self.table,
-                [i["pk"] for i in batch],
+                [s["pk"] for s in group],
                 owner=self.owner,
                 now_ms=now_ms,
                 lease_ms=lease_ms,
@@ -325,16 +331,19 @@ class Flusher:
             logger.warning("flush stopped: claim failed", extra={"error": exc.message})
             self._stop_run("storage")
             return
-        claimed = [item for item in batch if item["pk"] in won]
+        claimed = [s for s in group if s["pk"] in won]
         if not claimed:
             return
-        # Never send past the lease (another run could take the events over) nor past the
+        # Never send past the lease (another run could take the segments over) nor past the
         # run's own margin (the marks must still fit). The budget starts at the claim.
         budget = min(cfg.send_budget_s, cfg.lease_s * 0.75, self._left_s())
         deadline = time.monotonic() + budget - max(0.0, self._now_ms() - now_ms) / 1000.0
-        resolved: set[str] = set()
+        delivered: list[_Delivery] = []
         try:
-            self._deliver(claimed, deadline, resolved)
+            for unit in _units(claimed, cfg.batch_size):
+                delivery = _Delivery(unit)
+                self._deliver(delivery.events, deadline, delivery)
+                delivered.append(delivery)
         except (OpenMeterUnavailable, OpenMeterMisconfigured, StorageUnavailable) as exc:
             reason: StopReason = (
                 "openmeter_misconfigured"
@@ -347,23 +356,30 @@ class Flusher:
             log = logger.error if reason == "openmeter_misconfigured" else logger.warning
             log("flush batch not delivered", extra={"reason": reason, "error": exc.message})
             self._stop_run(reason)
-            self._release([i for i in claimed if i["pk"] not in resolved], exc.message)
+            done = {s["pk"] for d in delivered for s in d.segments}
+            self._release([s for s in claimed if s["pk"] not in done], exc.message)
+        self._mark(delivered)
 
-    def _deliver(self, group: list[dict[str, Any]], deadline: float, resolved: set[str]) -> None:
-        """Send ``group``; bisect on rejection; mark what OpenMeter acknowledged."""
+    def _deliver(self, events: list[str], deadline: float, delivery: _Delivery) -> None:
+        """Send ``events``; bisect on rejection, dead-lettering the event OpenMeter refuses."""
         try:
-            attempts = self.client.send_batch([i["event"] for i in group], deadline=deadline)
+            attempts = self.client.send_batch(events, deadline=deadline)
         except OpenMeterRejected as exc:
-            if len(group) > 1:
-                mid = len(group) // 2
-                self._deliver(group[:mid], deadline, resolved)
-                self._deliver(group[mid:], deadline, resolved)
+            if len(events) > 1:
+                mid = len(events) // 2
+                self._deliver(events[:mid], deadline, delivery)
+                self._deliver(events[mid:], deadline, delivery)
                 return
-            self._dead_letter(group[0], exc)
-            resolved.add(group[0]["pk"])
+            self._dead_letter(events[0], exc, delivery)
             return
         self._add(retried=attempts - 1)
-        pks = [i["pk"] for i in group]
+        delivery.acked += len(events)
+
+    def _mark(self, delivered: list[_Delivery]) -> None:
+        """Mark the delivered segments sent (OpenMeter acknowledged every event in them)."""
+        if not delivered:
+            return
+        pks = [s["pk"] for d in delivered for s in d.segments]
         try:
             marked = outbox.mark_sent_many(
                 self.table, pks, owner=self.owner, sent_at=now_rfc3339(), now_s=int(self.clock())
@@ -374,35 +390,44 @@ class Flusher:
             marked |= outbox.marked_by(
                 self.table, [pk for pk in pks if pk not in marked], owner=self.owner
             )
-        resolved.update(pks)
-        lost = len(pks) - len(marked)
+        sent = lost = 0
+        for d in delivered:
+            if all(s["pk"] in marked for s in d.segments):
+                sent += d.acked
+            else:
+                lost += len(d.events)
         if lost:
-            # Only possible if this batch outlived its lease: the new holder marks them.
+            # Only possible if this group outlived its lease: the new holder marks them.
             logger.warning("flush lost leases before marking", extra={"events": lost})
-        self._add(sent=len(marked))
+        self._add(sent=sent)
 
-    def _dead_letter(self, item: dict[str, Any], exc: OpenMeterRejected) -> None:
+    def _dead_letter(self, event: str, exc: OpenMeterRejected, delivery: _Delivery) -> None:
         error = json.dumps(
             {"status": exc.http_status, "message": exc.message, "details": exc.details},
             default=str,
         )
-        if outbox.dead_letter(
-            self.table, item["pk"], owner=self.owner, error=error, dead_at=now_rfc3339()
-        ):
+        try:
+            wire = json.loads(event)
+            pk = outbox.event_pk(str(wire["source"]), str(wire["id"]))
+        except (ValueError, KeyError, TypeError):
+            # Cannot happen for events ingest validated; never let it block the segment.
+            logger.error("unreadable event in a segment", extra={"error": error})
+            return
+        if outbox.dead_letter(self.table, pk, error=error, dead_at=now_rfc3339()):
             self._add(dead_lettered=1)
             logger.warning(
                 "event dead-lettered",
-                extra={
-                    "pk": item["pk"],
-                    "tenant": item.get("tenant_id"),
-                    "status": exc.http_status,
-                },
+                extra={"pk": pk, "tenant": delivery.tenant, "status": exc.http_status},
             )
 
-    def _release(self, items: list[dict[str, Any]], error: str) -> None:
+    def _release(self, segments: list[dict[str, Any]], error: str) -> None:
         # If DynamoDB refuses, the leases simply expire.
+        if not segments:
+            return
         with contextlib.suppress(StorageUnavailable):
-            outbox.release_many(self.table, [i["pk"] for i in items], owner=self.owner, error=error)
+            outbox.release_many(
+                self.table, [s["pk"] for s in segments], owner=self.owner, error=error
+            )
 
     # -- NATS ----------------------------------------------------------------------------
 
@@ -452,9 +477,46 @@ def _mark_published(table: str, wrapped: dict[str, Any]) -> bool:
     return True
 
 
-def _chunks(items: list[dict[str, Any]], size: int) -> Iterable[list[dict[str, Any]]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+class _Delivery:
+    """Segments POSTed together, and how many of their events OpenMeter acknowledged."""
+
+    def __init__(self, segments: list[dict[str, Any]]) -> None:
+        self.segments = segments
+        self.events = [e for s in segments for e in outbox.segment_events(s)]
+        self.tenant = segments[0].get("tenant_id")
+        self.acked = 0
+
+
+def _units(segments: list[dict[str, Any]], batch_size: int) -> Iterable[list[dict[str, Any]]]:
+    """Consecutive segments packed into POSTs of up to ``batch_size`` events. A segment is
+    never split (it holds at most 98 events and 300 KB), so a larger one is a POST alone."""
+    unit: list[dict[str, Any]] = []
+    size = 0
+    for segment in segments:
+        count = int(segment.get("count", 1))
+        if unit and size + count > batch_size:
+            yield unit
+            unit, size = [], 0
+        unit.append(segment)
+        size += count
+    if unit:
+        yield unit
+
+
+def _groups(
+    segments: list[dict[str, Any]], events_per_group: int
+) -> Iterable[list[dict[str, Any]]]:
+    """A page's segments in claim groups of about ``events_per_group`` events."""
+    group: list[dict[str, Any]] = []
+    size = 0
+    for segment in segments:
+        group.append(segment)
+        size += int(segment.get("count", 1))
+        if size >= events_per_group:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
 
 
 def flush_outbox(

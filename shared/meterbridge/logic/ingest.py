@@ -320,14 +320,22 @@ def ingest(
 
 
 def _chunks(pending: _Pending) -> list[_Pending]:
-    """Groups of events that fit one transaction together with their counters (<= 100)."""
+    """Groups of events that fit one transaction with their segment and counters (<= 100
+    items), and one segment (<= ``SEGMENT_MAX_BYTES`` of events)."""
     chunks: list[_Pending] = []
     current = _Pending()
+    size = 0
     for item, meter, event in zip(pending.items, pending.meters, pending.events, strict=True):
         meters = set(current.meters) | {meter}
-        if len(current.items) + 1 + len(meters) > events_dal.TRANSACT_MAX:
+        grown = size + len(item["event"]) + 1
+        if current.items and (
+            len(current.items) + 2 + len(meters) > events_dal.TRANSACT_MAX
+            or grown > outbox.SEGMENT_MAX_BYTES
+        ):
             chunks.append(current)
             current = _Pending()
+            grown = len(item["event"]) + 1
+        size = grown
         current.items.append(item)
         current.meters.append(meter)
         current.events.append(event)

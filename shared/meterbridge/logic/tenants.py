@@ -89,9 +89,10 @@ def _event(event_type: str, tenant_id: str, version: int, data: dict[str, Any]) 
     )
 
 
-def _outbox_op(settings: Settings, event: CloudEvent, tenant_id: str) -> dict[str, Any]:
+def _outbox_ops(settings: Settings, event: CloudEvent, tenant_id: str) -> list[dict[str, Any]]:
+    """The event's record (only if new) and its outbox segment, for the caller's transaction."""
     item = outbox.outbox_item(event, tenant_id=tenant_id, kind="tenant")
-    return tenants_dal.put_op(settings.events_table, item, condition="attribute_not_exists(pk)")
+    return outbox.put_ops(settings.events_table, [item])
 
 
 async def publish(events: Sequence[CloudEvent], settings: Settings | None = None) -> None:
@@ -330,7 +331,7 @@ def _complete(
             names=done_names,
             vals=done_vals,
         ),
-        _outbox_op(settings, event, tenant_id),
+        *_outbox_ops(settings, event, tenant_id),
     ]
     tenants_dal.transact_write(ops)
     return (
@@ -505,7 +506,7 @@ def _transition(
     events: list[CloudEvent] = []
     if event_type:
         event = _event(event_type, tenant.tenant_id, version, data)
-        ops.append(_outbox_op(settings, event, tenant.tenant_id))
+        ops.extend(_outbox_ops(settings, event, tenant.tenant_id))
         events.append(event)
     try:
         tenants_dal.transact_write(ops)
