@@ -741,7 +741,7 @@ class StripeDeliverer(threading.Thread):
 
 def chaos_events() -> int:
     """``CHAOS_EVENTS``: new usage events across the three tenants (duplicates come on top)."""
-    return int(os.environ.get("CHAOS_EVENTS") or 6_000)
+    return int(os.environ.get("CHAOS_EVENTS") or 50_000)
 
 
 @dataclass
@@ -781,6 +781,7 @@ class Figures:
             f"  flush runs: {self.flush_runs} completed, {self.flush_killed} killed (-9), "
             f"{len(self.flush_failed)} failed; events marked sent {self.flush_sent}; "
             f"stopped {self.flush_stopped}",
+            *[f"  flush run failed: {reason[-240:]!r}" for reason in self.flush_failed[:3]],
             f"  OpenMeter sink: {self.sink.get('requests')} requests, responses "
             f"{self.sink.get('responses')}, faults {self.sink.get('faults_injected')}, "
             f"{self.sink.get('events_recorded')} recorded, {self.sink.get('unique_events')} "
