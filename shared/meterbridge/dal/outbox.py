@@ -181,14 +181,14 @@ def enqueue(
     return True
 
 
-def mark_published(table: str, source: str, event_id: str) -> None:
-    """NATS acknowledged the event: drop it from the republish index."""
-    dynamo.update(
+def mark_published(table: str, source: str, event_id: str) -> bool:
+    """NATS acknowledged the event: drop it from the republish index. False if its record is
+    gone (its dedupe window ended): nothing is left to mark."""
+    return dynamo.update_if(
         table,
         {"pk": event_pk(source, event_id), "sk": EVENT_SK},
         set_="REMOVE republish_shard",
         condition="attribute_exists(pk)",
-        return_new=False,
     )
 
 

@@ -90,6 +90,9 @@ def install() -> None:
     # moto's server is threaded and its writes are not atomic with each other: a transaction
     # could read, fail and restore while another request writes the same item. DynamoDB
     # serialises conflicting writes (TransactionConflict); one lock over moto's writes does too.
+    # Reads take it as well: moto applies a transaction item by item, and a reader must never
+    # see one half-applied (a cancelled transaction's items are taken back afterwards; DynamoDB
+    # never shows uncommitted writes).
     lock = threading.RLock()
     for name in (
         "put_item",
@@ -97,6 +100,11 @@ def install() -> None:
         "delete_item",
         "transact_write_items",
         "batch_write_item",
+        "get_item",
+        "query",
+        "scan",
+        "batch_get_item",
+        "transact_get_items",
     ):
         method = getattr(DynamoDBBackend, name, None)
         if method is not None:
