@@ -123,3 +123,22 @@ def test_index_queries_return_only_matches_in_key_order_across_pages(aws: dict[s
     # And a base-table query still finds one partition's items in sort-key order
     items, _ = dynamo.query(table, key_condition="pk = :p", vals={":p": "seg-004"})
     assert [i["sk"] for i in items] == ["SEGMENT"]
+
+
+def test_an_item_over_the_size_limit_is_refused_and_one_under_it_stored(
+    aws: dict[str, str],
+) -> None:
+    # Given an item just under DynamoDB's 400 KB limit and one over it (the launcher measures
+    # an item once instead of per attribute; the limit must hold the same)
+    table = aws["EventsTable"]
+    small = {"pk": "fits", "sk": "EVENT", "a": "x" * 200_000, "b": "y" * 190_000}
+    large = {"pk": "too-big", "sk": "EVENT", "a": "x" * 200_000, "b": "y" * 210_000}
+    # When both are put
+    dynamo.client().put_item(TableName=table, Item=dynamo.serialize(small))
+    with pytest.raises(Exception) as info:
+        dynamo.client().put_item(TableName=table, Item=dynamo.serialize(large))
+    # Then the first is stored whole and the second refused as DynamoDB refuses it
+    assert dynamo.error_code(info.value) == "ValidationException"
+    assert "size" in str(info.value).lower()
+    assert len(dynamo.get(table, {"pk": "fits", "sk": "EVENT"})["b"]) == 190_000
+    assert dynamo.get(table, {"pk": "too-big", "sk": "EVENT"}) is None
