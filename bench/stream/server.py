@@ -14,6 +14,8 @@ import argparse
 import asyncio
 import json
 import os
+import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -94,6 +96,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--nats", required=True)
     parser.add_argument("--cpu", type=int, default=None)
+    parser.add_argument("--profile", default=None, help="write a CPU sampling report here")
     args = parser.parse_args()
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
@@ -101,7 +104,21 @@ def main() -> None:
         {"NATS_ENABLED": "true", "NATS_SERVERS": args.nats, "POWERTOOLS_LOG_LEVEL": "WARNING"}
     )
     app = ours_app() if args.kind == "ours" else baseline_app(args.nats)
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+    sampler = None
+    if args.profile:
+        from bench.stream.sampler import Sampler
+
+        # uvicorn re-raises the SIGTERM it handled: exit through ``finally`` to write the file.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        # Started by the bench's SIGUSR1 at the start of the measured window.
+        sampler = Sampler()
+        signal.signal(signal.SIGUSR1, lambda *_: sampler.start())
+    try:
+        uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+    finally:
+        if sampler is not None:
+            sampler.stop()
+            sampler.report(args.profile)
 
 
 if __name__ == "__main__":

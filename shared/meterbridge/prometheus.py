@@ -116,7 +116,8 @@ SSE_REPLAYS = Counter(
 )
 STREAM_DELIVERY_LATENCY = Histogram(
     "meterbridge_stream_delivery_latency_seconds",
-    "From the JetStream store time of an event to its write to an SSE client",
+    "From the JetStream store time of an event to its write to SSE clients (one observation"
+    " per event fan-out; one per frame for queued writes)",
     registry=REGISTRY,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import Any
 
 import pytest
+from nats.aio.msg import Msg
 
+from meterbridge.prometheus import REGISTRY
+from meterbridge.streaming.bridge import _seq_and_time
 from meterbridge.streaming.fanout import (
     HEARTBEAT_FRAME,
     FanoutHub,
@@ -166,3 +171,141 @@ async def test_heartbeat_goes_only_to_idle_clients_and_close_all_ends_everyone()
     hub.unregister(busy)
     hub.unregister(idle)
     assert hub.client_count == 0
+
+
+class _Socket:
+    """An ASGI ``send`` stand-in: takes body chunks at once, or waits while ``full``."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.full: asyncio.Future[None] | None = None
+        self.fail = False
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.full is not None:
+            await self.full
+        if self.fail:
+            raise RuntimeError("send failed")
+        self.chunks.append(message["body"])
+
+    def writer(self, data: bytes) -> Any:
+        return self.send({"type": "http.response.body", "body": data, "more_body": True})
+
+
+def _sample(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+async def test_caught_up_clients_are_written_by_dispatch_and_counted_once_per_fanout() -> None:
+    # Given two caught-up (direct) clients of t1 and a queued one
+    hub = _hub()
+    sockets = [_Socket(), _Socket()]
+    direct = [hub.register("t1", (0, 0)) for _ in sockets]
+    for client, sock in zip(direct, sockets, strict=True):
+        client.go_direct(sock.writer)
+    queued = hub.register("t1", (0, 0))
+    delivered = _sample("meterbridge_sse_events_delivered_total")
+    observed = _sample("meterbridge_stream_delivery_latency_seconds_count")
+
+    # When two events are dispatched
+    hub.dispatch(_event(1))
+    hub.dispatch(_event(2))
+
+    # Then the direct clients' sockets hold both frames (the very same objects) with no task
+    # run, the queued one has them queued, and the metrics count 2 writes per event and
+    # one latency observation per event
+    assert sockets[0].chunks == sockets[1].chunks and len(sockets[0].chunks) == 2
+    assert sockets[0].chunks[0] is sockets[1].chunks[0]
+    assert [f for _, f in queued.take_queued()] == sockets[0].chunks
+    assert _sample("meterbridge_sse_events_delivered_total") == delivered + 4
+    assert _sample("meterbridge_stream_delivery_latency_seconds_count") == observed + 2
+
+
+async def test_a_write_that_would_wait_goes_to_the_clients_task_and_later_frames_queue() -> None:
+    # Given a direct client whose socket is full
+    hub = _hub()
+    sock = _Socket()
+    client = hub.register("t1", (0, 0))
+    client.go_direct(sock.writer)
+    sock.full = asyncio.get_running_loop().create_future()
+
+    # When three events are dispatched, then the socket drains and the client's task
+    # finishes the stalled write and writes what queued meanwhile
+    for seq in (1, 2, 3):
+        hub.dispatch(_event(seq))
+    stalled = client.take_stalled()
+    assert stalled is not None and client.writer is None and not sock.chunks
+    sock.full.set_result(None)
+    await stalled[2]
+    queued = client.take_queued()
+
+    # Then nothing is lost or reordered, and the client can go direct again
+    ids = [c.split(b"\n", 1)[0] for c in sock.chunks + [f for _, f in queued]]
+    assert ids == [b"id: 1", b"id: 2", b"id: 3"]
+    client.go_direct(sock.writer)
+    assert client.writer is not None
+
+
+async def test_a_stalled_write_is_cancelled_with_the_clients_task() -> None:
+    # Given a direct client whose write stalled, its task awaiting the rest of the write
+    hub = _hub()
+    sock = _Socket()
+    client = hub.register("t1", (0, 0))
+    client.go_direct(sock.writer)
+    sock.full = asyncio.get_running_loop().create_future()
+    hub.dispatch(_event(1))
+    stalled = client.take_stalled()
+    assert stalled is not None
+    rest = stalled[2]
+
+    async def finish() -> None:
+        await rest
+
+    task = asyncio.create_task(finish())
+    await asyncio.sleep(0)
+
+    # When the task is cancelled (the stalled-write guard)
+    task.cancel()
+    result = await asyncio.gather(task, return_exceptions=True)
+
+    # Then the cancellation reached the write and nothing was written
+    assert isinstance(result[0], asyncio.CancelledError)
+    assert sock.chunks == []
+
+
+async def test_a_failing_write_closes_only_that_client() -> None:
+    # Given two direct clients, one whose send raises
+    hub = _hub()
+    bad, good = _Socket(), _Socket()
+    bad.fail = True
+    clients = [hub.register("t1", (0, 0)), hub.register("t1", (0, 0))]
+    clients[0].go_direct(bad.writer)
+    clients[1].go_direct(good.writer)
+
+    # When an event is dispatched
+    hub.dispatch(_event(1))
+
+    # Then the failing client is closed with its error kept (its task re-raises it); the
+    # other got the frame
+    assert clients[0].closed == "error" and isinstance(clients[0].error, RuntimeError)
+    assert len(good.chunks) == 1 and clients[1].closed is None
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "$JS.ACK.METERBRIDGE.c1.1.42.7.1700000000123456789.3",
+        "$JS.ACK._.ACC.METERBRIDGE.c1.1.42.7.1700000000123456789.3.x9",
+        "$JS.ACK.hub.ACC.METERBRIDGE.c1.1.42.7.1700000000123456789.3",
+    ],
+)
+def test_sequence_and_store_time_match_the_nats_client_metadata(reply: str) -> None:
+    # Given a JetStream reply subject (v1, v2, v2 with a domain)
+    msg = Msg(_client=None, subject="meterbridge.tenant.t1.usage", reply=reply)  # type: ignore[arg-type]
+
+    # When read by the bridge
+    seq, stored_at = _seq_and_time(msg)
+
+    # Then the same as the nats client's own parse
+    assert seq == msg.metadata.sequence.stream
+    assert stored_at == pytest.approx(msg.metadata.timestamp.timestamp(), abs=1e-6)

@@ -223,21 +223,34 @@ class SSEResponse(Response):
         finally:
             watcher.cancel()
             hub.unregister(client)
+            stalled = client.take_stalled()
+            if stalled is not None:
+                stalled[2].close()
 
     async def _live(self, send: Any, client: SSEClient) -> None:
+        """Catch up on what queued, then let the hub write directly until the socket fills
+        (a stalled write: finish it here and catch up again) or the client closes."""
+
+        def start_write(data: bytes) -> Any:
+            return send({"type": "http.response.body", "body": data, "more_body": True})
+
         while True:
-            batch = await client.next_batch()
-            if batch is None:
+            stalled = client.take_stalled()
+            if stalled is not None:
+                stored_at, frame, rest = stalled
+                await rest
+                _count_written([(stored_at, frame)])
+            batch = client.take_queued()
+            if batch:
+                await _body(send, b"".join(frame for _, frame in batch))
+                _count_written(batch)
+                continue
+            if client.closed is not None:
                 break
-            await _body(send, b"".join(frame for _, frame in batch))
-            now = time.time()
-            events = 0
-            for stored_at, frame in batch:
-                if frame is not HEARTBEAT_FRAME:
-                    events += 1
-                    STREAM_DELIVERY_LATENCY.observe(max(0.0, now - stored_at))
-            if events:
-                SSE_EVENTS_DELIVERED.inc(events)
+            client.go_direct(start_write)
+            await client.wait()
+        if client.error is not None:
+            raise client.error
         final = _final_frame(client.closed)
         if final is not None:
             await _body(send, final)
@@ -302,6 +315,18 @@ class SSEResponse(Response):
         tail = hub.buffered_after(self.tenant_id, (handoff[0], 0), handoff) or []
         if tail:
             await _body(send, b"".join(frame for _, frame in tail))
+
+
+def _count_written(batch: list[tuple[float, bytes]]) -> None:
+    """Metrics of frames a client's own task wrote (direct writes count in the hub)."""
+    now = time.time()
+    events = 0
+    for stored_at, frame in batch:
+        if frame is not HEARTBEAT_FRAME:
+            events += 1
+            STREAM_DELIVERY_LATENCY.observe(max(0.0, now - stored_at))
+    if events:
+        SSE_EVENTS_DELIVERED.inc(events)
 
 
 async def _body(send: Any, data: bytes) -> None:

@@ -293,8 +293,7 @@ class NatsBridge:
 
     # -- events in ------------------------------------------------------------------------
     async def _on_message(self, msg: Any) -> None:
-        meta = msg.metadata
-        seq = int(meta.sequence.stream)
+        seq, stored_at = _seq_and_time(msg)
         if seq <= self.position[0]:
             return  # already delivered (a consumer restarted at an older point)
         self.position = (seq, 0)
@@ -312,14 +311,14 @@ class NatsBridge:
                 kind=kind,
                 event_type=_event_type(msg.data, kind),
                 payload=msg.data,
-                stored_at=meta.timestamp.timestamp(),
+                stored_at=stored_at,
                 msg_id=msg_id,
                 origin="jetstream",
             )
         )
 
     def _dispatch(self, event: StreamEvent) -> None:
-        NATS_MESSAGES_DELIVERED.labels(event.origin).inc()
+        _child(NATS_MESSAGES_DELIVERED, event.origin).inc()
         for consumer in self._consumers:
             try:
                 consumer(event)
@@ -452,7 +451,49 @@ class NatsBridge:
 
 def metering_consumer(event: StreamEvent) -> None:
     """The bridge's observability/metering consumer: per-kind counts of live events."""
-    STREAM_EVENTS_BY_KIND.labels(event.kind).inc()
+    _child(STREAM_EVENTS_BY_KIND, event.kind).inc()
+
+
+# Labelled children of per-event counters: ``labels()`` takes a lock and builds a key on
+# every call; these few label values are looked up once.
+_CHILDREN: dict[tuple[int, str], Any] = {}
+
+
+def _child(metric: Any, value: str) -> Any:
+    key = (id(metric), value)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(value)
+    return child
+
+
+def _seq_and_time(msg: Any) -> tuple[int, float]:
+    """The stream sequence and store time (epoch seconds) of a live JetStream message.
+
+    Read straight from the reply subject (``$JS.ACK.<stream>.<consumer>.<delivered>.<seq>.
+    <cons seq>.<ns>.<pending>``, or the v2 form with domain and account hash first):
+    ``msg.metadata`` builds datetimes and dataclasses per message, a measurable share of
+    the per-event cost. Anything unexpected goes through ``msg.metadata`` (which raises for
+    a message without JetStream metadata).
+    """
+    tokens = msg.reply.split(".") if msg.reply else []
+    if tokens[:2] == ["$JS", "ACK"]:
+        if len(tokens) == _V1_TOKENS:
+            seq, nanos = tokens[5], tokens[7]
+        elif len(tokens) >= _V2_TOKENS:
+            seq, nanos = tokens[7], tokens[9]
+        else:
+            seq = nanos = ""
+        if seq.isdigit() and nanos.isdigit():
+            return int(seq), int(nanos) / 1e9
+    meta = msg.metadata
+    return int(meta.sequence.stream), meta.timestamp.timestamp()
+
+
+# Token counts of JetStream reply subjects: v1, and v2 (domain, account hash; the trailing
+# random token is optional).
+_V1_TOKENS = 9
+_V2_TOKENS = 11
 
 
 def _event_type(data: bytes, kind: str) -> str:

@@ -7,17 +7,27 @@ seen before it and ``n`` counts fallback events since. The SSE id is ``"seq"`` o
 
 Everything here runs on the event loop thread: ``dispatch`` never awaits, so registering a
 client and snapshotting the replay buffer happen between two dispatches, never during one.
+A caught-up client's frame is written to its socket buffer by ``dispatch`` itself (one
+ASGI ``send`` stepped synchronously, no task wake-up per frame); only a write that would
+wait for the socket is left to the client's own task (see ``SSEClient``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import deque
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any
 
-from meterbridge.prometheus import SSE_CLIENTS_CONNECTED, SSE_CLIENTS_DROPPED
+from meterbridge.prometheus import (
+    SSE_CLIENTS_CONNECTED,
+    SSE_CLIENTS_DROPPED,
+    SSE_EVENTS_DELIVERED,
+    STREAM_DELIVERY_LATENCY,
+)
 
 Position = tuple[int, int]
 
@@ -76,23 +86,71 @@ def control_frame(event: str, data: dict[str, Any], retry_ms: int | None = None)
     return retry + b"event: %s\ndata: %s\n\n" % (event.encode(), body)
 
 
-class SSEClient:
-    """One connected client: a bounded FIFO of frames and a wake-up event.
+# Starts the write of one body chunk to a client: ``send(http.response.body)`` unawaited.
+BodyWriter = Callable[[bytes], Coroutine[Any, Any, None]]
 
-    ``offer`` never blocks: a full queue closes the client with ``slow_consumer`` so one slow
-    reader never holds up the others; it reconnects with ``Last-Event-ID`` and loses nothing.
+
+class _Rest:
+    """The rest of a write that suspended (its socket was full), awaited by the client's task.
+
+    ``send`` runs to completion without suspending while the socket takes the data (the usual
+    case: uvicorn writes to the transport and returns), so ``dispatch`` steps it synchronously;
+    when it does suspend (flow control: the transport is over its high-water mark), the
+    future it waits on is handed to the client's own task through this awaitable, which
+    delegates exactly like ``await`` would (results, exceptions, cancellation).
+    """
+
+    __slots__ = ("_blocker", "_coro")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], blocker: Any) -> None:
+        self._coro = coro
+        self._blocker = blocker
+
+    def __await__(self) -> Generator[Any, None, None]:
+        blocker = self._blocker
+        while True:
+            try:
+                yield blocker
+            except BaseException as exc:  # noqa: BLE001 - cancellation (any throw) goes to the write
+                try:
+                    blocker = self._coro.throw(exc)
+                except StopIteration:
+                    return
+                continue
+            try:
+                blocker = self._coro.send(None)
+            except StopIteration:
+                return
+
+    def close(self) -> None:
+        self._coro.close()
+
+
+class SSEClient:
+    """One connected client: a bounded FIFO of frames, or direct writes once caught up.
+
+    Queued mode (replay, a full socket, tests): ``offer`` appends to a bounded FIFO that the
+    client's task drains with one write per batch. Direct mode (live and caught up, the
+    steady state): ``offer`` writes the frame to the client's socket buffer itself, with no
+    task wake-up per frame; a write that would wait for the socket switches the client back
+    to queued mode. ``offer`` never blocks: a full queue closes the client with
+    ``slow_consumer`` so one slow reader never holds up the others; it reconnects with
+    ``Last-Event-ID`` and loses nothing.
     """
 
     __slots__ = (
         "_buf",
-        "_wake",
+        "_waiter",
         "closed",
+        "error",
         "handoff",
         "max_queue",
         "skip_until",
+        "stalled",
         "task",
         "tenant_id",
         "touched",
+        "writer",
     )
 
     def __init__(self, tenant_id: str, max_queue: int, handoff: Position) -> None:
@@ -103,56 +161,119 @@ class SSEClient:
         # Live frames at or before this position are skipped (a client ahead of this task).
         self.skip_until: Position = (-1, 0)
         self._buf: deque[tuple[float, bytes]] = deque()
-        self._wake = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
         self.closed: str | None = None
         self.touched = False
         self.task: asyncio.Task[Any] | None = None
+        # Direct mode: set only while the queue is empty and no write is stalled.
+        self.writer: BodyWriter | None = None
+        # A direct write that suspended: (stored_at, frame, the rest for the client's task).
+        self.stalled: tuple[float, bytes, _Rest] | None = None
+        # What a direct write raised: the client's task re-raises it.
+        self.error: BaseException | None = None
 
-    def offer(self, position: Position, stored_at: float, frame: bytes) -> None:
+    def offer(self, position: Position, stored_at: float, frame: bytes) -> bool:
+        """Write or queue ``frame``; True when it was written here (direct mode)."""
         if self.closed is not None or position <= self.skip_until:
-            return
+            return False
+        self.touched = True
+        writer = self.writer
+        if writer is not None:
+            return self._write(writer, stored_at, frame)
         if len(self._buf) >= self.max_queue:
             self.close("slow_consumer")
-            return
+            return False
         self._buf.append((stored_at, frame))
-        self.touched = True
-        self._wake.set()
+        self._wake()
+        return False
 
     def offer_heartbeat(self) -> None:
-        if self.closed is None and len(self._buf) < self.max_queue:
+        if self.closed is not None:
+            return
+        writer = self.writer
+        if writer is not None:
+            self._write(writer, 0.0, HEARTBEAT_FRAME)
+        elif len(self._buf) < self.max_queue:
             self._buf.append((0.0, HEARTBEAT_FRAME))
-            self._wake.set()
+            self._wake()
+
+    def _write(self, writer: BodyWriter, stored_at: float, frame: bytes) -> bool:
+        """Step the write of ``frame`` until it completes (True) or would wait (False)."""
+        coro = writer(frame)
+        try:
+            blocker = coro.send(None)
+        except StopIteration:
+            return True
+        except Exception as exc:  # noqa: BLE001 - one client's failure must not stop the fan-out
+            self.error = exc
+            self.close("error")
+            return False
+        # The socket is full: the client's task finishes this write; later frames queue.
+        self.writer = None
+        self.stalled = (stored_at, frame, _Rest(coro, blocker))
+        self._wake()
+        return False
+
+    def go_direct(self, writer: BodyWriter) -> None:
+        """Caught up (nothing queued or stalled): let ``offer`` write through ``writer``."""
+        if self.closed is None and not self._buf and self.stalled is None:
+            self.writer = writer
 
     def close(self, reason: str) -> None:
         if self.closed is not None:
             return
         self.closed = reason
+        self.writer = None
         if reason == "slow_consumer":
             # Its reader is behind: what is queued would only delay the drop notice. Its
             # writer may be blocked on a socket that never drains: cut it after a grace.
             self._buf.clear()
             if self.task is not None:
                 asyncio.get_running_loop().call_later(STALLED_WRITE_GRACE_S, self._cut)
-        if reason not in ("disconnected",):
+        if reason not in ("disconnected", "error"):
             SSE_CLIENTS_DROPPED.labels(reason).inc()
-        self._wake.set()
+        self._wake()
 
     def _cut(self) -> None:
         if self.task is not None and not self.task.done():
             self.task.cancel()
 
-    async def next_batch(self) -> list[tuple[float, bytes]] | None:
-        """Every queued frame (at least one), or None once closed and drained."""
-        while not self._buf:
-            if self.closed is not None:
-                return None
-            self._wake.clear()
-            await self._wake.wait()
-        if self.closed == "slow_consumer":
-            return None
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Until there is work for the client's task: queued frames, a stalled write, or
+        the client closed."""
+        while not self._buf and self.stalled is None and self.closed is None:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def take_stalled(self) -> tuple[float, bytes, _Rest] | None:
+        stalled, self.stalled = self.stalled, None
+        return stalled
+
+    def take_queued(self) -> list[tuple[float, bytes]]:
+        """Every queued frame (possibly none); nothing once dropped as a slow consumer."""
+        if self.closed == "slow_consumer" or not self._buf:
+            return []
         batch = list(self._buf)
         self._buf.clear()
         return batch
+
+    async def next_batch(self) -> list[tuple[float, bytes]] | None:
+        """Every queued frame (at least one), or None once closed and drained (queued mode)."""
+        while True:
+            batch = self.take_queued()
+            if batch:
+                return batch
+            if self.closed is not None:
+                return None
+            await self.wait()
 
 
 class FanoutHub:
@@ -216,8 +337,15 @@ class FanoutHub:
         clients = self._clients.get(event.tenant_id)
         if clients:
             position, stored_at = event.position, event.stored_at
+            written = 0
             for client in clients:
-                client.offer(position, stored_at, frame)
+                if client.offer(position, stored_at, frame):
+                    written += 1
+            if written:
+                # Once per fan-out, not per client: every direct write of this event
+                # happened just now, the last one at this time.
+                SSE_EVENTS_DELIVERED.inc(written)
+                STREAM_DELIVERY_LATENCY.observe(max(0.0, time.time() - stored_at))
 
     def buffered_after(
         self, tenant_id: str, after: Position, until: Position
