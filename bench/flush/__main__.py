@@ -14,7 +14,8 @@ seconds the moto server, the sink and this process used during the run (2 vCPUs 
 
     python -m bench.flush [--n 10000] [--batch 100] [--concurrency 4] [--page 50] [--segment 97]
 
-Goals (issue 5): >= 5,000 events/s per invocation and >= 0.7x the baseline.
+Goals (issue 5): >= 5,000 events/s per invocation (the end-to-end case) and >= 0.7x the
+baseline (the delivery case: the same prebuilt batches, docs/performance/flush.md).
 """
 
 from __future__ import annotations
@@ -194,9 +195,7 @@ def run(args: argparse.Namespace, sink_url: str, *, moto_pid: int, sink_pid: int
     timer.wrap(outbox, "mark_sent_many", "mark sent (TransactWriteItems)")
     timer.wrap(outbox, "count_pending", "count remaining (8 queries)")
     timer.wrap(client, "send_batch", "POST to the sink (adapter)")
-    config = flush.FlushConfig(
-        batch_size=args.batch, concurrency=threads, page_size=args.page
-    )
+    config = flush.FlushConfig(batch_size=args.batch, concurrency=threads, page_size=args.page)
     cpu0 = (cpu_s(moto_pid), cpu_s(sink_pid), time.process_time())
     t0 = time.perf_counter()
     sent, runs = 0, 0
@@ -223,14 +222,25 @@ def run(args: argparse.Namespace, sink_url: str, *, moto_pid: int, sink_pid: int
         ("delivery: OpenMeterClient.send_batch", deliver_s),
         (f"end to end: flush_outbox on moto ({runs} run)", e2e_s),
     ]
+    # The goals as docs/performance/flush.md reads them: the 0.7x ratio compares like with
+    # like (the same prebuilt batches POSTed by the flush's sender and by plain httpx); the
+    # 5,000/s is a whole invocation's rate, DynamoDB included (its ratio is shown, not judged:
+    # the baseline does no DynamoDB work at all).
+    missed = []
     for label, secs in rows:
         eps = n / secs
         ratio = eps / base_eps
         goals = ""
-        if not label.startswith("baseline"):
-            ok_eps = "met" if eps >= GOAL_EPS else "MISSED"
-            ok_ratio = "met" if ratio >= GOAL_RATIO else "MISSED"
-            goals = f">=5,000/s {ok_eps}; >=0.7x {ok_ratio}"
+        if label.startswith("delivery"):
+            ok = ratio >= GOAL_RATIO
+            goals = f">=0.7x baseline: {'met' if ok else 'MISSED'}"
+        elif label.startswith("end to end"):
+            ok = eps >= GOAL_EPS
+            goals = f">=5,000/s per invocation: {'met' if ok else 'MISSED'}"
+        else:
+            ok = True
+        if not ok:
+            missed.append(label)
         print(f"{label:<46}{secs:>9.2f}{eps:>10.0f}{ratio:>9.3f}  {goals}")
     print(f"(outbox fill by BatchWriteItem, not timed above: {fill_s:.2f}s)")
     print("end to end, thread-time per phase (summed over threads):")
@@ -246,6 +256,7 @@ def run(args: argparse.Namespace, sink_url: str, *, moto_pid: int, sink_pid: int
         f" ({moto_cpu / e2e_s:.0%} of a core, {moto_cpu / n * 1000:.3f} ms/event),"
         f" flush process {own_cpu:.2f}s, sink {sink_cpu:.2f}s"
     )
+    print("\n" + ("all goals met" if not missed else "goals missed: " + "; ".join(missed)))
 
 
 def sink_resent(url: str) -> bool:
