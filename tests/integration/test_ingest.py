@@ -87,8 +87,10 @@ def test_a_large_batch_is_queued_in_segments_within_the_item_limit(
     assert resp.status_code == 202 and resp.json()["accepted"] == 1000
     records, segments = events_table_items(aws["EventsTable"])
     queued = [json.loads(e)["id"] for s in segments for e in outbox.segment_events(s)]
-    assert sorted(queued) == sorted(e["id"] for e in batch) == sorted(
-        json.loads(r["event"])["id"] for r in records
+    assert (
+        sorted(queued)
+        == sorted(e["id"] for e in batch)
+        == sorted(json.loads(r["event"])["id"] for r in records)
     )
     assert len(segments) >= 3
     assert max(len(s["events"]) for s in segments) <= outbox.SEGMENT_MAX_BYTES
