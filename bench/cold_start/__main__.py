@@ -61,11 +61,18 @@ def sample(path: Path) -> tuple[float, bool]:
     return float(data["ms"]), bool(data["fastapi"])
 
 
+def _load(avg: tuple[float, float, float]) -> str:
+    return "/".join(f"{x:.2f}" for x in avg)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
     targets = {"baseline (fastapi+mangum+boto3 client)": BASELINE, **HANDLERS}
+    # Other work on the machine slows every sample; the alternation keeps the ratios fair,
+    # and the load average tells how quiet the run was.
+    load_before = os.getloadavg()
     # Warm the bytecode cache once per module so every sample measures the same thing
     # (the deployed package ships compiled .pyc, see docs/performance.md).
     for path in targets.values():
@@ -79,9 +86,11 @@ def main() -> int:
             uses_fastapi[name] = fa
         print(f"  run {i + 1}/{args.runs} done", file=sys.stderr)
     base = statistics.median(times[next(iter(targets))])
+    load_after = os.getloadavg()
     print(
         f"\nHandler import time, median of {args.runs} fresh processes "
-        f"(python {sys.version.split()[0]})"
+        f"(python {sys.version.split()[0]}; load average 1/5/15 min "
+        f"{_load(load_before)} before, {_load(load_after)} after)"
     )
     print(f"{'module':42} {'median ms':>10} {'ratio':>7} {'goal':>7} {'imports fastapi':>16}")
     ok = True

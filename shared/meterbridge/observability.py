@@ -26,8 +26,10 @@ class LazyTracer:
     """Powertools' Tracer, built on first use instead of at import.
 
     The X-Ray SDK imports botocore (about 150 ms here). Handlers import in less than half the
-    time when it loads with the first traced call, which also needs botocore for DynamoDB;
-    where tracing is off (tests, local stack) it never loads. docs/performance.md has figures.
+    time when it loads with the first traced invocation, which also needs botocore for
+    DynamoDB. Powertools' ``Tracer()`` imports the SDK even when tracing is off, so it loads
+    with the first invocation there too; only code that never runs a handler (the local
+    stack's routes, most tests) never loads it. docs/performance/cold_start.md has figures.
     """
 
     def __init__(self) -> None:

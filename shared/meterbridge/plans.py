@@ -5,8 +5,9 @@ there are expressed per billing period (calendar month, UTC) as 30 x the daily f
 of ``null`` means unlimited; ``base_price_cents`` of ``null`` means a custom contract price.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: pydantic would compile and evaluate every
+# field's annotation string when the model class is built, which the cold start pays
+# (docs/performance/cold_start.md).
 import json
 from functools import lru_cache
 from pathlib import Path

@@ -4,8 +4,9 @@ Logic never reads ``os.environ``: it receives a ``Settings`` (or reads ``get_set
 boto3 honours ``AWS_ENDPOINT_URL`` by itself, so pointing at a moto server needs no switch here.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: pydantic would compile and evaluate every
+# field's annotation string when the model class is built, which the cold start pays
+# (docs/performance/cold_start.md).
 from functools import lru_cache
 from typing import Annotated
 

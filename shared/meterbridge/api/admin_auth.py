@@ -7,8 +7,8 @@ compares ``Authorization: Bearer <token>`` with ``METERBRIDGE_ADMIN_TOKEN`` in c
 No admin route answers without one of the two.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: FastAPI would evaluate each route's and
+# dependency's annotation strings when it builds the routes at import (cold start).
 import hmac
 
 from fastapi import Request

@@ -1,7 +1,7 @@
 """The usage API (``/v1/events``, ``/v1/usage``): tenant key auth, ingest, usage query."""
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: FastAPI would evaluate each route's and
+# dependency's annotation strings when it builds the routes at import (cold start).
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -14,7 +14,7 @@ from meterbridge.errors import PayloadTooLarge, UnsupportedMediaType
 from meterbridge.logic import ingest, usage_query
 from meterbridge.logic.auth import TenantPrincipal
 from meterbridge.models.cloudevent import CloudEvent
-from meterbridge.models.usage import InboundEvent, IngestResult, UsageReport
+from meterbridge.models.usage import INBOUND_EVENT_SCHEMA, IngestResult, UsageReport
 from meterbridge.plans import catalog
 from meterbridge.settings import Settings, get_settings
 
@@ -27,11 +27,15 @@ MEDIA_TYPES = (
 )
 # The body is read raw (size and media type are checked first), so its schema is given here;
 # InboundEvent has no nested models, so its JSON schema is self-contained.
-_EVENT_SCHEMA = InboundEvent.model_json_schema()
 _BODY_SCHEMA: dict[str, Any] = {
     "oneOf": [
-        _EVENT_SCHEMA,
-        {"type": "array", "items": _EVENT_SCHEMA, "minItems": 1, "maxItems": ingest.MAX_EVENTS},
+        INBOUND_EVENT_SCHEMA,
+        {
+            "type": "array",
+            "items": INBOUND_EVENT_SCHEMA,
+            "minItems": 1,
+            "maxItems": ingest.MAX_EVENTS,
+        },
     ]
 }
 

@@ -22,13 +22,18 @@ import hmac
 import secrets
 import time
 import zlib
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, NamedTuple
 
 from meterbridge.dal import tenants as tenants_dal
 from meterbridge.errors import ConditionFailed, Conflict, NotFound
-from meterbridge.models.tenant import ApiKey, IssuedKey, KeyRotation
 from meterbridge.settings import Settings, get_settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    # Imported where keys are listed, issued or rotated (the admin API, which loads these models
+    # for its routes anyway): the usage API uses only the format below, and building the
+    # tenant models would cost its cold start about 5 ms (docs/performance/cold_start.md).
+    from meterbridge.models.tenant import ApiKey, IssuedKey, KeyRotation
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 PREFIXES = ("mb_live_", "mb_test_")
@@ -52,8 +57,9 @@ def checksum(text: str) -> str:
     return _base62(zlib.crc32(text.encode()), CHECKSUM_LEN)
 
 
-@dataclass(frozen=True)
-class ParsedKey:
+class ParsedKey(NamedTuple):
+    # A NamedTuple, not a frozen dataclass: as immutable, and a sixth of the cost to define
+    # at import (a frozen dataclass execs six generated methods; docs/performance/cold_start.md).
     raw: str
     prefix: str
     lookup_id: str
@@ -118,6 +124,8 @@ def new_record(tenant_id: str, settings: Settings) -> tuple[str, dict[str, objec
 
 
 def to_api_key(record: dict[str, object]) -> ApiKey:
+    from meterbridge.models.tenant import ApiKey
+
     expires = record.get("expires_at_s")
     return ApiKey(
         key_id=str(record["lookup_id"]),
@@ -131,6 +139,8 @@ def to_api_key(record: dict[str, object]) -> ApiKey:
 
 
 def issued(raw: str, record: dict[str, object]) -> IssuedKey:
+    from meterbridge.models.tenant import IssuedKey
+
     return IssuedKey(**to_api_key(record).model_dump(), secret=raw)
 
 
@@ -214,6 +224,7 @@ def rotate(
     either both or neither. An old key already expiring sooner keeps its earlier expiry.
     """
     from meterbridge.logic.auth import forget
+    from meterbridge.models.tenant import KeyRotation
 
     settings = settings or get_settings()
     tenant = _tenant_for_keys(tenant_id, settings)

@@ -20,9 +20,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from meterbridge.adapters.stripe_billing import get_gateway
-from meterbridge.bus.publisher import Message, get_publisher
-from meterbridge.bus.subjects import tenant_subject
 from meterbridge.dal import outbox
 from meterbridge.dal import tenants as tenants_dal
 from meterbridge.errors import (
@@ -46,8 +43,12 @@ from meterbridge.models.tenant import (
     TenantUpdate,
 )
 from meterbridge.observability import logger, metrics
-from meterbridge.plans import catalog
 from meterbridge.settings import Settings, get_settings
+
+# The Stripe gateway, the plan catalogue and the NATS publisher are imported inside the
+# lifecycle functions that use them (provision, plan change, suspend/resume, offboard): the
+# admin API's other routes (reads, keys, dead letters) never need them, and importing them
+# here would cost every cold start of the admin function (docs/performance/cold_start.md).
 
 # A worker holds a provisioning record this long; a crashed worker's record is taken over after.
 LEASE_S = 60
@@ -102,6 +103,9 @@ async def publish(events: Sequence[CloudEvent], settings: Settings | None = None
     """
     if not events:
         return
+    from meterbridge.bus.publisher import Message, get_publisher
+    from meterbridge.bus.subjects import tenant_subject
+
     settings = settings or get_settings()
     publisher = get_publisher()
     messages = [Message(tenant_subject(str(e.subject), "tenant"), e.id, e.wire()) for e in events]
@@ -240,6 +244,9 @@ def _stripe_steps(
     rec: dict[str, Any], req: TenantCreate, owner: str, settings: Settings
 ) -> dict[str, Any]:
     """Customer, then subscription (if the plan has a Stripe price); each recorded when done."""
+    from meterbridge.adapters.stripe_billing import get_gateway
+    from meterbridge.plans import catalog
+
     tenant_id, idem = rec["tenant_id"], rec["idempotency_key"]
     gateway = get_gateway(settings)
     if gateway is None:
@@ -569,6 +576,9 @@ def update_sync(
 
 def _move_subscription(tenant: Tenant, plan_id: str, settings: Settings) -> str | None:
     """The subscription id after moving to ``plan_id`` (None: no subscription)."""
+    from meterbridge.adapters.stripe_billing import get_gateway
+    from meterbridge.plans import catalog
+
     gateway = get_gateway(settings)
     current = tenant.stripe_subscription_id
     if gateway is None or not tenant.stripe_customer_id:
@@ -630,6 +640,8 @@ def offboard_sync(
     tenant = get_tenant(tenant_id, settings)
     if tenant.status == "deleted":
         return tenant, []
+    from meterbridge.adapters.stripe_billing import get_gateway
+
     revoked = keys.revoke_all(tenant_id, settings)
     gateway = get_gateway(settings)
     if gateway is not None and tenant.stripe_subscription_id:

@@ -4,8 +4,9 @@
 recognised as the same event by OpenMeter and by NATS (``Nats-Msg-Id``).
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: pydantic would compile and evaluate every
+# field's annotation string when the model class is built, which the cold start pays
+# (docs/performance/cold_start.md).
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal

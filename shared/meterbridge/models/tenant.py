@@ -5,10 +5,11 @@ with a 400 before anything is written. Outputs never carry a key hash; only ``Is
 a secret, and only in the response of the call that created it.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: pydantic would compile and evaluate every
+# field's annotation string when the model class is built, which the cold start pays
+# (docs/performance/cold_start.md).
 import re
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -106,7 +107,7 @@ class TenantUpdate(BaseModel):
         return None if value is None else _check_email(value)
 
     @model_validator(mode="after")
-    def _not_empty(self) -> TenantUpdate:
+    def _not_empty(self) -> Self:
         if self.plan is None and self.name is None and self.email is None:
             raise ValueError("give at least one of plan, name, email")
         return self

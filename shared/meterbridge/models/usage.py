@@ -1,7 +1,8 @@
 """The usage API's models: inbound CloudEvents, the ingest answer, the usage summary."""
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: pydantic would compile and evaluate every
+# field's annotation string when the model class is built, which the cold start pays
+# (docs/performance/cold_start.md).
 from datetime import datetime
 from typing import Any, Literal
 
@@ -37,6 +38,52 @@ class InboundEvent(BaseModel):
         if value is not None and value.tzinfo is None:
             raise ValueError("must be RFC 3339 with a time zone offset (e.g. Z)")
         return value
+
+
+# InboundEvent's JSON schema for the OpenAPI document (the ingest route reads its body raw, so
+# FastAPI cannot derive it). Written out rather than built with ``model_json_schema()`` at
+# import, which the usage API's cold start would pay (about 2 ms); a unit test keeps the two
+# equal (tests/unit/test_cold_start_imports.py).
+INBOUND_EVENT_SCHEMA: dict[str, Any] = {
+    "additionalProperties": False,
+    "description": (
+        "One CloudEvent as a tenant sends it. ``source`` is the server's, so it is ignored."
+    ),
+    "properties": {
+        "id": {"maxLength": MAX_EVENT_ID, "minLength": 1, "title": "Id", "type": "string"},
+        "type": {"maxLength": 256, "minLength": 1, "title": "Type", "type": "string"},
+        "time": {
+            "anyOf": [{"format": "date-time", "type": "string"}, {"type": "null"}],
+            "default": None,
+            "title": "Time",
+        },
+        "subject": {
+            "anyOf": [{"maxLength": 256, "minLength": 1, "type": "string"}, {"type": "null"}],
+            "default": None,
+            "title": "Subject",
+        },
+        "data": {"additionalProperties": True, "title": "Data", "type": "object"},
+        "specversion": {
+            "anyOf": [{"const": "1.0", "type": "string"}, {"type": "null"}],
+            "default": None,
+            "title": "Specversion",
+        },
+        "datacontenttype": {
+            "anyOf": [{"const": "application/json", "type": "string"}, {"type": "null"}],
+            "default": None,
+            "title": "Datacontenttype",
+        },
+        "source": {
+            "anyOf": [{"type": "string"}, {"type": "null"}],
+            "default": None,
+            "description": "Ignored: set by the server",
+            "title": "Source",
+        },
+    },
+    "required": ["id", "type"],
+    "title": "InboundEvent",
+    "type": "object",
+}
 
 
 class IngestResult(BaseModel):
