@@ -372,3 +372,18 @@ def test_republishes_to_nats_with_a_tenant_unique_msg_id(aws, sink, nats_server)
     assert {m.headers["Nats-Msg-Id"] for m in messages} == {f"{e.source}#{e.id}" for e in events}
     items = all_items(table)
     assert not [i for i in items if "republish_shard" in i]
+
+
+def test_mark_published_clears_the_marker_and_tolerates_a_record_that_is_gone(aws):
+    # Given one event waiting for NATS, and the key of one whose record is gone (TTL)
+    table = aws["EventsTable"]
+    [event] = make_events(1, prefix="pub")
+    fill_outbox(table, [event], nats_pending=True)
+    # When both are marked published
+    marked = outbox.mark_published(table, event.source, event.id)
+    gone = outbox.mark_published(table, event.source, "never-stored")
+    # Then the first leaves the republish index, the second reports nothing to mark
+    assert (marked, gone) == (True, False)
+    record = outbox.get_event(table, outbox.event_pk(event.source, event.id))
+    assert record is not None and "republish_shard" not in record
+    assert outbox.get_event(table, outbox.event_pk(event.source, "never-stored")) is None
