@@ -139,6 +139,15 @@ def translate(exc: Exception, what: str) -> Exception:
     return StorageUnavailable(f"{what}: storage error ({code or type(exc).__name__})")
 
 
+def cancellation_reasons(exc: Exception) -> list[str] | None:
+    """The per-item reason codes of a cancelled transaction, in item order (``"None"`` for an
+    item that did not fail); ``None`` if ``exc`` is not a cancellation."""
+    if error_code(exc) != "TransactionCanceledException":
+        return None
+    reasons = (getattr(exc, "response", {}) or {}).get("CancellationReasons", [])
+    return [str(r.get("Code") or "None") for r in reasons]
+
+
 def is_client_error(exc: BaseException) -> bool:
     from botocore.exceptions import BotoCoreError, ClientError
 

@@ -73,15 +73,14 @@ def write_chunk(
         dynamo.client().transact_write_items(TransactItems=transact)
         return ChunkOutcome(written=True)
     except Exception as exc:
-        if dynamo.error_code(exc) != "TransactionCanceledException":
+        reasons = dynamo.cancellation_reasons(exc)
+        if reasons is None:
             if dynamo.is_client_error(exc):
                 raise dynamo.translate(exc, "store events") from exc
             raise
-        reasons = getattr(exc, "response", {}).get("CancellationReasons", [])
         outcome = ChunkOutcome(written=False)
         failed = False
-        for index, reason in enumerate(reasons):
-            code = reason.get("Code")
+        for index, code in enumerate(reasons):
             if code == "ConditionalCheckFailed":
                 if index < len(items):
                     outcome.duplicate_pks.add(items[index]["pk"])
@@ -91,7 +90,7 @@ def write_chunk(
                     failed = True  # the segment's fresh key: never stored before
             elif code == "TransactionConflict":
                 outcome.conflict = True
-            elif code not in (None, "None"):
+            elif code != "None":
                 failed = True
         if failed and not (outcome.duplicate_pks or outcome.over_cap or outcome.conflict):
             # Throttling or another storage failure: nothing written, the client retries.

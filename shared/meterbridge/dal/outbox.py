@@ -57,13 +57,13 @@ def event_pk(source: str, event_id: str) -> str:
     return f"{source}#{event_id}"
 
 
-def shard_of(source: str, event_id: str) -> str:
-    return str(zlib.crc32(f"{source}#{event_id}".encode()) % OUTBOX_SHARDS)
-
-
 def shard_of_pk(pk: str) -> str:
-    """The outbox shard of an item key (for an event: ``shard_of`` its source and id)."""
+    """The shard of an item key (an event record's or a segment's)."""
     return str(zlib.crc32(pk.encode()) % OUTBOX_SHARDS)
+
+
+def shard_of(source: str, event_id: str) -> str:
+    return shard_of_pk(event_pk(source, event_id))
 
 
 def _epoch_s(rfc3339: str) -> int:
@@ -151,14 +151,6 @@ def _put_new(table: str, item: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def cancellation_reasons(exc: Exception) -> list[str] | None:
-    """The per-item reasons of a cancelled transaction (``None`` if ``exc`` is another error)."""
-    if dynamo.error_code(exc) != "TransactionCanceledException":
-        return None
-    reasons = (getattr(exc, "response", {}) or {}).get("CancellationReasons", [])
-    return [str(r.get("Code") or "None") for r in reasons]
-
-
 def enqueue(
     table: str,
     event: CloudEvent,
@@ -172,7 +164,7 @@ def enqueue(
     try:
         dynamo.client().transact_write_items(TransactItems=put_ops(table, [item]))  # type: ignore[arg-type]
     except Exception as exc:
-        reasons = cancellation_reasons(exc)
+        reasons = dynamo.cancellation_reasons(exc)
         if reasons and reasons[0] == "ConditionalCheckFailed":
             return False
         if dynamo.is_client_error(exc):
@@ -398,11 +390,8 @@ def transact_update(
                 if not dynamo.is_client_error(exc):
                     raise
                 code = dynamo.error_code(exc)
-                if code == "TransactionCanceledException":
-                    reasons = [
-                        str(r.get("Code") or "None")
-                        for r in (getattr(exc, "response", {}) or {}).get("CancellationReasons", [])
-                    ]
+                reasons = dynamo.cancellation_reasons(exc)
+                if reasons is not None:
                     failed = {
                         pk
                         for pk, reason in zip(todo, reasons, strict=False)
@@ -581,10 +570,6 @@ def get_event(table: str, pk: str) -> dict[str, Any] | None:
     return dynamo.get(table, _key(pk))
 
 
-def get_segment(table: str, pk: str) -> dict[str, Any] | None:
-    return dynamo.get(table, _segment_key(pk))
-
-
 def retry_dead_letter(table: str, pk: str, *, retried_at: str) -> bool:
     """Put a dead letter back in the outbox (same id and source) in a new segment of its own.
     False if it is not dead (unknown, already retried)."""
@@ -616,7 +601,7 @@ def retry_dead_letter(table: str, pk: str, *, retried_at: str) -> bool:
     try:
         dynamo.client().transact_write_items(TransactItems=ops)
     except Exception as exc:
-        if cancellation_reasons(exc) is not None:
+        if dynamo.cancellation_reasons(exc) is not None:
             return False  # retried or delivered meanwhile
         if dynamo.is_client_error(exc):
             raise dynamo.translate(exc, f"retry dead letter {table}") from exc

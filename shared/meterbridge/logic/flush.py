@@ -6,7 +6,7 @@ One run (EventBridge, every minute; runs may overlap):
    (one conditional write, renewed per page, dropped when the shard is done), so overlapping
    runs drain different shards; a shard another run holds is tried once more at the end.
 2. Read the ``outbox`` index in projected pages of *segments* (each carries the events one
-   write accepted, up to 98); cut pages into claim groups of about ``group_events`` events;
+   write accepted, up to 98); cut pages into claim groups of up to ``group_events`` events;
    ``concurrency`` workers each claim, send and mark one group while the producer reads on.
 3. Per group: claim its segments with conditional updates grouped in one
    ``TransactWriteItems`` (pending and not leased by a live run; the losers are dropped), POST
@@ -290,7 +290,7 @@ class Flusher:
                 # The index copy may be stale; the claim decides. Skipping visibly leased
                 # items only saves a write that would fail.
                 free = [i for i in page if int(i.get("lease_until", 0)) < now_ms]
-                for batch in _groups(free, cfg.group_events):
+                for batch in _packed(free, cfg.group_events):
                     # Keep a batch queued behind each worker, so the next page's query
                     # overlaps the claims, POSTs and marks of this one.
                     self._settle(2 * cfg.concurrency - 1)
@@ -340,7 +340,7 @@ class Flusher:
         deadline = time.monotonic() + budget - max(0.0, self._now_ms() - now_ms) / 1000.0
         delivered: list[_Delivery] = []
         try:
-            for unit in _units(claimed, cfg.batch_size):
+            for unit in _packed(claimed, cfg.batch_size):
                 delivery = _Delivery(unit)
                 self._deliver(delivery.events, deadline, delivery)
                 delivered.append(delivery)
@@ -487,36 +487,21 @@ class _Delivery:
         self.acked = 0
 
 
-def _units(segments: list[dict[str, Any]], batch_size: int) -> Iterable[list[dict[str, Any]]]:
-    """Consecutive segments packed into POSTs of up to ``batch_size`` events. A segment is
-    never split (it holds at most 98 events and 300 KB), so a larger one is a POST alone."""
-    unit: list[dict[str, Any]] = []
+def _packed(segments: list[dict[str, Any]], events: int) -> Iterable[list[dict[str, Any]]]:
+    """Consecutive segments packed into runs of up to ``events`` events: the claim groups of a
+    page, and the POSTs of a group. A segment is never split (it holds at most 98 events and
+    300 KB), so a larger one stands alone."""
+    run: list[dict[str, Any]] = []
     size = 0
     for segment in segments:
         count = int(segment.get("count", 1))
-        if unit and size + count > batch_size:
-            yield unit
-            unit, size = [], 0
-        unit.append(segment)
+        if run and size + count > events:
+            yield run
+            run, size = [], 0
+        run.append(segment)
         size += count
-    if unit:
-        yield unit
-
-
-def _groups(
-    segments: list[dict[str, Any]], events_per_group: int
-) -> Iterable[list[dict[str, Any]]]:
-    """A page's segments in claim groups of about ``events_per_group`` events."""
-    group: list[dict[str, Any]] = []
-    size = 0
-    for segment in segments:
-        group.append(segment)
-        size += int(segment.get("count", 1))
-        if size >= events_per_group:
-            yield group
-            group, size = [], 0
-    if group:
-        yield group
+    if run:
+        yield run
 
 
 def flush_outbox(
