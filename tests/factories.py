@@ -42,9 +42,9 @@ def make_tenant(plan: str = "basic", status: str = "active", name: str = "Acme")
     return tenant_id, raw
 
 
-def events_table_items(table: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The events table's event records and outbox segments (a consistent scan)."""
-    from meterbridge.dal import dynamo, outbox
+def scan_items(table: str) -> list[dict[str, Any]]:
+    """Every item of ``table`` (a consistent scan, all pages), as plain dicts."""
+    from meterbridge.dal import dynamo
 
     items: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
@@ -52,8 +52,15 @@ def events_table_items(table: str) -> tuple[list[dict[str, Any]], list[dict[str,
         resp = dynamo.client().scan(**kwargs)
         items.extend(dynamo.deserialize(i) for i in resp.get("Items", []))
         if "LastEvaluatedKey" not in resp:
-            break
+            return items
         kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+
+def events_table_items(table: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The events table's event records and outbox segments (a consistent scan)."""
+    from meterbridge.dal import outbox
+
+    items = scan_items(table)
     records = [i for i in items if i["sk"] == outbox.EVENT_SK]
     return records, [i for i in items if i["sk"] == outbox.SEGMENT_SK]
 

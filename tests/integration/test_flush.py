@@ -12,14 +12,13 @@ from meterbridge.dal import outbox
 from meterbridge.local.openmeter_sink import Fault
 from meterbridge.logic import flush
 from meterbridge.settings import get_settings
+from tests.factories import events_table_items, scan_items
 from tests.integration import test_flush_support
 from tests.integration.test_flush_support import (
-    all_items,
     fast_client,
     fast_config,
     fill_outbox,
     make_events,
-    records_and_segments,
 )
 
 sink = test_flush_support.sink  # the OpenMeter fake fixture
@@ -58,7 +57,7 @@ def test_ten_thousand_events_with_ten_percent_duplicates_reach_openmeter_once_ea
     assert state.resent() == {}
     assert sum(r.sent for r in results) == 9000
     assert results[-1].remaining == 0
-    records, segments = records_and_segments(table)
+    records, segments = events_table_items(table)
     assert len(records) == 9000 and {i["status"] for i in records} == {"accepted"}
     assert {i["status"] for i in segments} == {"sent"}
     assert not [i for i in segments if "outbox_shard" in i or "lease_owner" in i]
@@ -139,7 +138,7 @@ def test_a_run_killed_between_post_and_mark_leads_to_a_resend_of_the_same_ids(
     assert state.unique_keys() == {(e.source, e.id) for e in events}
     assert set(state.resent()) == killed
     assert set(state.resent().values()) == {2}
-    assert {i["status"] for i in records_and_segments(table)[1]} == {"sent"}
+    assert {i["status"] for i in events_table_items(table)[1]} == {"sent"}
 
 
 def test_two_concurrent_runs_deliver_each_event_once(aws, sink):
@@ -216,7 +215,7 @@ def test_group_claims_skip_segments_another_run_holds_and_marks_need_the_lease(a
     assert taken == theirs
     assert mine == set(pks) - theirs
     assert marked == mine
-    items = {i["pk"]: i for i in records_and_segments(table)[1]}
+    items = {i["pk"]: i for i in events_table_items(table)[1]}
     assert {(items[p]["status"], items[p]["lease_owner"]) for p in theirs} == {("pending", "other")}
     assert {items[p]["status"] for p in mine} == {"sent"}
     assert not [p for p in mine if "lease_owner" in items[p] or "outbox_shard" in items[p]]
@@ -320,7 +319,7 @@ def test_wrong_api_key_stops_the_run_without_dead_lettering(aws, sink):
     # Then
     assert result.stopped == "openmeter_misconfigured"
     assert (result.sent, result.dead_lettered, result.remaining) == (0, 0, 10)
-    assert not [i for i in all_items(table) if "lease_owner" in i]
+    assert not [i for i in scan_items(table) if "lease_owner" in i]
 
 
 def test_lambda_handler_runs_the_flush_on_a_scheduled_event(
@@ -370,7 +369,7 @@ def test_republishes_to_nats_with_a_tenant_unique_msg_id(aws, sink, nats_server)
     messages = asyncio.run(stream_messages())
     assert result.republished == 12 and result.sent == 12
     assert {m.headers["Nats-Msg-Id"] for m in messages} == {f"{e.source}#{e.id}" for e in events}
-    items = all_items(table)
+    items = scan_items(table)
     assert not [i for i in items if "republish_shard" in i]
 
 

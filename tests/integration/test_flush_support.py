@@ -10,7 +10,7 @@ import pytest
 
 from meterbridge.adapters.openmeter import OpenMeterClient, RetryPolicy, reset_client
 from meterbridge.dal import dynamo
-from meterbridge.dal.outbox import EVENT_SK, SEGMENT_SK, outbox_item, segment_for
+from meterbridge.dal.outbox import outbox_item, segment_for
 from meterbridge.local.openmeter_sink import SinkState, create_app
 from meterbridge.local.servers import BackgroundServer
 from meterbridge.logic.flush import FlushConfig
@@ -68,26 +68,6 @@ def fill_outbox(
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(write, chunks))
     return segments
-
-
-def records_and_segments(table: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The events table's event records and outbox segments."""
-    items = all_items(table)
-    return (
-        [i for i in items if i["sk"] == EVENT_SK],
-        [i for i in items if i["sk"] == SEGMENT_SK],
-    )
-
-
-def all_items(table: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"TableName": table}
-    while True:
-        resp = dynamo.client().scan(**kwargs)
-        items.extend(dynamo.deserialize(i) for i in resp.get("Items", []))
-        if "LastEvaluatedKey" not in resp:
-            return items
-        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
 
 def fast_client(url: str, **kw: Any) -> OpenMeterClient:

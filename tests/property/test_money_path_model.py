@@ -53,6 +53,7 @@ from meterbridge.models.cloudevent import usage_source
 from meterbridge.plans import catalog
 from meterbridge.resilience import CircuitBreaker
 from meterbridge.settings import Settings
+from tests.factories import events_table_items
 
 API_KEY = "om_property_model_key"
 LEASE_S = 30.0
@@ -162,16 +163,6 @@ class MoneyPathModel(RuleBasedStateMachine):
             for plan, ids in self.accepted.items()
             for event_id in ids
         }
-
-    def outbox_items(self) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"TableName": self.settings.events_table, "ConsistentRead": True}
-        while True:
-            resp = dynamo.client().scan(**kwargs)
-            items.extend(dynamo.deserialize(i) for i in resp.get("Items", []))
-            if "LastEvaluatedKey" not in resp:
-                return items
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
     @contextlib.contextmanager
     def killed_after_post(self) -> Iterator[None]:
@@ -328,9 +319,7 @@ class MoneyPathModel(RuleBasedStateMachine):
     # -- invariants -----------------------------------------------------------------------
 
     def records_and_segments(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        items = self.outbox_items()
-        records = [i for i in items if i["sk"] == outbox.EVENT_SK]
-        return records, [i for i in items if i["sk"] == outbox.SEGMENT_SK]
+        return events_table_items(self.settings.events_table)
 
     @staticmethod
     def keys_of(segments: list[dict[str, Any]]) -> Counter[tuple[str, str]]:
