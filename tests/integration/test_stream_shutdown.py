@@ -26,7 +26,13 @@ async def test_sigterm_tells_clients_drains_and_exits(
     # Given the streaming entry point serving a connected client that received an event
     tenant, key = make_tenant()
     port = free_port()
-    env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "PYTHONPATH": "shared:."}
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "PYTHONPATH": "shared:.",
+        "METERBRIDGE_ADMIN_TOKEN": "ops-token",
+    }
     proc = subprocess.Popen(
         [sys.executable, "functions/streaming/app.py"],
         cwd=ROOT,
@@ -45,7 +51,9 @@ async def test_sigterm_tells_clients_drains_and_exits(
                 pass
             async with SSEReader(http, f"{base}/v1/stream", auth(key)) as reader:
                 for _ in range(400):
-                    if (await http.get(f"{base}/status")).json()["clients"] == 1:
+                    if (await http.get(f"{base}/status", headers=auth("ops-token"))).json()[
+                        "clients"
+                    ] == 1:
                         break
                     await asyncio.sleep(0.05)
                 seq = await js_publish(nc.jetstream(), tenant, usage_event(tenant, 1))

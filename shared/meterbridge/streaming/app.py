@@ -20,12 +20,12 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from meterbridge import health as health_checks
-from meterbridge.api.admin_auth import bearer_token
+from meterbridge.api.admin_auth import bearer_token, require_admin
 from meterbridge.api.errors import error_responses, install_error_handlers
 from meterbridge.dal import tenants as tenants_dal
 from meterbridge.errors import MeterbridgeError, TenantSuspended, Unauthorized
@@ -410,7 +410,16 @@ def create_app() -> FastAPI:
         async with stream_lifespan(app):
             yield
 
-    app = FastAPI(title="meterbridge streaming", version="1", lifespan=lifespan)
+    # Internet-facing behind the load balancer: no schema or docs pages to map the service
+    # (docs/openapi.json is the published contract), and the task's status for operators only.
+    app = FastAPI(
+        title="meterbridge streaming",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(health.router)
@@ -421,7 +430,8 @@ def create_app() -> FastAPI:
     )
     include_dashboard(app)
 
-    @app.get("/status", include_in_schema=False)
+    # The admin token (METERBRIDGE_ADMIN_TOKEN); without one configured, always 401.
+    @app.get("/status", include_in_schema=False, dependencies=[Depends(require_admin)])
     async def status() -> JSONResponse:
         service = getattr(app.state, "stream_service", None)
         clients = service.hub.client_count if service else 0
