@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     )
     nats_stream: str = Field("METERBRIDGE", alias="NATS_STREAM")
     nats_connect_timeout_s: float = Field(2.0, alias="NATS_CONNECT_TIMEOUT_S")
+    # Credentials and TLS (deployed: always; locally: off). The password comes from SSM on AWS.
+    nats_user: str = Field("", alias="NATS_USER")
+    nats_password: str = Field("", alias="NATS_PASSWORD", repr=False)
+    nats_password_parameter: str = Field("", alias="NATS_PASSWORD_PARAMETER")
+    nats_tls: bool = Field(False, alias="NATS_TLS")
+    nats_tls_ca_file: str = Field("", alias="NATS_TLS_CA_FILE")
 
     # OpenMeter
     openmeter_enabled: bool = Field(True, alias="OPENMETER_ENABLED")
@@ -96,6 +102,7 @@ SECRET_PARAMETERS = {
     "stripe_api_key": "stripe_api_key_parameter",
     "stripe_webhook_secret": "stripe_webhook_secret_parameter",
     "key_pepper": "key_pepper_parameter",
+    "nats_password": "nats_password_parameter",
 }
 
 
@@ -111,6 +118,8 @@ def _with_secrets(settings: Settings) -> Settings:
         name = getattr(settings, parameter_field)
         if getattr(settings, field) or not name:
             continue
+        if field == "nats_password" and not settings.nats_enabled:
+            continue  # nothing connects to NATS: do not make a cold start wait for SSM
         from aws_lambda_powertools.utilities.parameters import get_parameter
 
         value = get_parameter(name, decrypt=True, max_age=300) or ""

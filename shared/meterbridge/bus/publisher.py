@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from meterbridge.bus.connection import connect_options
 from meterbridge.bus.subjects import DUPLICATE_WINDOW_S, MAX_AGE_S, STREAM_SUBJECTS
 from meterbridge.observability import logger
 from meterbridge.resilience import CircuitBreaker
@@ -63,6 +64,7 @@ class NatsPublisher:
             max_reconnect_attempts=1,
             reconnect_time_wait=0.1,
             name="meterbridge-lambda",
+            **connect_options(self.settings),
         )
         js = nc.jetstream(timeout=self.settings.nats_connect_timeout_s)
         self._conns[loop] = (nc, js)

@@ -29,6 +29,7 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from meterbridge.bus.connection import connect_options
 from meterbridge.bus.subjects import (
     DUPLICATE_WINDOW_S,
     MAX_AGE_S,
@@ -228,6 +229,7 @@ class NatsBridge:
             allow_reconnect=False,
             max_reconnect_attempts=0,
             name="meterbridge-streaming",
+            **connect_options(self.settings),
             disconnected_cb=_disconnected,
             closed_cb=_disconnected,
             error_cb=_ignore_error,
