@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import ipaddress
 import os
@@ -198,20 +197,28 @@ def tls_server_fixture() -> Iterator[dict[str, Any]]:
             stop(proc)
 
 
+def cluster_settings(
+    monkeypatch: pytest.MonkeyPatch,
+    server: dict[str, Any],
+    *,
+    ca: bool = True,
+    password: bool = True,
+) -> Settings:
+    """What a deployed client gets for an external cluster: tls:// URL, NATS_TLS, the user and
+    password; here also the test CA (``ca``), as ``NATS_TLS_CA_FILE`` gives a private one."""
+    env = {"NATS_SERVERS": server["url"], "NATS_TLS": "true", "NATS_USER": "meterbridge"}
+    if ca:
+        env["NATS_TLS_CA_FILE"] = server["ca"]
+    if password:
+        env["NATS_PASSWORD"] = PASSWORD
+    return settings(monkeypatch, **env)
+
+
 def test_publisher_reaches_a_tls_cluster_with_its_ca(
     tls_server: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given the settings a deployed function gets: tls:// URL, NATS_TLS, credentials, the CA
-    pub = NatsPublisher(
-        settings(
-            monkeypatch,
-            NATS_SERVERS=tls_server["url"],
-            NATS_TLS="true",
-            NATS_TLS_CA_FILE=tls_server["ca"],
-            NATS_USER="meterbridge",
-            NATS_PASSWORD=PASSWORD,
-        )
-    )
+    pub = NatsPublisher(cluster_settings(monkeypatch, tls_server))
 
     # When it publishes
     acked = pub.publish_sync(MSG)
@@ -225,15 +232,7 @@ def test_publisher_does_not_trust_an_unknown_certificate(
     tls_server: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given the right credentials, but not the server's CA (the system roots only)
-    pub = NatsPublisher(
-        settings(
-            monkeypatch,
-            NATS_SERVERS=tls_server["url"],
-            NATS_TLS="true",
-            NATS_USER="meterbridge",
-            NATS_PASSWORD=PASSWORD,
-        )
-    )
+    pub = NatsPublisher(cluster_settings(monkeypatch, tls_server, ca=False))
 
     # When it publishes
     acked = pub.publish_sync(MSG)
@@ -247,16 +246,7 @@ async def test_streaming_bridge_connects_over_tls_with_credentials(
     tls_server: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given the streaming task's settings against the TLS server
-    bridge = NatsBridge(
-        settings(
-            monkeypatch,
-            NATS_SERVERS=tls_server["url"],
-            NATS_TLS="true",
-            NATS_TLS_CA_FILE=tls_server["ca"],
-            NATS_USER="meterbridge",
-            NATS_PASSWORD=PASSWORD,
-        )
-    )
+    bridge = NatsBridge(cluster_settings(monkeypatch, tls_server))
 
     # When it starts
     await bridge.start()
@@ -273,20 +263,12 @@ async def test_streaming_bridge_without_the_password_stays_on_the_fallback(
     tls_server: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given the streaming task's settings without a password
-    bridge = NatsBridge(
-        settings(
-            monkeypatch,
-            NATS_SERVERS=tls_server["url"],
-            NATS_TLS_CA_FILE=tls_server["ca"],
-            NATS_USER="meterbridge",
-        )
-    )
+    bridge = NatsBridge(cluster_settings(monkeypatch, tls_server, password=False))
 
     # When it starts and tries for a while
     await bridge.start()
     try:
-        connected = await bridge.wait_connected(timeout=3)
-        await asyncio.sleep(0)
+        connected = await bridge.wait_connected(timeout=10)
     finally:
         await bridge.drain()
 
