@@ -17,6 +17,28 @@ from meterbridge.cli.target import CliError
 console = Console(highlight=False, soft_wrap=True)
 
 
+INVOKE_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_DYNAMODB",
+    "AWS_DEFAULT_REGION",
+    "TENANTS_TABLE",
+    "EVENTS_TABLE",
+    "USAGE_TABLE",
+    "IDEMPOTENCY_TABLE",
+    "NATS_ENABLED",
+    "NATS_SERVERS",
+    "OPENMETER_ENABLED",
+    "OPENMETER_BASE_URL",
+    "OPENMETER_API_KEY",
+    "STRIPE_API_KEY",
+    "STRIPE_API_BASE",
+    "STRIPE_WEBHOOK_SECRET",
+    "METERBRIDGE_KEY_PEPPER",
+    "METERBRIDGE_KEY_ENV",
+    "METERBRIDGE_PLANS_FILE",
+)
+
+
 def _check_port(host: str, port: int) -> None:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -165,6 +187,8 @@ def dev(
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "log_format": log_format,
             **{name: url for name, url in stack.endpoints.items()},
+            # What `meterbridge invoke` needs to run a function as this stack's own would.
+            "env": {k: os.environ[k] for k in INVOKE_ENV if os.environ.get(k)},
             "tables": {
                 "tenants": os.environ["TENANTS_TABLE"],
                 "events": os.environ["EVENTS_TABLE"],

@@ -37,7 +37,10 @@ def write_state(state: dict[str, Any]) -> Path:
     path = state_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**state, "pid": os.getpid()}, indent=2))
+    # It holds the local stack's secrets (webhook secret, pepper): the owner's only.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps({**state, "pid": os.getpid()}, indent=2))
     tmp.replace(path)
     return path
 
