@@ -201,6 +201,10 @@ class LocalStack:
                     result = invoke("openmeter_flush", scheduled_event(), timeout_s=60.0)
                 except Exception as exc:  # noqa: BLE001 - keep the timer alive, report it
                     result = {"error": f"{type(exc).__name__}: {exc}"}
+                if isinstance(result, dict) and "error" not in result:
+                    from meterbridge.prometheus import observe_flush
+
+                    observe_flush(result)
                 if on_result:
                     on_result(result)
 
