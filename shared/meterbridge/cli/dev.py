@@ -100,6 +100,13 @@ def dev(
     log_format: Annotated[
         str, typer.Option("--log-format", help="text (one line per request) or json")
     ] = "text",
+    openmeter_reject: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--openmeter-reject",
+            help="Event id the embedded OpenMeter refuses with 400 (repeat; see a dead letter)",
+        ),
+    ] = None,
 ) -> None:
     """Run the local stack: usage, admin, webhook, streaming and health on one port."""
     if admin_auth not in ("token", "iam"):
@@ -132,7 +139,13 @@ def dev(
         except (OSError, ValueError, KeyError) as exc:
             raise CliError(f"--iam-credentials {creds_path}: {exc}") from exc
     emit = install_console_logging(log_format, console.print)
-    stack = LocalStack(host=host, flush_interval_s=flush_interval, say=console.print, stripe=stripe)
+    stack = LocalStack(
+        host=host,
+        flush_interval_s=flush_interval,
+        say=console.print,
+        stripe=stripe,
+        openmeter_reject=tuple(openmeter_reject or ()),
+    )
     stop_demo = None
     stack.start()
     try:

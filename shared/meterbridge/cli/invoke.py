@@ -35,7 +35,7 @@ def invoke(
     import sys
     import warnings
 
-    from meterbridge.cli.state import read_state
+    from meterbridge.cli.state import use_local_stack
     from meterbridge.local.lambda_runtime import invoke as run
     from meterbridge.local.lambda_runtime import load_event
     from meterbridge.observability import logger
@@ -43,13 +43,7 @@ def invoke(
     if function not in FUNCTIONS:
         raise typer.BadParameter(f"unknown function {function!r}; one of {', '.join(FUNCTIONS)}")
     warnings.filterwarnings("ignore", message="No application metrics to publish")
-    state = read_state()
-    if state is not None:
-        # The same services and secrets as the stack's own functions.
-        os.environ.update({k: str(v) for k, v in (state.get("env") or {}).items()})
-        # moto takes any credentials; none are stored in the state file.
-        os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    use_local_stack()  # the same services and secrets as the stack's own functions
     if function == "tenant_admin":
         os.environ.setdefault("METERBRIDGE_ADMIN_AUTH", "iam")  # as template.yaml sets it
     from meterbridge.dal import dynamo

@@ -65,3 +65,24 @@ def remove_state() -> None:
         return
     if isinstance(state, dict) and state.get("pid") == os.getpid():
         path.unlink(missing_ok=True)
+
+
+def use_local_stack() -> dict[str, Any] | None:
+    """Point this process at the running local stack's services, as its own functions are.
+
+    For the commands that run meterbridge code in-process (``invoke``, ``backfill``,
+    ``stripe reconcile``). Without a running stack nothing changes: the environment decides.
+    """
+    state = read_state()
+    if state is None:
+        return None
+    os.environ.update({k: str(v) for k, v in (state.get("env") or {}).items()})
+    # moto takes any credentials; none are stored in the state file.
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    from meterbridge.dal import dynamo
+    from meterbridge.settings import get_settings
+
+    get_settings.cache_clear()
+    dynamo.reset_clients()
+    return state

@@ -65,6 +65,8 @@ class LocalStack:
     flush_interval_s: float = 60.0
     say: Say = print
     stripe: str = "fake"
+    # Event ids the embedded OpenMeter refuses with 400 (to see a dead letter).
+    openmeter_reject: tuple[str, ...] = ()
     started: list[str] = field(default_factory=list)
     endpoints: dict[str, str] = field(default_factory=dict)
     _stripe_fake: Any = None
@@ -140,16 +142,21 @@ class LocalStack:
             self.endpoints["openmeter"] = os.environ["OPENMETER_BASE_URL"]
             self.say(f"OpenMeter  {os.environ['OPENMETER_BASE_URL']} (from OPENMETER_BASE_URL)")
             return
-        from meterbridge.local.openmeter_sink import create_app
+        from meterbridge.local.openmeter_sink import SinkState, create_app
         from meterbridge.local.servers import BackgroundServer
 
-        self._sink = BackgroundServer(create_app(), host=self.host)
+        sink_state = SinkState()
+        if self.openmeter_reject:
+            sink_state.poison(*self.openmeter_reject)
+        self._sink = BackgroundServer(create_app(sink_state), host=self.host)
         url = self._sink.start()
         os.environ["OPENMETER_BASE_URL"] = url
         os.environ.setdefault("OPENMETER_API_KEY", "om_local")
         self.endpoints["openmeter"] = url
         self.started.append("openmeter-sink")
         self.say(f"OpenMeter  {url} (embedded OpenMeter-compatible sink)")
+        if self.openmeter_reject:
+            self.say(f"           rejects event ids: {', '.join(self.openmeter_reject)} (400)")
 
     def _check_stripe(self) -> None:
         if not os.environ.get("STRIPE_WEBHOOK_SECRET"):
