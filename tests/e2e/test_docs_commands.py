@@ -106,3 +106,19 @@ def test_make_dev_takes_a_port() -> None:
     # Then it is meterbridge dev on that port
     assert done.returncode == 0, done.stderr
     assert "meterbridge dev --port 8010" in done.stdout
+
+
+def test_readme_try_it_waits_for_readiness_and_its_swagger_page_answers(dev: Dev) -> None:
+    # Given the README's "Try it"
+    readme = (ROOT / "README.md").read_text()
+    try_it = readme[readme.index("## Try it") :][:2000]
+
+    # When the Swagger page it names is fetched from the stack
+    docs_page = httpx.get(f"{dev.base}/docs", timeout=10)
+
+    # Then it waits on /health/ready before the first call, and the page is served
+    assert "until curl -sf localhost:8000/health/ready" in try_it
+    assert "http://127.0.0.1:8000/docs" in try_it
+    assert docs_page.status_code == 200 and "swagger" in docs_page.text.lower()
+    assert (ROOT / "LICENSE").read_text().lstrip().startswith("Apache License")
+    assert "## [Unreleased]" in (ROOT / "CHANGELOG.md").read_text()
