@@ -159,3 +159,118 @@ def test_dev_refuses_a_busy_port_in_one_line(tmp_path: Path) -> None:
     line = one_line_error(done)
     assert str(port) in line and "--port" in line
     assert "stopping" not in done.stdout
+
+
+def test_operator_drives_a_deployed_stack_found_by_its_cloudformation_outputs(
+    tmp_path: Path, iam_credentials: Path, moto_server
+) -> None:
+    # Given an IAM-verifying stack whose DynamoDB is an outside one (no moto of its own) ...
+    import boto3
+
+    with running_dev(
+        tmp_path,
+        "--admin-auth",
+        "iam",
+        "--iam-credentials",
+        str(iam_credentials),
+        env={"AWS_ENDPOINT_URL_DYNAMODB": moto_server.url},
+    ) as dev:
+        state = json.loads(dev.state_file.read_text())
+        banner = dev.log.read_text()
+        # ... published as a CloudFormation stack's outputs, as `sam deploy` leaves them
+        tables = state["tables"]
+        outputs = {
+            "HttpApiUrl": dev.base,
+            "TenantsTableName": tables["tenants"],
+            "EventsTableName": tables["events"],
+            "UsageTableName": tables["usage"],
+            "IdempotencyTableName": tables["idempotency"],
+        }
+        template = {
+            "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+            "Outputs": {k: {"Value": v} for k, v in outputs.items()},
+        }
+        cfn = boto3.client("cloudformation", endpoint_url=moto_server.url, region_name="us-east-1")
+        stack = f"mb-e2e-{tmp_path.name[-8:]}".replace("_", "-")
+        cfn.create_stack(StackName=stack, TemplateBody=json.dumps(template))
+        aws = {
+            **signer(),
+            "AWS_ENDPOINT_URL_CLOUDFORMATION": moto_server.url,
+            "AWS_ENDPOINT_URL_DYNAMODB": moto_server.url,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            # the local stack's state file is not what finds this one
+            "METERBRIDGE_STATE_FILE": str(tmp_path / "elsewhere.json"),
+        }
+
+        # When the operator names the stack, not a URL
+        created = dev.cli_json(
+            "tenants", "create", "--name", "Acme", "--email", "a@acme.example",
+            "--stack-name", stack, env=aws,
+        )  # fmt: skip
+        listed = dev.cli_json("tenants", "list", "--stack-name", stack, env=aws)
+        status = dev.cli("status", "--json", "--stack-name", stack, env=aws)
+        missing = dev.cli("tenants", "list", "--stack-name", "no-such-stack", env=aws)
+
+    # Then the stack's own DynamoDB was used, with no moto started
+    assert state["dynamodb"] == moto_server.url
+    assert "embedded moto server" not in banner and "AWS_ENDPOINT_URL_DYNAMODB" in banner
+    # And the CLI found the API in the outputs and signed its calls
+    assert [t["tenant_id"] for t in listed["items"]] == [created["tenant"]["tenant_id"]]
+    assert status.returncode in (0, 1) and "outbox" in json.loads(status.stdout)
+    assert "no-such-stack" in one_line_error(missing)
+
+
+def test_samconfig_environments_name_the_stacks() -> None:
+    from meterbridge.cli.target import samconfig_stack_name
+
+    # Then each environment's stack name comes from samconfig.toml
+    assert samconfig_stack_name(None) == "meterbridge"
+    assert samconfig_stack_name("dev") == "meterbridge"
+    assert samconfig_stack_name("prod") == "meterbridge-prod"
+    assert samconfig_stack_name("staging") == "meterbridge-staging"
+
+
+def test_console_has_one_line_per_request_and_flush_and_no_borrowed_lambda_context(
+    tmp_path: Path,
+) -> None:
+    import time
+
+    # Given the stack logging JSON, flushing twice a second
+    with running_dev(
+        tmp_path,
+        "--log-format",
+        "json",
+        "--flush-interval",
+        "0.5",
+        env={"METERBRIDGE_ADMIN_TOKEN": "tok"},
+    ) as dev:
+        # When tenants are provisioned while the flush runs
+        for n in range(3):
+            dev.cli_json(
+                "tenants", "create", "--name", f"T{n}", "--email", f"t{n}@x.example",
+                env={"METERBRIDGE_ADMIN_TOKEN": "tok"},
+            )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while dev.log.read_text().count('"message": "flush finished"') < 3:
+            assert time.monotonic() < deadline, dev.log.read_text()[-3000:]
+            time.sleep(0.2)
+        text = dev.log.read_text()
+
+    records = []
+    for line in text.splitlines():
+        if line.startswith("{") and '"_aws"' not in line:
+            records.append(json.loads(line))
+    provisioned = [r for r in records if r.get("message") == "tenant provisioned"]
+    flushes = [r for r in records if r.get("message") == "flush finished"]
+    requests = [r for r in records if r.get("kind") == "request" and r["path"] == "/admin/tenants"]
+
+    # Then a request's own lines carry no Lambda context, the flush's do
+    assert len(provisioned) == 3
+    assert all("function_name" not in r and "function_request_id" not in r for r in provisioned)
+    assert all(r["function_name"] == "meterbridge-openmeter_flush" for r in flushes)
+    # And there is one line per request and one per flush run
+    assert [r["status"] for r in requests] == [201, 201, 201]
+    assert sum(1 for r in records if r.get("kind") == "flush") >= 3
+    # And the banner said how admin auth, the port and the logs are set up
+    assert "Admin      token set" in text and "Logs       this console" in text
+    assert "API docs" in text and "/docs" in text
