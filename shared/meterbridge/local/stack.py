@@ -166,7 +166,7 @@ class LocalStack:
             os.environ["STRIPE_WEBHOOK_SECRET"] = "whsec_local_" + secrets.token_hex(16)
             self.say(
                 "Webhooks   STRIPE_WEBHOOK_SECRET not set: a random local secret is in use "
-                "(set it to sign test events)"
+                "(`meterbridge stripe trigger` and `invoke` sign with it)"
             )
         if self.stripe != "real":
             from meterbridge.local.servers import BackgroundServer
