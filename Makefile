@@ -3,6 +3,8 @@
 
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= us-east-1
+PORT ?= 8000
+ARGS ?=
 VENV := .venv/bin
 
 bootstrap:
@@ -11,8 +13,8 @@ bootstrap:
 browser:
 	@bash scripts/install-browser.sh
 
-dev: bootstrap  ## run the local stack on http://127.0.0.1:8000
-	$(VENV)/meterbridge dev
+dev: bootstrap  ## run the local stack on http://127.0.0.1:8000 (make dev PORT=8010 ARGS="--admin-auth iam")
+	$(VENV)/meterbridge dev --port $(PORT) $(ARGS)
 
 demo: bootstrap  ## the local stack with a demo tenant and synthetic usage
 	$(VENV)/meterbridge dev --demo

@@ -62,10 +62,14 @@ def reset_singletons() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """Every test starts from the same quiet environment (no real endpoints, NATS off)."""
     for var in _SETTING_VARS:
         monkeypatch.delenv(var, raising=False)
+    for var in ("METERBRIDGE_URL", "METERBRIDGE_STACK_NAME", "AWS_ENDPOINT_URL_DYNAMODB"):
+        monkeypatch.delenv(var, raising=False)
+    # No test finds a `meterbridge dev` the developer runs beside the suite.
+    monkeypatch.setenv("METERBRIDGE_STATE_FILE", str(tmp_path / "meterbridge-state" / "dev.json"))
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

@@ -125,3 +125,15 @@ STREAM_DELIVERY_LATENCY = Histogram(
 
 def render_latest() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def observe_flush(result: dict[str, object]) -> None:
+    """Record one flush run (a ``FlushResult`` dict) where the flush runs in a long-lived
+    process (the local stack's timer); on AWS the flush Lambda reports through EMF instead."""
+    sent, failed, duration = (result.get(k) for k in ("sent", "failed_requests", "duration_ms"))
+    if isinstance(sent, int) and sent > 0:
+        OPENMETER_EVENTS_SENT.inc(sent)
+    if isinstance(failed, int) and failed > 0:
+        OPENMETER_FLUSH_ERRORS.inc(failed)
+    if isinstance(duration, int | float):
+        OPENMETER_FLUSH_LATENCY.observe(duration / 1000.0)

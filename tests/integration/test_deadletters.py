@@ -117,8 +117,8 @@ def test_cli_lists_and_retries_all(aws, sink, admin):
     runner = CliRunner()
 
     # When
-    listed = runner.invoke(cli, ["deadletters", "list"])
-    retried = runner.invoke(cli, ["deadletters", "retry", "--all"])
+    listed = runner.invoke(cli, ["deadletters", "list", "--json"])
+    retried = runner.invoke(cli, ["deadletters", "retry", "--all", "--json"])
     result = flush.flush_outbox(config=fast_config(), client=fast_client(url))
 
     # Then
@@ -127,7 +127,7 @@ def test_cli_lists_and_retries_all(aws, sink, admin):
     assert retried.exit_code == 0, retried.output
     assert len(json.loads(retried.stdout)["retried"]) == 3
     assert result.sent == 3
-    assert json.loads(runner.invoke(cli, ["deadletters", "list"]).stdout)["items"] == []
+    assert json.loads(runner.invoke(cli, ["deadletters", "list", "--json"]).stdout)["items"] == []
 
 
 def test_cli_retry_needs_ids_or_all(aws, admin):

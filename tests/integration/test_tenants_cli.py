@@ -27,7 +27,7 @@ def admin_url(aws: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
 
 def run(*args: str) -> dict | list:
-    result = CliRunner().invoke(app, list(args))
+    result = CliRunner().invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 

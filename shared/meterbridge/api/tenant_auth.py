@@ -7,6 +7,7 @@ from fastapi import Request
 from meterbridge.api.admin_auth import bearer_token
 from meterbridge.api.blocking import run_blocking
 from meterbridge.logic.auth import TenantPrincipal, authenticate, cached
+from meterbridge.logic.key_usage import note_used
 from meterbridge.observability import bind_tenant
 
 
@@ -19,4 +20,5 @@ async def require_tenant(request: Request) -> TenantPrincipal:
         principal = await run_blocking(request, authenticate, key)
     bind_tenant(principal.tenant_id)
     request.state.tenant_id = principal.tenant_id
+    note_used(principal.key_id)  # last_used_at, at most once a minute, in the background
     return principal

@@ -129,8 +129,15 @@ def backfill(
         int, typer.Option(min=1, max=3650, help="Oldest event accepted, in days")
     ] = 400,
 ) -> None:
-    """Import historical events through ingest's validation and dedupe, with a progress bar."""
+    """Import historical events through ingest's validation and dedupe, with a progress bar.
+
+    Against the running ``meterbridge dev`` (its state file), else the tables the environment
+    names."""
     from rich.console import Console
+
+    from meterbridge.cli.state import use_local_stack
+
+    use_local_stack()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     total = sum(1 for _ in _lines(file))

@@ -1,7 +1,6 @@
 """``meterbridge deadletters list|retry``: events OpenMeter rejected, over the admin API.
 
-The URL comes from ``--url`` (or ``METERBRIDGE_URL``), the admin token from
-``METERBRIDGE_ADMIN_TOKEN``. Output is the API's JSON.
+The target and auth are resolved as for ``meterbridge tenants`` (``meterbridge.cli.target``).
 """
 
 from __future__ import annotations
@@ -10,37 +9,37 @@ from typing import Annotated
 
 import typer
 
-from meterbridge.cli.tenants import DEFAULT_URL, UrlOption, client, show
+from meterbridge.cli.target import admin_client, admin_command, show
 
 app = typer.Typer(no_args_is_help=True, help="List and retry dead-lettered events.")
 
 
 @app.command("list")
+@admin_command
 def list_(
     limit: Annotated[int, typer.Option(min=1, max=200, help="Dead letters per page")] = 50,
     cursor: Annotated[str | None, typer.Option(help="next_cursor of the previous page")] = None,
-    url: UrlOption = DEFAULT_URL,
 ) -> None:
     """List dead letters, oldest first, with OpenMeter's error for each."""
     params: dict[str, str | int] = {"limit": limit}
     if cursor:
         params["cursor"] = cursor
-    with client(url) as http:
+    with admin_client() as http:
         show(http.get("/admin/deadletters", params=params))
 
 
 @app.command()
+@admin_command
 def retry(
     ids: Annotated[list[str] | None, typer.Argument(help="Dead letter ids (from list)")] = None,
     all_: Annotated[
         bool, typer.Option("--all", help="Retry every dead letter (1000 a call, repeated)")
     ] = False,
-    url: UrlOption = DEFAULT_URL,
 ) -> None:
     """Put dead letters back in the outbox; the next flush sends them (same id and source)."""
     if bool(ids) == all_:
         raise typer.BadParameter("give dead letter ids, or --all")
-    with client(url) as http:
+    with admin_client() as http:
         if ids:
             show(http.post("/admin/deadletters/retry", json={"ids": ids}))
             return

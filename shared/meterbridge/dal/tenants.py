@@ -301,3 +301,21 @@ def transact_write(ops: Sequence[Mapping[str, Any]]) -> None:
         if dynamo.is_client_error(exc):
             raise dynamo.translate(exc, "transaction") from exc
         raise
+
+
+def touch_key(table: str, lookup_id: str, now_iso: str, not_since_iso: str) -> bool:
+    """Set ``last_used_at`` on the key item unless it was set at or after ``not_since_iso``.
+
+    The condition makes "at most once a minute per key" hold across processes: of many
+    concurrent callers one writes, the others get ConditionalCheckFailed (False). A key that is
+    gone is left alone.
+    """
+    return dynamo.update_if(
+        table,
+        key_key(lookup_id),
+        set_="SET last_used_at = :now",
+        condition=(
+            "attribute_exists(pk) AND (attribute_not_exists(last_used_at) OR last_used_at < :since)"
+        ),
+        vals={":now": now_iso, ":since": not_since_iso},
+    )

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from meterbridge.api import admin, admin_deadletters, health, stream, usage
 from meterbridge.api.errors import install_error_handlers
 from meterbridge.dashboard.routes import include_dashboard
 from meterbridge.errors import MeterbridgeError
+from meterbridge.local.sigv4 import AllowedCredential, SigV4Rejected, iam_context, verify
 from meterbridge.logic import stripe_webhook
 from meterbridge.prometheus import API_REQUESTS, STRIPE_WEBHOOK_LATENCY, STRIPE_WEBHOOKS_RECEIVED
 
@@ -36,7 +39,90 @@ class _CountRequests(BaseHTTPMiddleware):
         return response
 
 
-def create_dev_app() -> FastAPI:
+class SigV4Admin:
+    """``--admin-auth iam``: verify SigV4 on ``/admin/*`` as API Gateway's IAM authorizer does.
+
+    A verified request carries the caller's IAM identity in ``scope["aws.event"]``, where
+    Mangum puts API Gateway's request context on AWS; anything else is a 403.
+    """
+
+    def __init__(self, app: ASGIApp, allowed: dict[str, AllowedCredential], region: str) -> None:
+        self.app = app
+        self.allowed = allowed
+        self.region = region
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/admin"):
+            await self.app(scope, receive, send)
+            return
+        messages: list[Message] = []
+        body = b""
+        while True:
+            message = await receive()
+            messages.append(message)
+            body += message.get("body", b"")
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        query = scope.get("query_string", b"").decode("latin-1")
+        path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        url = f"http://{headers.get('host', 'localhost')}{path}" + (f"?{query}" if query else "")
+        try:
+            credential = verify(
+                method=scope["method"],
+                url=url,
+                headers=headers,
+                body=body,
+                allowed=self.allowed,
+                region=self.region,
+            )
+        except SigV4Rejected as exc:
+            await JSONResponse({"message": exc.message}, status_code=403)(scope, receive, send)
+            return
+        scope = {
+            **scope,
+            "aws.event": {"requestContext": {"authorizer": {"iam": iam_context(credential)}}},
+        }
+        pending = list(messages)
+
+        async def replay() -> Message:
+            if pending:
+                return pending.pop(0)
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class _LogRequests(BaseHTTPMiddleware):
+    """One console line per request: method, path, status, time to the response head."""
+
+    def __init__(self, app: ASGIApp, emit: Callable[[dict[str, Any], str], None]) -> None:
+        super().__init__(app)
+        self.emit = emit
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        from meterbridge.local.console import request_line
+
+        start = time.perf_counter()
+        response = await call_next(request)
+        ms = (time.perf_counter() - start) * 1000
+        path = request.url.path
+        fields = {
+            "kind": "request",
+            "method": request.method,
+            "path": path,
+            "status": response.status_code,
+            "duration_ms": round(ms, 1),
+        }
+        self.emit(fields, request_line(request.method, path, response.status_code, ms, None))
+        return response
+
+
+def create_dev_app(
+    iam_credentials: dict[str, AllowedCredential] | None = None,
+    region: str = "us-east-1",
+    on_request: Callable[[dict[str, Any], str], None] | None = None,
+) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The streaming service (NATS bridge, fan-out) lives as long as the app.
@@ -52,6 +138,10 @@ def create_dev_app() -> FastAPI:
     app.include_router(stream.router)
     app.include_router(health.router)
     include_dashboard(app)
+    if iam_credentials is not None:
+        app.add_middleware(SigV4Admin, allowed=iam_credentials, region=region)
+    if on_request is not None:
+        app.add_middleware(_LogRequests, emit=on_request)
 
     @app.post("/stripe/webhook", include_in_schema=False)
     async def stripe_webhook_route(request: Request) -> JSONResponse:

@@ -4,12 +4,15 @@ Each outside service is started here only when its variable does not already poi
 somewhere else, so a test (or an operator) can aim the stack at its own fakes or at real
 services with no code change:
 
-| Part      | Started here unless          | Stand-in                                  |
-|-----------|------------------------------|-------------------------------------------|
-| DynamoDB  | ``AWS_ENDPOINT_URL`` is set  | a moto server, tables from template.yaml  |
-| NATS      | ``NATS_SERVERS`` is set      | a real ``nats-server -js`` (or fallback)  |
-| OpenMeter | ``OPENMETER_BASE_URL`` is set| an OpenMeter-compatible sink on loopback  |
-| Stripe    | never                        | ``STRIPE_API_KEY``/``STRIPE_API_BASE``    |
+| Part      | Started here unless                       | Stand-in                             |
+|-----------|-------------------------------------------|--------------------------------------|
+| DynamoDB  | ``AWS_ENDPOINT_URL_DYNAMODB`` or          | a moto server, tables from           |
+|           | ``AWS_ENDPOINT_URL`` is set               | template.yaml                        |
+| NATS      | ``NATS_SERVERS`` is set                   | a real ``nats-server -js``           |
+| OpenMeter | ``OPENMETER_BASE_URL`` is set             | an OpenMeter-compatible sink         |
+| Stripe    | ``stripe="real"``                         | the Stripe stand-in (stripe_fake)    |
+
+With ``stripe="real"`` the stack uses ``STRIPE_API_KEY``/``STRIPE_API_BASE`` as they are.
 """
 
 from __future__ import annotations
@@ -61,7 +64,12 @@ class LocalStack:
     host: str = "127.0.0.1"
     flush_interval_s: float = 60.0
     say: Say = print
+    stripe: str = "fake"
+    # Event ids the embedded OpenMeter refuses with 400 (to see a dead letter).
+    openmeter_reject: tuple[str, ...] = ()
     started: list[str] = field(default_factory=list)
+    endpoints: dict[str, str] = field(default_factory=dict)
+    _stripe_fake: Any = None
     _moto: MotoServer | None = None
     _nats: NatsServer | None = None
     _sink: Any = None
@@ -86,11 +94,16 @@ class LocalStack:
     # -- parts -----------------------------------------------------------------------------
 
     def _start_dynamodb(self) -> None:
-        if os.environ.get("AWS_ENDPOINT_URL"):
-            self.say(f"DynamoDB   {os.environ['AWS_ENDPOINT_URL']} (from AWS_ENDPOINT_URL)")
+        # boto3 prefers the service-specific variable, so either one names the DynamoDB to use.
+        for var in ("AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"):
+            if os.environ.get(var):
+                self.endpoints["dynamodb"] = os.environ[var]
+                self.say(f"DynamoDB   {os.environ[var]} (from {var})")
+                break
         else:
             moto = self._moto = MotoServer(self.host).start()
             os.environ["AWS_ENDPOINT_URL"] = moto.url
+            self.endpoints["dynamodb"] = moto.url
             self.started.append("moto")
             self.say(f"DynamoDB   {moto.url} (embedded moto server)")
         for lid, name in table_names().items():
@@ -110,6 +123,7 @@ class LocalStack:
             return
         os.environ["NATS_ENABLED"] = "true"
         if os.environ.get("NATS_SERVERS"):
+            self.endpoints["nats"] = os.environ["NATS_SERVERS"]
             self.say(f"NATS       {os.environ['NATS_SERVERS']} (from NATS_SERVERS)")
             return
         try:
@@ -119,22 +133,30 @@ class LocalStack:
             self.say(f"NATS       could not start nats-server ({exc}); in-memory fallback bus")
             return
         os.environ["NATS_SERVERS"] = nats.url
+        self.endpoints["nats"] = nats.url
         self.started.append("nats")
         self.say(f"NATS       {nats.url} (embedded nats-server -js, store {nats.store_dir})")
 
     def _start_openmeter(self) -> None:
         if os.environ.get("OPENMETER_BASE_URL"):
+            self.endpoints["openmeter"] = os.environ["OPENMETER_BASE_URL"]
             self.say(f"OpenMeter  {os.environ['OPENMETER_BASE_URL']} (from OPENMETER_BASE_URL)")
             return
-        from meterbridge.local.openmeter_sink import create_app
+        from meterbridge.local.openmeter_sink import SinkState, create_app
         from meterbridge.local.servers import BackgroundServer
 
-        self._sink = BackgroundServer(create_app(), host=self.host)
+        sink_state = SinkState()
+        if self.openmeter_reject:
+            sink_state.poison(*self.openmeter_reject)
+        self._sink = BackgroundServer(create_app(sink_state), host=self.host)
         url = self._sink.start()
         os.environ["OPENMETER_BASE_URL"] = url
         os.environ.setdefault("OPENMETER_API_KEY", "om_local")
+        self.endpoints["openmeter"] = url
         self.started.append("openmeter-sink")
         self.say(f"OpenMeter  {url} (embedded OpenMeter-compatible sink)")
+        if self.openmeter_reject:
+            self.say(f"           rejects event ids: {', '.join(self.openmeter_reject)} (400)")
 
     def _check_stripe(self) -> None:
         if not os.environ.get("STRIPE_WEBHOOK_SECRET"):
@@ -144,15 +166,27 @@ class LocalStack:
             os.environ["STRIPE_WEBHOOK_SECRET"] = "whsec_local_" + secrets.token_hex(16)
             self.say(
                 "Webhooks   STRIPE_WEBHOOK_SECRET not set: a random local secret is in use "
-                "(set it to sign test events)"
+                "(`meterbridge stripe trigger` and `invoke` sign with it)"
             )
-        if os.environ.get("STRIPE_API_KEY"):
+        if self.stripe != "real":
+            from meterbridge.local.servers import BackgroundServer
+            from meterbridge.local.stripe_fake import create_app as stripe_app
+
+            self._stripe_fake = BackgroundServer(stripe_app(), host=self.host)
+            url = self._stripe_fake.start()
+            os.environ["STRIPE_API_BASE"] = url
+            os.environ["STRIPE_API_KEY"] = "sk_test_local"
+            self.endpoints["stripe"] = url
+            self.started.append("stripe-fake")
+            self.say(f"Stripe     {url} (embedded Stripe stand-in; --stripe real for Stripe)")
+        elif os.environ.get("STRIPE_API_KEY"):
             base = os.environ.get("STRIPE_API_BASE") or "Stripe's API"
-            self.say(f"Stripe     {base}")
+            self.endpoints["stripe"] = base
+            self.say(f"Stripe     {base} (from STRIPE_API_KEY/STRIPE_API_BASE)")
         else:
             self.say(
-                "Stripe     WARNING: STRIPE_API_KEY is not set; tenants get no Stripe "
-                "customer or subscription (set STRIPE_API_KEY and STRIPE_API_BASE)"
+                "Stripe     WARNING: --stripe real but STRIPE_API_KEY is not set; tenants get no"
+                " Stripe customer or subscription"
             )
 
     def _refresh_settings(self) -> None:
@@ -174,6 +208,10 @@ class LocalStack:
                     result = invoke("openmeter_flush", scheduled_event(), timeout_s=60.0)
                 except Exception as exc:  # noqa: BLE001 - keep the timer alive, report it
                     result = {"error": f"{type(exc).__name__}: {exc}"}
+                if isinstance(result, dict) and "error" not in result:
+                    from meterbridge.prometheus import observe_flush
+
+                    observe_flush(result)
                 if on_result:
                     on_result(result)
 
@@ -187,6 +225,8 @@ class LocalStack:
             self._timer.join(timeout=70)
         if self._sink is not None:
             self._sink.stop()
+        if self._stripe_fake is not None:
+            self._stripe_fake.stop()
         if self._nats is not None:
             self._nats.cleanup()
         if self._moto is not None:

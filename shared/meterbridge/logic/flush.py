@@ -97,6 +97,8 @@ class FlushResult(BaseModel):
     remaining: int = 0
     duration_ms: int = 0
     republished: int = 0
+    # OpenMeter ingest requests that failed (retried, refused, or given up on).
+    failed_requests: int = 0
     stopped: StopReason | None = None
 
 
@@ -352,7 +354,8 @@ class Flusher:
                 if isinstance(exc, StorageUnavailable)
                 else "openmeter_unavailable"
             )
-            self._add(retried=max(0, getattr(exc, "attempts", 1) - 1))
+            attempts = getattr(exc, "attempts", 1)
+            self._add(retried=max(0, attempts - 1), failed_requests=attempts)
             log = logger.error if reason == "openmeter_misconfigured" else logger.warning
             log("flush batch not delivered", extra={"reason": reason, "error": exc.message})
             self._stop_run(reason)
@@ -365,6 +368,7 @@ class Flusher:
         try:
             attempts = self.client.send_batch(events, deadline=deadline)
         except OpenMeterRejected as exc:
+            self._add(failed_requests=1)
             if len(events) > 1:
                 mid = len(events) // 2
                 self._deliver(events[:mid], deadline, delivery)
@@ -372,7 +376,7 @@ class Flusher:
                 return
             self._dead_letter(events[0], exc, delivery)
             return
-        self._add(retried=attempts - 1)
+        self._add(retried=attempts - 1, failed_requests=attempts - 1)
         delivery.acked += len(events)
 
     def _mark(self, delivered: list[_Delivery]) -> None:

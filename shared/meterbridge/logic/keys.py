@@ -127,11 +127,14 @@ def to_api_key(record: dict[str, object]) -> ApiKey:
     from meterbridge.models.tenant import ApiKey
 
     expires = record.get("expires_at_s")
+    status = record.get("status", "active")
+    if status == "active" and expires is not None and time.time() >= float(expires):  # type: ignore[arg-type]
+        status = "expired"  # a rotated key past its grace period: refused like a revoked one
     return ApiKey(
         key_id=str(record["lookup_id"]),
         tenant_id=str(record["tenant_id"]),
         prefix=str(record["prefix"]),
-        status=record.get("status", "active"),  # type: ignore[arg-type]
+        status=status,  # type: ignore[arg-type]
         created_at=str(record["created_at"]),
         last_used_at=record.get("last_used_at"),  # type: ignore[arg-type]
         expires_at=_now_iso(float(expires)) if expires is not None else None,  # type: ignore[arg-type]

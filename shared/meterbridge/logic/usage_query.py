@@ -44,6 +44,15 @@ def period_usage(tenant_id: str, plan: Plan, period: str, settings: Settings) ->
     )
 
 
+def _first_period(tenant_id: str, settings: Settings) -> str | None:
+    """The period the tenant was created in (YYYY-MM), if its profile says."""
+    from meterbridge.dal import tenants as tenants_dal
+
+    profile = tenants_dal.get_tenant(settings.tenants_table, tenant_id)
+    created = str((profile or {}).get("created_at") or "")
+    return created[:7] if len(created) >= 7 else None
+
+
 def usage_report(
     tenant_id: str,
     plan_id: str,
@@ -56,15 +65,18 @@ def usage_report(
     """The current period, and past periods ``first``..``last`` (YYYY-MM) when asked.
 
     Past periods are priced with the tenant's current plan: the plan history lives in Stripe's
-    invoices, which are the record for what was billed.
+    invoices, which are the record for what was billed. Periods that ended before the tenant
+    existed are left out: nothing was billed for them, so nothing is priced.
     """
     settings = settings or get_settings()
     plan = catalog().plan(plan_id)
     current = period_of(now or datetime.now(UTC))
     periods: list[PeriodUsage] = []
     if first or last:
+        since = _first_period(tenant_id, settings)
         for period in month_range(first or last or current, last or current):
-            periods.append(period_usage(tenant_id, plan, period, settings))
+            if since is None or period >= since:
+                periods.append(period_usage(tenant_id, plan, period, settings))
     return UsageReport(
         tenant_id=tenant_id,
         current=period_usage(tenant_id, plan, current, settings),

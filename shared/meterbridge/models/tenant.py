@@ -25,7 +25,7 @@ EMAIL_RE = re.compile(
 IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9._:~+/=-]{8,255}$")
 
 TenantStatus = Literal["provisioning", "active", "suspended", "deleted"]
-KeyStatus = Literal["active", "revoked"]
+KeyStatus = Literal["active", "revoked", "expired"]
 StripeState = Literal["ok", "skipped", "pending"]
 
 MAX_GRACE_S = 7 * 24 * 3600
