@@ -45,13 +45,17 @@ def dev(
         )
         console.print(f"Dashboard  {base}/")
         console.print("Ctrl-C to stop.")
+        from meterbridge.serving import uvicorn_options
+
         config = uvicorn.Config(
             create_dev_app(),
-            host=host,
-            port=port,
-            log_level="warning",
-            lifespan="on",
-            timeout_graceful_shutdown=10,
+            **uvicorn_options(
+                host=host,
+                port=port,
+                log_level="warning",
+                lifespan="on",
+                timeout_graceful_shutdown=10,
+            ),
         )
         if demo:
             from meterbridge.local.demo import start_demo
