@@ -91,7 +91,8 @@ def _non_finite(name: str) -> float:
 
 # The largest magnitude a float64 holds: OpenMeter (Go) refuses any number past it.
 _FLOAT64_MAX = sys.float_info.max
-_BAD_NUMBER_HINTS = ("NaN", "Infinity")
+# Only a run of 309+ digits can be an integer past float64's range (about 1.8e308).
+_LONG_DIGITS_MIN = 309
 _LONG_DIGITS = re.compile(r"\d{309}")
 
 
@@ -163,7 +164,11 @@ def validate(
             too_large.append(index)
             continue
         # A cheap screen on the text already made; the walk runs only when it may find one.
-        if any(h in text for h in _BAD_NUMBER_HINTS) or _LONG_DIGITS.search(text):
+        if (
+            "NaN" in text
+            or "Infinity" in text
+            or (len(text) > _LONG_DIGITS_MIN and _LONG_DIGITS.search(text))
+        ):
             bad = _bad_number(raw)
             if bad is not None:
                 problems.append(
