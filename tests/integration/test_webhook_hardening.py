@@ -142,6 +142,18 @@ def test_an_unknown_type_with_an_unexpected_shape_is_acknowledged(
     assert scan_all(webhook_env) == before
 
 
+def test_reconcile_counts_an_unknown_shape_as_ignored_not_failed(
+    webhook_env: dict[str, str],
+) -> None:
+    # Given a listed event of an unhandled type whose data has no object
+    from meterbridge.logic.stripe_reconcile import reconcile
+
+    odd = {"id": "evt_odd", "object": "event", "type": "billing.alert.triggered", "data": {}}
+    # When reconciled / Then ignored, like the webhook, and nothing failed
+    summary = reconcile([odd])
+    assert (summary.ignored, summary.failed) == (1, 0)
+
+
 @pytest.mark.parametrize("mode", ["payment", "setup"])
 def test_a_checkout_that_is_not_subscription_mode_is_ignored(
     webhook_env: dict[str, str], mode: str
