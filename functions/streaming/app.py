@@ -14,6 +14,8 @@ from typing import Any
 
 import uvicorn
 
+from meterbridge.api.limits import BodyLimit
+from meterbridge.serving import uvicorn_options
 from meterbridge.streaming.app import create_app
 
 # Stream responses end within a second of SIGTERM; this bounds a stuck one.
@@ -31,16 +33,18 @@ def main() -> None:
     # as the original handler that ends in exit code 0 (a clean stop) instead of 143.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     # The entry point reads only where to listen; everything else is Settings.
+    # Body caps on every route, and header/body read deadlines (meterbridge.serving).
     uvicorn.run(
-        app,
-        host=os.environ.get("HOST", "0.0.0.0"),
-        port=int(os.environ.get("PORT", "8080")),
-        timeout_graceful_shutdown=GRACEFUL_S,
-        timeout_keep_alive=5,
-        access_log=False,
-        proxy_headers=True,
-        forwarded_allow_ips="*",
-        log_level=os.environ.get("UVICORN_LOG_LEVEL", "info"),
+        BodyLimit(app),
+        **uvicorn_options(
+            host=os.environ.get("HOST", "0.0.0.0"),
+            port=int(os.environ.get("PORT", "8080")),
+            timeout_graceful_shutdown=GRACEFUL_S,
+            access_log=False,
+            proxy_headers=True,
+            forwarded_allow_ips="*",
+            log_level=os.environ.get("UVICORN_LOG_LEVEL", "info"),
+        ),
     )
 
 

@@ -104,18 +104,19 @@ def test_resent_batch_is_recorded_again_and_counted_per_source_and_id(sink):
     assert stats["events_recorded"] == 4 and stats["unique_events"] == 2
 
 
-def test_wrong_content_type_is_415_and_records_nothing(sink):
-    # Given
+def test_wrong_content_type_is_400_as_openmeter_answers_and_records_nothing(sink):
+    # Given (OpenMeter's ingest handler answers 400 "invalid content type"; its spec has no 415)
     state, client = sink
 
     # When
     response = client.post(
-        "/api/v1/events", json=[cloudevent("x")], headers={"Content-Type": "application/json"}
+        "/api/v1/events", json=[cloudevent("x")], headers={"Content-Type": "text/plain"}
     )
 
     # Then
-    assert response.status_code == 415
+    assert response.status_code == 400
     assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["detail"] == "invalid content type: text/plain"
     assert state.events() == []
 
 

@@ -179,14 +179,18 @@ def dev(
             "Logs       this console: one line per request and per flush"
             + (" (JSON)" if log_format == "json" else " (--log-format json for JSON)")
         )
+        from meterbridge.serving import uvicorn_options
+
         config = uvicorn.Config(
             create_dev_app(iam_credentials=allowed, region=region, on_request=emit),
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=10,
+            **uvicorn_options(
+                host=host,
+                port=port,
+                log_level="warning",
+                access_log=False,
+                lifespan="on",
+                timeout_graceful_shutdown=10,
+            ),
         )
         server = uvicorn.Server(config)
         if demo:

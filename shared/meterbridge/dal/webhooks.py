@@ -108,7 +108,13 @@ def peek(table: str, event_id: str) -> Claim | None:
 
 
 def finish(
-    table: str, event_id: str, event_type: str, state: State, *, tenant_id: str | None = None
+    table: str,
+    event_id: str,
+    event_type: str,
+    state: State,
+    *,
+    tenant_id: str | None = None,
+    api_version: str | None = None,
 ) -> None:
     """Record the end (``done`` or ``unmatched``) once the event's effects are durable.
 
@@ -122,6 +128,7 @@ def finish(
         "state": state,
         "event_type": event_type,
         "tenant_id": tenant_id,
+        "api_version": api_version,
         "finished_at": round(now, 3),
         "expires_at": int(now) + RECORD_TTL_S,
     }

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from meterbridge.api import admin, admin_deadletters, health, stream, usage
 from meterbridge.api.errors import install_error_handlers
+from meterbridge.api.limits import BodyLimit
 from meterbridge.dashboard.routes import include_dashboard
 from meterbridge.errors import MeterbridgeError
 from meterbridge.local.sigv4 import AllowedCredential, SigV4Rejected, iam_context, verify
@@ -132,6 +133,8 @@ def create_dev_app(
     app = FastAPI(title="meterbridge (local stack)", version="1", lifespan=lifespan)
     install_error_handlers(app)
     app.add_middleware(_CountRequests)
+    # Outermost of ours: a body over its route's cap is refused before any app code reads it.
+    app.add_middleware(BodyLimit)
     app.include_router(usage.router)
     app.include_router(admin.router)
     app.include_router(admin_deadletters.router)

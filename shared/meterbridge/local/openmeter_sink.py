@@ -1,10 +1,17 @@
 """An OpenMeter-compatible ingest server for local runs and tests, with fault injection.
 
-It speaks OpenMeter's ingest contract: ``POST /api/v1/events`` with
-``application/cloudevents+json`` (one event) or ``application/cloudevents-batch+json`` (an
-array), ``Authorization: Bearer <key>`` when a key is configured, ``204 No Content`` on
-success, ``400`` with an ``application/problem+json`` body on a bad event (the whole batch is
-rejected and nothing of it is stored), ``401`` on a bad key, ``415`` on another media type.
+It speaks OpenMeter's ingest contract (``api/openapi.yaml`` and ``openmeter/ingest/httpdriver``
+of openmeterio/openmeter): ``POST /api/v1/events`` with a ``Content-Type`` matched exactly, as
+OpenMeter's Go handler does: ``application/cloudevents+json`` (one event),
+``application/cloudevents-batch+json`` (an array) or ``application/json`` (either);
+``Authorization: Bearer <key>`` when a key is configured; ``204 No Content`` on success;
+``400`` with an ``application/problem+json`` body on a bad event (the whole batch is rejected and
+nothing of it is stored) and, like OpenMeter, on any other content type (its spec lists no
+415); ``401`` on a bad key. The body is parsed as strictly as Go's ``encoding/json``: UTF-8 only,
+no ``NaN``/``Infinity``, no number past the float64 range (Python's ``json`` takes all three).
+Each event needs ``specversion`` ``"1.0"``, ``id``, ``source``, ``type`` and ``subject``;
+``time`` is RFC 3339, ``datacontenttype`` ``application/json``, ``dataschema`` a URI and
+``data`` an object (each may be null).
 
 Every accepted CloudEvent is recorded in arrival order, and counted per ``(source, id)``:
 OpenMeter deduplicates on that pair, so tests assert "each exactly once" on the set of pairs
@@ -47,12 +54,15 @@ import asyncio
 import json
 import math
 import random
+import re
+import sys
 import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -60,6 +70,7 @@ from fastapi.responses import JSONResponse, Response
 INGEST_PATH = "/api/v1/events"
 SINGLE_MEDIA_TYPE = "application/cloudevents+json"
 BATCH_MEDIA_TYPE = "application/cloudevents-batch+json"
+JSON_MEDIA_TYPE = "application/json"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
 FAULT_KINDS = ("ok", "error", "throttle", "unavailable", "hang", "record_then_fail")
@@ -366,6 +377,55 @@ def _problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE)
 
 
+# RFC 3339 ``date-time`` (what Go's time.RFC3339 parses): a full date, time and offset.
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+_FLOAT64_MAX = sys.float_info.max
+
+
+class StrictJSONError(ValueError):
+    """The body is not JSON as Go's ``encoding/json`` reads it."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise StrictJSONError(f"invalid character {name[0]!r} looking for beginning of value")
+
+
+def _float64(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise StrictJSONError(f"number {text} overflows float64")
+    return value
+
+
+def _int64ish(text: str) -> int:
+    value = int(text)
+    if abs(value) > _FLOAT64_MAX:
+        raise StrictJSONError(f"number {text[:20]}... overflows float64")
+    return value
+
+
+def strict_json(raw: bytes) -> Any:
+    """Parse ``raw`` as Go's ``encoding/json`` would accept it, or raise ``StrictJSONError``.
+
+    Python's ``json`` also reads ``NaN``, ``Infinity`` and numbers past the float64 range
+    (``1e400`` becomes ``inf``); OpenMeter refuses them, so the stand-in does too.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise StrictJSONError(f"invalid UTF-8 at byte {exc.start}") from None
+    try:
+        return json.loads(
+            text, parse_constant=_refuse_constant, parse_float=_float64, parse_int=_int64ish
+        )
+    except StrictJSONError:
+        raise
+    except RecursionError:
+        raise StrictJSONError("exceeded max depth") from None
+    except ValueError as exc:
+        raise StrictJSONError(str(exc)) from None
+
+
 def validate_event(event: Any) -> list[str]:
     """Problems with one CloudEvent, as OpenMeter would see them (empty when valid)."""
     if not isinstance(event, dict):
@@ -377,19 +437,25 @@ def validate_event(event: Any) -> list[str]:
         value = event.get(attribute)
         if not isinstance(value, str) or not value:
             errors.append(f"{attribute} is required and must be a non-empty string")
-    if "time" in event and event["time"] is not None:
-        value = event["time"]
+    value = event.get("time")
+    if value is not None and (not isinstance(value, str) or not _RFC3339.match(value)):
+        errors.append("time must be an RFC 3339 timestamp")
+    elif value is not None:
         try:
-            if not isinstance(value, str):
-                raise ValueError
-            datetime.fromisoformat(value.replace("Z", "+00:00"))
+            datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:
             errors.append("time must be an RFC 3339 timestamp")
+    value = event.get("datacontenttype")
+    if value is not None and value != "application/json":
+        errors.append('datacontenttype must be "application/json"')
+    value = event.get("dataschema")
+    if value is not None and (
+        not isinstance(value, str) or not value or not urlsplit(value).scheme
+    ):
+        errors.append("dataschema must be a URI")
+    if event.get("data") is not None and not isinstance(event["data"], dict):
+        errors.append("data must be a JSON object")
     return errors
-
-
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
 # -- app -----------------------------------------------------------------------------------
@@ -413,32 +479,32 @@ def create_app(state: SinkState | None = None) -> FastAPI:
         if sink.api_key is not None and request.headers.get("authorization", "") != expected:
             sink._log_request(401, None, [], False)
             return _problem(401, "Unauthorized", "missing or invalid bearer token")
-        media_type = _media_type(request)
-        if media_type not in (SINGLE_MEDIA_TYPE, BATCH_MEDIA_TYPE):
-            sink._log_request(415, None, [], False)
-            return _problem(
-                415,
-                "Unsupported Media Type",
-                f"content type must be {SINGLE_MEDIA_TYPE} or {BATCH_MEDIA_TYPE}, "
-                f"got {media_type or 'none'!r}",
-            )
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
+        # OpenMeter switches on the header exactly: a parameter or another case is refused.
+        media_type = request.headers.get("content-type", "")
+        if media_type not in (SINGLE_MEDIA_TYPE, BATCH_MEDIA_TYPE, JSON_MEDIA_TYPE):
             sink._log_request(400, None, [], False)
-            return _problem(400, "Bad Request", "request body is not valid JSON")
+            return _problem(400, "Bad Request", f"invalid content type: {media_type}")
+        try:
+            body = strict_json(await request.body())
+        except StrictJSONError as exc:
+            sink._log_request(400, None, [], False)
+            return _problem(400, "Bad Request", f"invalid event: {exc}")
 
-        if media_type == SINGLE_MEDIA_TYPE:
+        if media_type == SINGLE_MEDIA_TYPE or (
+            media_type == JSON_MEDIA_TYPE and isinstance(body, dict)
+        ):
             if not isinstance(body, dict):
                 sink._log_request(400, None, [], False)
                 return _problem(
-                    400, "Bad Request", f"{SINGLE_MEDIA_TYPE} body must be one JSON object"
+                    400,
+                    "Bad Request",
+                    f"invalid event: {SINGLE_MEDIA_TYPE} body must be one JSON object",
                 )
             events = [body]
         else:
-            if not isinstance(body, list):
+            if not isinstance(body, list) or (media_type == JSON_MEDIA_TYPE and not body):
                 sink._log_request(400, None, [], False)
-                return _problem(400, "Bad Request", f"{BATCH_MEDIA_TYPE} body must be a JSON array")
+                return _problem(400, "Bad Request", "invalid event: no events found")
             events = body
 
         invalid = []
@@ -449,9 +515,7 @@ def create_app(state: SinkState | None = None) -> FastAPI:
         ids = [str(e.get("id")) for e in events if isinstance(e, dict)]
         if invalid:
             sink._log_request(400, None, ids, False)
-            return _problem(
-                400, "Bad Request", "invalid CloudEvent(s); batch rejected", errors=invalid
-            )
+            return _problem(400, "Bad Request", "invalid event: batch rejected", errors=invalid)
 
         poisoned = sink._is_poisoned(ids)
         if poisoned is not None:

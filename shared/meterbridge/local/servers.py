@@ -22,6 +22,8 @@ from typing import Any
 
 import uvicorn
 
+from meterbridge.serving import uvicorn_options
+
 
 class BackgroundServer:
     """One uvicorn server for ``app`` on ``host:port`` (``port=0``: a free port)."""
@@ -76,12 +78,14 @@ class BackgroundServer:
 
         config = uvicorn.Config(
             self.app,
-            host=self.host,
-            port=self.port,
-            log_level=self.log_level,
-            access_log=False,
-            lifespan="auto",
-            timeout_graceful_shutdown=max(1, round(self.graceful_timeout)),
+            **uvicorn_options(
+                host=self.host,
+                port=self.port,
+                log_level=self.log_level,
+                access_log=False,
+                lifespan="auto",
+                timeout_graceful_shutdown=max(1, round(self.graceful_timeout)),
+            ),
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name=f"uvicorn-{self.port}", daemon=True)

@@ -14,7 +14,10 @@ Order of work for one request (docs/usage.md):
 from __future__ import annotations
 
 import json
+import math
 import random
+import re
+import sys
 import threading
 import time
 from collections import Counter
@@ -37,7 +40,13 @@ from meterbridge.errors import (
     ValidationFailed,
 )
 from meterbridge.logic.periods import period_of, seconds_until_end
-from meterbridge.models.cloudevent import ALERTS_SOURCE, CloudEvent, stable_id, usage_source
+from meterbridge.models.cloudevent import (
+    ALERTS_SOURCE,
+    CloudEvent,
+    is_reserved_type,
+    stable_id,
+    usage_source,
+)
 from meterbridge.models.usage import InboundEvent, IngestResult
 from meterbridge.observability import logger, metrics
 from meterbridge.plans import Plan, catalog
@@ -75,8 +84,37 @@ def nats_msg_id(source: str, event_id: str) -> str:
     return f"{source}#{event_id}"
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValidationFailed(f"{name} is not valid JSON (numbers must be finite)")
+def _non_finite(name: str) -> float:
+    # NaN/Infinity are not JSON: parsed as floats here so validate() names where they are.
+    return float(name)
+
+
+# The largest magnitude a float64 holds: OpenMeter (Go) refuses any number past it.
+_FLOAT64_MAX = sys.float_info.max
+# Only a run of 309+ digits can be an integer past float64's range (about 1.8e308).
+_LONG_DIGITS_MIN = 309
+_LONG_DIGITS = re.compile(r"\d{309}")
+
+
+def _bad_number(value: Any) -> list[str] | None:
+    """The path of the first number a strict JSON parser (Go's) would refuse, or None.
+
+    Non-finite floats (``NaN``, ``Infinity``, ``1e400`` parsed as ``inf``) and integers past the
+    float64 range. Iterative, so any nesting the parser accepted is walked without recursion.
+    """
+    stack: list[tuple[Any, list[str]]] = [(value, [])]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            stack.extend((v, [*path, str(k)]) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, [*path, str(i)]) for i, v in enumerate(node))
+        elif isinstance(node, float):
+            if not math.isfinite(node):
+                return path
+        elif isinstance(node, int) and not isinstance(node, bool) and abs(node) > _FLOAT64_MAX:
+            return path
+    return None
 
 
 def parse_body(raw: bytes) -> list[Any]:
@@ -87,9 +125,7 @@ def parse_body(raw: bytes) -> list[Any]:
             details={"limit_bytes": MAX_BODY_BYTES},
         )
     try:
-        body = json.loads(raw, parse_constant=_refuse_constant)
-    except ValidationFailed:
-        raise
+        body = json.loads(raw, parse_constant=_non_finite)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationFailed("the body is not valid JSON", details={"error": str(exc)}) from None
     except RecursionError:
@@ -123,9 +159,31 @@ def validate(
                 {"index": index, "errors": [{"loc": [], "message": "not a JSON object"}]}
             )
             continue
-        if len(json.dumps(raw, separators=(",", ":")).encode()) > MAX_EVENT_BYTES:
+        text = json.dumps(raw, separators=(",", ":"))
+        if len(text.encode()) > MAX_EVENT_BYTES:
             too_large.append(index)
             continue
+        # A cheap screen on the text already made; the walk runs only when it may find one.
+        if (
+            "NaN" in text
+            or "Infinity" in text
+            or (len(text) > _LONG_DIGITS_MIN and _LONG_DIGITS.search(text))
+        ):
+            bad = _bad_number(raw)
+            if bad is not None:
+                problems.append(
+                    {
+                        "index": index,
+                        "errors": [
+                            {
+                                "loc": bad,
+                                "message": "numbers must be finite and within the float64 "
+                                "range (OpenMeter refuses NaN, Infinity and overflows)",
+                            }
+                        ],
+                    }
+                )
+                continue
         try:
             event = InboundEvent.model_validate(raw)
         except ValidationError as exc:
@@ -135,6 +193,20 @@ def validate(
                     "errors": [
                         {"loc": [str(p) for p in e["loc"]], "message": e["msg"]}
                         for e in exc.errors()
+                    ],
+                }
+            )
+            continue
+        if is_reserved_type(event.type):
+            problems.append(
+                {
+                    "index": index,
+                    "errors": [
+                        {
+                            "loc": ["type"],
+                            "message": f"{event.type!r} is a type meterbridge emits "
+                            "(billing and lifecycle events); it cannot be sent as usage",
+                        }
                     ],
                 }
             )
@@ -197,6 +269,7 @@ def validate(
                 .isoformat(timespec="milliseconds")
                 .replace("+00:00", "Z"),
                 data=event.data,
+                dataschema=event.dataschema,
             )
         )
         batch.meters.append(cat.meter_for_type(event.type))

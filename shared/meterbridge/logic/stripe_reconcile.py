@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from meterbridge.errors import MeterbridgeError, ValidationFailed
-from meterbridge.logic.stripe_webhook import parse_event, process
+from meterbridge.logic.stripe_webhook import parse_event, process, unhandled
 from meterbridge.observability import logger
 from meterbridge.settings import Settings, get_settings
 
@@ -55,6 +55,9 @@ def reconcile(
     listed = sorted(events, key=lambda e: (int(e.get("created", 0)), str(e.get("id", ""))))
     summary = ReconcileSummary(listed=len(listed))
     for raw in listed:
+        if unhandled(raw):  # as the webhook does: not a billing event, whatever its shape
+            summary.ignored += 1
+            continue
         try:
             result = process(parse_event(raw), settings, wait_s=0.0)
         except MeterbridgeError as exc:

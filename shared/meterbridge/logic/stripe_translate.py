@@ -13,6 +13,9 @@ invoice.paid                    payment.success         reset failed payments; r
 invoice.payment_failed          payment.failed          count a failed payment; suspend at 3
 =============================== ======================= =========================================
 
+A Checkout counts only in ``mode: subscription``: payment and setup Checkouts are ignored (a
+one-off payment is no subscription start).
+
 Field locations follow the pinned API version (``stripe.api_version``): an invoice's
 subscription is under ``parent.subscription_details``, a line's price under
 ``pricing.price_details``, and a subscription's prices under ``items.data[].price``.
@@ -98,6 +101,8 @@ class BillingChange(BaseModel):
     rank: int = 0
     invoice_id: str | None = None
     checkout_session_id: str | None = None
+    # The event's Stripe API version (field locations depend on it), kept in the billing event.
+    api_version: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
 
     def cloud_event(self, tenant_id: str) -> CloudEvent:
@@ -108,7 +113,11 @@ class BillingChange(BaseModel):
             type=self.billing_type,
             subject=tenant_id,
             time=datetime.fromtimestamp(self.created, UTC).isoformat().replace("+00:00", "Z"),
-            data={k: v for k, v in self.data.items() if v is not None},
+            data={
+                k: v
+                for k, v in {**self.data, "stripe_api_version": self.api_version}.items()
+                if v is not None
+            },
         )
 
 
@@ -172,8 +181,13 @@ def translate(event: StripeEvent) -> BillingChange | None:
         "billing_type": billing_type,
         "created": event.created,
         "customer_id": _id_of(obj.get("customer")),
+        "api_version": event.api_version,
     }
     if event.type == "checkout.session.completed":
+        # Only a subscription-mode Checkout starts a subscription; a one-off payment or a
+        # saved card (modes payment, setup) is not a billing event for meterbridge.
+        if obj.get("mode") != "subscription":
+            return None
         return _checkout(obj, base)
     if event.type.startswith("customer.subscription."):
         return _subscription(event, obj, base)

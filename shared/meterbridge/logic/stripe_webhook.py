@@ -35,12 +35,19 @@ from meterbridge.bus.subjects import tenant_subject
 from meterbridge.dal import outbox, tenant_state, webhooks
 from meterbridge.errors import InvalidSignature, MeterbridgeError, ValidationFailed
 from meterbridge.logic import auth
-from meterbridge.logic.stripe_translate import BillingChange, StripeEvent, translate
+from meterbridge.logic.stripe_translate import (
+    TRANSLATIONS,
+    BillingChange,
+    StripeEvent,
+    translate,
+)
 from meterbridge.models.cloudevent import CloudEvent
 from meterbridge.observability import logger
 from meterbridge.settings import Settings, get_settings
 
 SIGNATURE_TOLERANCE_S = 300
+# Deeper than any Stripe payload (about a dozen levels): refused before anything else.
+MAX_BODY_DEPTH = 64
 FUTURE_TOLERANCE_S = 300
 FAILED_PAYMENTS_TO_SUSPEND = 3
 # Actions whose whole effect is one outbox put and one guarded write (see the module docstring).
@@ -67,6 +74,9 @@ class WebhookResult(BaseModel):
     billing_type: str | None = None
     # The CloudEvent enqueued by this call (None when it was already in the outbox).
     cloud_event: CloudEvent | None = None
+    # The event's Stripe API version; ``expected_api_version`` only when it is not the pinned one.
+    api_version: str | None = None
+    expected_api_version: str | None = None
 
     def http(self) -> tuple[int, dict[str, Any]]:
         if self.outcome == "in_flight":
@@ -80,6 +90,10 @@ class WebhookResult(BaseModel):
         body: dict[str, Any] = {"received": True, "id": self.event_id, "outcome": self.outcome}
         if self.billing_type:
             body["type"] = self.billing_type
+        if self.api_version:
+            body["api_version"] = self.api_version
+        if self.expected_api_version:
+            body["expected_api_version"] = self.expected_api_version
         return 200, body
 
 
@@ -136,13 +150,64 @@ def verify(
     raise InvalidSignature("the Stripe-Signature does not match the payload")
 
 
+def load_body(raw_body: bytes | str) -> dict[str, Any]:
+    """The verified body as a JSON object, nested at most ``MAX_BODY_DEPTH`` levels.
+
+    A too-deep body (validly signed or not) is a 400, never a RecursionError: the walk is
+    iterative and Python's parser stops at its own limit with an error caught here.
+    """
+    too_deep = ValidationFailed(
+        f"the body is nested more than {MAX_BODY_DEPTH} levels deep",
+        details={"max_depth": MAX_BODY_DEPTH},
+    )
+    try:
+        payload = json.loads(raw_body)
+    except RecursionError:
+        raise too_deep from None
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise ValidationFailed("the body is not JSON") from exc
+    if not isinstance(payload, dict):
+        raise ValidationFailed("the body is not a Stripe event")
+    stack: list[tuple[Any, int]] = [(payload, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_BODY_DEPTH:
+            raise too_deep
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, dict | list))
+    return payload
+
+
 def parse_event(raw_body: bytes | str | Mapping[str, Any]) -> StripeEvent:
     """A Stripe event envelope from the verified body (or a dict listed by the API)."""
+    payload = raw_body if isinstance(raw_body, Mapping) else load_body(raw_body)
     try:
-        payload = raw_body if isinstance(raw_body, Mapping) else json.loads(raw_body)
         return StripeEvent.model_validate(payload)
-    except (ValueError, ValidationError) as exc:
+    except ValidationError as exc:
         raise ValidationFailed("the body is not a Stripe event") from exc
+
+
+def pinned_api_version() -> str:
+    """The Stripe API version the translations read fields for: the pinned stripe-python's."""
+    import stripe
+
+    return str(stripe.api_version)
+
+
+def unhandled(payload: Mapping[str, Any]) -> str | None:
+    """Why a verified payload is acknowledged without processing, or None to process it.
+
+    Thin events (``object: v2.core.event``, from event destinations) carry no snapshot to
+    translate; other types are not billing events for meterbridge. Both get 200 ``ignored``
+    (Stripe retries any non-2xx for days).
+    """
+    if payload.get("object") != "event":
+        return f"thin or unknown payload ({str(payload.get('object'))[:40]})"
+    if payload.get("type") not in TRANSLATIONS:
+        return "type not handled"
+    return None
 
 
 # -- the idempotent path (webhook and reconcile) --------------------------------------------
@@ -153,11 +218,44 @@ def process(
 ) -> WebhookResult:
     """Apply one verified Stripe event exactly once; safe to call again with the same event."""
     settings = settings or get_settings()
+    versions = _api_versions(event)
     change = translate(event)
     if change is None:
-        return WebhookResult(outcome="ignored", event_id=event.id, event_type=event.type)
+        return WebhookResult(
+            outcome="ignored", event_id=event.id, event_type=event.type, **versions
+        )
     if change.action in SINGLE_WRITE_ACTIONS:
-        return _process_single_write(change, event, settings)
+        return _process_single_write(change, event, settings).model_copy(update=versions)
+    return _process_claimed(change, event, settings, wait_s).model_copy(update=versions)
+
+
+def _api_versions(event: StripeEvent) -> dict[str, str | None]:
+    """The event's API version, and the pinned one when they differ (logged and counted:
+    fields of another version may be missing, e.g. an invoice's subscription or price)."""
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    from meterbridge.observability import metrics
+
+    pinned = pinned_api_version()
+    if event.api_version is None or event.api_version == pinned:
+        return {"api_version": event.api_version, "expected_api_version": None}
+    logger.warning(
+        "stripe event api_version differs from the pinned version",
+        extra={
+            "stripe_event_id": event.id,
+            "stripe_type": event.type,
+            "stripe_api_version": event.api_version,
+            "expected_api_version": pinned,
+        },
+    )
+    metrics.add_metric(name="StripeApiVersionMismatch", unit=MetricUnit.Count, value=1)
+    return {"api_version": event.api_version, "expected_api_version": pinned}
+
+
+def _process_claimed(
+    change: BillingChange, event: StripeEvent, settings: Settings, wait_s: float
+) -> WebhookResult:
+    """The payment path: claim the event id, apply the dependent steps, mark it done."""
     table = settings.idempotency_table
     deadline = time.monotonic() + wait_s
     # The tenant lookup is a read that does not depend on the claim: overlap the round trips.
@@ -199,6 +297,7 @@ def process(
             event.type,
             "unmatched" if result.outcome == "unmatched" else "done",
             tenant_id=result.tenant_id,
+            api_version=event.api_version,
         )
     except BaseException:
         webhooks.release(table, event.id, claim.token)
@@ -224,7 +323,13 @@ def _process_single_write(
     result = _apply(change, event, profile, settings)
     if result.outcome == "unmatched":
         # For operators and reconcile: nothing waits on this record (no lock on this path).
-        webhooks.finish(settings.idempotency_table, event.id, event.type, "unmatched")
+        webhooks.finish(
+            settings.idempotency_table,
+            event.id,
+            event.type,
+            "unmatched",
+            api_version=event.api_version,
+        )
     elif result.outcome == "applied" and result.tenant_id and result.cloud_event is not None:
         _publish(result.cloud_event, result.tenant_id, settings)
     return result
@@ -245,27 +350,48 @@ def _pool() -> ThreadPoolExecutor:
 
 
 def resolve_tenant(change: BillingChange, settings: Settings) -> str | None:
-    """The tenant a Stripe object belongs to: its ``metadata[tenant_id]``, else its customer."""
+    """The tenant a Stripe object belongs to (``resolve_profile``'s rule)."""
     profile = resolve_profile(change, settings)
     return str(profile["tenant_id"]) if profile else None
 
 
 def resolve_profile(change: BillingChange, settings: Settings) -> dict[str, Any] | None:
-    """The profile of the tenant a Stripe object belongs to, or None.
+    """The profile of the tenant a Stripe object belongs to, or None (docs/stripe-webhooks.md).
 
-    A consistent read, except through the customer index (eventually consistent): a stale read
-    only shows an older ordering key, so it never makes ``apply_state`` skip a needed write.
+    The stored customer link wins: an event naming a customer linked to a tenant is that
+    tenant's, whatever ``metadata.tenant_id`` says. The metadata (ours, set at provisioning and
+    Checkout) names the tenant only when the stored link agrees, or when neither side is linked
+    yet (a Checkout linking a new customer). A tenant linked to a customer never takes an event
+    that names no customer or another one.
     """
     table = settings.tenants_table
-    if change.tenant_hint:
-        profile = tenant_state.get_profile(table, change.tenant_hint)
-        linked = (profile or {}).get("stripe_customer_id")
-        # Metadata is ours (set at provisioning); refuse it if it contradicts the stored link.
-        if profile and (not linked or not change.customer_id or linked == change.customer_id):
-            return profile
-    if change.customer_id:
-        return tenant_state.find_by_customer(table, change.customer_id)
-    return None
+    hinted = tenant_state.get_profile(table, change.tenant_hint) if change.tenant_hint else None
+    linked = (hinted or {}).get("stripe_customer_id")
+    if hinted and change.customer_id and linked == change.customer_id:
+        return hinted  # both sides agree: one consistent read
+    owner = tenant_state.find_by_customer(table, change.customer_id) if change.customer_id else None
+    if owner is not None:
+        if change.tenant_hint and change.tenant_hint != owner.get("tenant_id"):
+            _refused_hint(change, "the customer is linked to another tenant")
+        return owner
+    if hinted is None:
+        return None
+    if linked:
+        _refused_hint(change, "the tenant is linked to another customer")
+        return None
+    return hinted
+
+
+def _refused_hint(change: BillingChange, reason: str) -> None:
+    logger.warning(
+        "stripe metadata tenant_id refused",
+        extra={
+            "stripe_event_id": change.stripe_event_id,
+            "stripe_type": change.stripe_type,
+            "tenant_hint": change.tenant_hint,
+            "reason": reason,
+        },
+    )
 
 
 def _apply(
@@ -449,8 +575,19 @@ def handle(raw_body: bytes, headers: Mapping[str, str]) -> tuple[int, dict[str, 
         metrics.add_metric(name="StripeWebhookRejected", unit=MetricUnit.Count, value=1)
         logger.warning("stripe webhook rejected", extra={"reason": exc.message})
         raise
-    event = parse_event(raw_body)
-    result = process(event, settings)
+    payload = load_body(raw_body)
+    reason = unhandled(payload)
+    if reason is None:
+        result = process(parse_event(payload), settings)
+    else:
+        result = WebhookResult(
+            outcome="ignored",
+            event_id=str(payload.get("id") or "")[:255],
+            event_type=str(payload.get("type") or "")[:255],
+            api_version=payload.get("api_version")
+            if isinstance(payload.get("api_version"), str)
+            else None,
+        )
     metric = {
         "applied": "StripeWebhookApplied",
         "duplicate": "StripeWebhookDuplicate",
@@ -459,9 +596,14 @@ def handle(raw_body: bytes, headers: Mapping[str, str]) -> tuple[int, dict[str, 
         "in_flight": "StripeWebhookInFlight",
     }[result.outcome]
     metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
-    if result.outcome == "ignored":
-        logger.info(
-            "stripe event type ignored",
-            extra={"stripe_event_id": event.id, "stripe_type": event.type},
-        )
+    logger.info(
+        "stripe event ignored" if result.outcome == "ignored" else "stripe event handled",
+        extra={
+            "stripe_event_id": result.event_id,
+            "stripe_type": result.event_type,
+            "stripe_api_version": result.api_version,
+            "outcome": result.outcome,
+            "reason": reason or ("not translated" if result.outcome == "ignored" else None),
+        },
+    )
     return result.http()

@@ -20,6 +20,17 @@ ALERTS_SOURCE = "//meterbridge/alerts"
 
 Kind = Literal["usage", "billing", "tenant"]
 
+# Types meterbridge itself emits (docs/billing-events.md): a tenant may not send them as usage,
+# or a meter on ``type`` would count a tenant's event as a billing or lifecycle event.
+RESERVED_TYPE_PREFIXES = ("payment.", "subscription.", "tenant.", "key.", "meterbridge.")
+RESERVED_TYPES = frozenset({"usage.threshold_reached"})
+
+
+def is_reserved_type(event_type: str) -> bool:
+    lowered = event_type.lower()
+    return lowered in RESERVED_TYPES or lowered.startswith(RESERVED_TYPE_PREFIXES)
+
+
 # Namespace for deterministic event ids (uuid5) of events meterbridge itself emits.
 ID_NAMESPACE = uuid.UUID("6f1d8a52-3c1e-4f55-9a4b-9c7e2f0b6d11")
 
@@ -49,6 +60,7 @@ class CloudEvent(BaseModel):
     subject: str | None = None
     time: str = Field(default_factory=now_rfc3339)
     datacontenttype: str | None = "application/json"
+    dataschema: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
 
     def wire(self) -> dict[str, Any]:

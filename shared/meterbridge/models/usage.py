@@ -5,10 +5,12 @@
 # (docs/performance/cold_start.md).
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_EVENT_ID = 128
+MAX_DATASCHEMA = 2048
 
 
 class InboundEvent(BaseModel):
@@ -23,6 +25,7 @@ class InboundEvent(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
     specversion: Literal["1.0"] | None = None
     datacontenttype: Literal["application/json"] | None = None
+    dataschema: str | None = Field(default=None, min_length=1, max_length=MAX_DATASCHEMA)
     source: str | None = Field(default=None, description="Ignored: set by the server")
 
     @field_validator("id", "type", "subject")
@@ -30,6 +33,16 @@ class InboundEvent(BaseModel):
     def _printable(cls, value: str | None) -> str | None:
         if value is not None and not value.isprintable():
             raise ValueError("must contain printable characters only")
+        return value
+
+    @field_validator("dataschema")
+    @classmethod
+    def _uri(cls, value: str | None) -> str | None:
+        # CloudEvents 1.0: an absolute URI (OpenMeter's spec: ``format: uri``), carried as sent.
+        if value is not None and (
+            not value.isprintable() or " " in value or not urlsplit(value).scheme
+        ):
+            raise ValueError("must be an absolute URI")
         return value
 
     @field_validator("time")
@@ -72,6 +85,14 @@ INBOUND_EVENT_SCHEMA: dict[str, Any] = {
             "anyOf": [{"const": "application/json", "type": "string"}, {"type": "null"}],
             "default": None,
             "title": "Datacontenttype",
+        },
+        "dataschema": {
+            "anyOf": [
+                {"maxLength": MAX_DATASCHEMA, "minLength": 1, "type": "string"},
+                {"type": "null"},
+            ],
+            "default": None,
+            "title": "Dataschema",
         },
         "source": {
             "anyOf": [{"type": "string"}, {"type": "null"}],
