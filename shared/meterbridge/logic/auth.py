@@ -6,9 +6,11 @@ suspended tenant is refused everywhere within that bound, an expiring key at its
 at once by the process that revoked, rotated or suspended (it calls ``forget``).
 
 Refused keys are cached too (``NEGATIVE_TTL_S``, at most ``NEGATIVE_CACHE_SIZE`` entries,
-oldest dropped first), by key and by lookup id when the lookup id does not exist: a flood
-repeating a bad, revoked or expired key, or guessing secrets for one lookup id, costs no
-DynamoDB read after the first. Malformed keys (bad prefix, length or checksum) never cost one.
+oldest dropped first): by key (a wrong secret, a revoked or expired key) and by lookup id when
+no key has that id. A flood repeating a bad key, or any keys of a lookup id that does not
+exist, costs no DynamoDB read after the first; malformed keys (bad prefix, length or
+checksum) never cost one. Every distinct well-formed key still costs one read: the stage
+throttle bounds those.
 
 Stream tokens carry a key's lookup id, not its secret: ``principal_for_key`` re-checks that
 key (same cache, same bounds), so a revoked key's tokens stop working within the TTL too.

@@ -314,8 +314,8 @@ class SSEResponse(Response):
         service, hub = self.service, self.service.hub
         plan = self.plan
         if plan is not None and hub.tenant_client_count(self.tenant_id) >= plan.max_streams:
-            # Checked again here, with no await before the registration: concurrent
-            # connects cannot both take the last place.
+            # Checked here, with no await before the registration, not in the route:
+            # concurrent connects cannot both take the last place.
             status, body, headers = to_http(_over_cap(plan))
             await JSONResponse(body, status_code=status, headers=headers)(scope, receive, send)
             return
@@ -514,8 +514,6 @@ async def stream(
     principal = await _authenticated(request, service, token)
     plan = catalog().plan(principal.plan)
     await _check_rate(principal, plan, service.settings)
-    if service.hub.tenant_client_count(principal.tenant_id) >= plan.max_streams:
-        raise _over_cap(plan)
     resume = request.headers.get("last-event-id") or last_event_id
     return SSEResponse(service, principal.tenant_id, resume, key_id=principal.key_id, plan=plan)
 
