@@ -1,7 +1,7 @@
 """Per-tenant rate limits on every tenant route (real uvicorn, moto over HTTP, nats-server
 for the streaming routes): the usage read, stream tokens and stream connects share the
-tenant's ``requests_per_minute`` with ingest, and once a minute's window is refused the
-rest of that minute's requests cost no DynamoDB write."""
+tenant's in-process bucket with ingest, the usage read has a minute window of its own beside
+ingest's, and once a window is refused the rest of that minute costs no DynamoDB write."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from meterbridge.local.servers import BackgroundServer
+from meterbridge.logic import rate
 from meterbridge.plans import PLANS_FILE_DEFAULT
 from tests.conftest import reset_singletons
 from tests.factories import make_tenant
@@ -75,47 +76,45 @@ def test_the_usage_read_is_rate_limited_per_tenant(usage_url: str) -> None:
     assert httpx.get(f"{usage_url}/v1/usage", headers=auth(other), timeout=30).status_code == 200
 
 
-def test_ingest_and_usage_reads_share_one_budget(usage_url: str) -> None:
-    # Given a tenant that spent its 3 requests on ingest
+def test_a_backend_at_its_ingest_limit_leaves_the_usage_read_open(usage_url: str) -> None:
+    # Given a tenant that spent its 3 ingest requests of this minute
     _, key = make_tenant()
     _inside_one_minute()
     for i in range(RPM):
-        sent = httpx.post(
-            f"{usage_url}/v1/events",
-            json={"id": f"e{i}", "type": "api.call"},
-            headers=auth(key),
-            timeout=30,
-        )
-        assert sent.status_code == 202
+        assert _ingest(usage_url, key, f"e{i}").status_code == 202
+    _assert_rate_limited(_ingest(usage_url, key, "e-over"))
 
-    # When it reads its usage in the same minute
+    # When it reads its usage in the same minute (its dashboard)
     response = httpx.get(f"{usage_url}/v1/usage", headers=auth(key), timeout=30)
 
-    # Then the read is refused too
-    _assert_rate_limited(response)
+    # Then the read has a budget of its own
+    assert response.status_code == 200
+
+
+def _ingest(url: str, key: str, event_id: str) -> httpx.Response:
+    return httpx.post(
+        f"{url}/v1/events",
+        json={"id": event_id, "type": "api.call"},
+        headers=auth(key),
+        timeout=30,
+    )
 
 
 def test_a_refused_minute_costs_no_more_dynamodb_writes(usage_url: str) -> None:
-    # Given a tenant whose minute window has just refused a request
+    # Given a tenant whose read and ingest windows of this minute have just refused a request
     _, key = make_tenant()
     _inside_one_minute(20)
-    for _ in range(RPM):
+    for i in range(RPM):
         assert httpx.get(f"{usage_url}/v1/usage", headers=auth(key), timeout=30).status_code == 200
+        assert _ingest(usage_url, key, f"e{i}").status_code == 202
     _assert_rate_limited(httpx.get(f"{usage_url}/v1/usage", headers=auth(key), timeout=30))
+    _assert_rate_limited(_ingest(usage_url, key, "e-over"))
 
-    # When it floods both routes with 40 more requests in that minute
+    # When it sends 6 more of each in that minute (inside its in-process burst of 20)
     with dynamodb_calls("UpdateItem") as writes:
         flood = [
-            httpx.get(f"{usage_url}/v1/usage", headers=auth(key), timeout=30) for _ in range(20)
-        ] + [
-            httpx.post(
-                f"{usage_url}/v1/events",
-                json={"id": f"f{i}", "type": "api.call"},
-                headers=auth(key),
-                timeout=30,
-            )
-            for i in range(20)
-        ]
+            httpx.get(f"{usage_url}/v1/usage", headers=auth(key), timeout=30) for _ in range(6)
+        ] + [_ingest(usage_url, key, f"f{i}") for i in range(6)]
 
     # Then every one is refused, and not one touched the rate counters
     for response in flood:
@@ -131,17 +130,15 @@ async def rated_stream_app(tiny_rate: None, stream_app: dict[str, Any]) -> dict[
 async def test_stream_tokens_and_connects_are_rate_limited(
     rated_stream_app: dict[str, Any],
 ) -> None:
-    # Given a tenant on a plan of 3 requests per minute
+    # Given a tenant on a plan of 3 requests per minute (an in-process burst of 20)
     _, key = make_tenant()
     base = rated_stream_app["url"]
-    _inside_one_minute()
     async with httpx.AsyncClient(timeout=30) as http:
-        # When it asks for 3 stream tokens, then a 4th, then a stream
-        tokens = [await http.post(f"{base}/v1/stream-tokens", headers=auth(key)) for _ in range(3)]
-        fourth = await http.post(f"{base}/v1/stream-tokens", headers=auth(key))
+        # When it asks for stream tokens until refused, then connects with one
+        tokens = [await http.post(f"{base}/v1/stream-tokens", headers=auth(key)) for _ in range(21)]
         connect = await http.get(f"{base}/v1/stream", params={"token": tokens[0].json()["token"]})
 
-    # Then the first 3 pass; the token request and the connect after them are refused
-    assert [t.status_code for t in tokens] == [200] * 3
-    _assert_rate_limited(fourth)
+    # Then the burst passes; the token request and the connect after it are refused
+    assert [t.status_code for t in tokens[: int(rate.MIN_BURST)]] == [200] * int(rate.MIN_BURST)
+    _assert_rate_limited(tokens[-1])
     _assert_rate_limited(connect)

@@ -1,4 +1,4 @@
-"""The in-process token bucket of logic/rate.py (no I/O: explicit clock values)."""
+"""logic/rate.py without I/O: the token bucket (explicit clock values) and the gate."""
 
 from __future__ import annotations
 
@@ -58,3 +58,36 @@ def test_small_plans_get_at_least_the_minimum_burst() -> None:
         rate.take_local("t_free", plan, now=0.0)
     with pytest.raises(RateLimited):
         rate.take_local("t_free", plan, now=0.0)
+
+
+async def test_the_gate_runs_at_most_the_limit_of_one_tenant_at_once() -> None:
+    # Given a gate of 2 places
+    import asyncio
+
+    running = {"a": 0, "b": 0}
+    peak = {"a": 0, "b": 0}
+    release = asyncio.Event()
+
+    async def work(tenant: str) -> None:
+        async with rate.gate(tenant, 2):
+            running[tenant] += 1
+            peak[tenant] = max(peak[tenant], running[tenant])
+            await release.wait()
+            running[tenant] -= 1
+
+    # When tenant a starts 6 calls and tenant b one
+    tasks = [asyncio.create_task(work("a")) for _ in range(6)]
+    tasks.append(asyncio.create_task(work("b")))
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+    # Then 2 of a's run and the rest wait, and b is not held up by them
+    assert running == {"a": 2, "b": 1}
+    release.set()
+    await asyncio.gather(*tasks)
+    assert peak == {"a": 2, "b": 1}
+
+
+def test_max_in_flight_follows_the_plan_rate() -> None:
+    assert rate.max_in_flight(catalog().plan("free")) == rate.MIN_IN_FLIGHT
+    assert rate.max_in_flight(catalog().plan("pro")) == 17  # 166.7/s x 0.1 s

@@ -106,16 +106,14 @@ async def get_usage(
 ) -> UsageReport:
     """This period per meter (used, limit, remaining, overage) and the estimated charge."""
     plan = catalog().plan(principal.plan)
-    # The in-process bucket first, on the loop: a tenant far over its rate costs no thread hop.
-    rate.take_local(principal.tenant_id, plan)
     return await run_blocking(request, _usage_request, principal, plan, from_, to)
 
 
 def _usage_request(
     principal: TenantPrincipal, plan: Plan, first: str | None, last: str | None
 ) -> UsageReport:
-    """The shared rate window, then the report: one thread hop for the blocking work."""
-    rate.take_shared(principal.tenant_id, plan, get_settings(), datetime.now(UTC))
+    """The read budget's window, then the report: one thread hop for the blocking work."""
+    rate.take_shared(principal.tenant_id, plan, get_settings(), datetime.now(UTC), "read")
     return usage_query.usage_report(principal.tenant_id, principal.plan, first=first, last=last)
 
 

@@ -239,8 +239,9 @@ def ingest_events(
 
 
 def check_rate(tenant_id: str, plan: Plan, settings: Settings, now: datetime) -> None:
-    """The tenant's request rate (logic/rate.py: one budget for every tenant route)."""
-    rate.check(tenant_id, plan, settings, now)
+    """The tenant's ingest budget across processes (logic/rate.py; ``require_tenant`` has
+    already taken from the tenant's in-process bucket)."""
+    rate.take_shared(tenant_id, plan, settings, now)
 
 
 def ingest(

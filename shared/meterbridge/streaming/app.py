@@ -9,8 +9,8 @@ on the bridge closes the tenant's streams at once, and the key behind every open
 bearer key, or the key a stream token was issued for) is re-read every key-cache TTL, so a
 revoked or expired key's streams close within that TTL. The client gets a final ``closed``
 event (``{"reason", "reconnect": false}``). Each tenant has at most its plan's ``max_streams``
-open streams on a task (429 beyond), and connects and token requests count against the
-tenant's request rate (logic/rate.py).
+open streams on a task (429 beyond), and connects and token requests take from the tenant's
+in-process rate bucket (logic/rate.py; per task: this service writes nothing to DynamoDB).
 
 Graceful shutdown (SIGTERM from ECS): new streams are refused, every client gets a final
 ``shutdown`` event (with a short ``retry``) and its response ends, then uvicorn finishes
@@ -269,14 +269,6 @@ async def _authenticated(
     return principal
 
 
-async def _check_rate(principal: TenantPrincipal, plan: Plan, settings: Settings) -> None:
-    """The tenant's request rate: the local bucket on the loop, the shared window on a thread."""
-    rate.take_local(principal.tenant_id, plan)
-    await asyncio.to_thread(
-        rate.take_shared, principal.tenant_id, plan, settings, datetime.now(UTC)
-    )
-
-
 def _over_cap(plan: Plan) -> TooManyStreams:
     return TooManyStreams(
         f"the {plan.name} plan allows {plan.max_streams} open streams per tenant; "
@@ -513,7 +505,7 @@ async def stream(
     service = _service(request)
     principal = await _authenticated(request, service, token)
     plan = catalog().plan(principal.plan)
-    await _check_rate(principal, plan, service.settings)
+    rate.take_local(principal.tenant_id, plan)
     resume = request.headers.get("last-event-id") or last_event_id
     return SSEResponse(service, principal.tenant_id, resume, key_id=principal.key_id, plan=plan)
 
@@ -527,7 +519,7 @@ async def create_stream_token(request: Request) -> StreamTokenOut:
     raw_key = bearer_token(request)
     principal = await _by_key(raw_key, service.settings)
     bind_tenant(principal.tenant_id)
-    await _check_rate(principal, catalog().plan(principal.plan), service.settings)
+    rate.take_local(principal.tenant_id, catalog().plan(principal.plan))
     issued = tokens.issue(
         principal.tenant_id,
         principal.key_id,
