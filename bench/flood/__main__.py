@@ -102,35 +102,11 @@ def _server(env: dict[str, str]) -> Any:
     return UsageApi(env=env, cwd=str(ROOT))
 
 
-def _tenant(settings: Any, plan: str) -> str:
-    from meterbridge.dal import tenants as tenants_dal
-    from meterbridge.logic import keys
+def _tenant(plan: str) -> str:
+    """A tenant on ``plan`` with one key (the tests' factory); its raw key."""
+    from tests.factories import make_tenant
 
-    tenant_id = "t_" + uuid.uuid4().hex[:16]
-    tenants_dal.put_tenant(
-        settings.tenants_table,
-        {
-            "tenant_id": tenant_id,
-            "name": "Bench",
-            "email": "b@example.com",
-            "plan": plan,
-            "status": "active",
-            "created_at": "2026-01-01T00:00:00Z",
-        },
-    )
-    raw, lookup = keys.generate("test")
-    tenants_dal.put_key(
-        settings.tenants_table,
-        {
-            "lookup_id": lookup,
-            "tenant_id": tenant_id,
-            "prefix": raw[:12],
-            "key_hash": keys.hash_key(raw, settings.key_pepper),
-            "status": "active",
-            "created_at": "2026-01-01T00:00:00Z",
-        },
-    )
-    return raw
+    return make_tenant(plan=plan)[1]
 
 
 def _fmt(outcomes: dict[str, int]) -> str:
@@ -194,8 +170,7 @@ def main() -> int:
         get_settings.cache_clear()
         dynamo.reset_clients()
         create_tables(dynamo.client(), names)
-        settings = get_settings()
-        b_key = _tenant(settings, "pro")
+        b_key = _tenant("pro")
         with _server(dict(os.environ)) as api:
             url = f"http://{api.host}:{api.port}"
             # Warm-up: imports, the key cache, the tables' first requests.
@@ -206,8 +181,8 @@ def main() -> int:
                     # Fresh flooding tenants each round: a full bucket, an unused window.
                     flooders = {
                         "unloaded": None,
-                        "flood": _tenant(settings, plan),
-                        "unthrottled": _tenant(settings, f"{plan}_unthrottled"),
+                        "flood": _tenant(plan),
+                        "unthrottled": _tenant(f"{plan}_unthrottled"),
                     }
                     for name, flooder in flooders.items():
                         result = phase(
