@@ -18,13 +18,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["cold_start", "ingest", "flush", "webhook", "stream"]
+ORDER = ["cold_start", "ingest", "flush", "webhook", "stream", "flood"]
 TITLES = {
     "cold_start": "Cold start: handler import time",
     "ingest": "Ingest: events/s and DynamoDB requests",
     "flush": "Flush: delivery to OpenMeter",
     "webhook": "Stripe webhook: handling latency",
     "stream": "Streaming: publish-to-SSE latency and fan-out cost",
+    "flood": "Flood: one tenant at 10x its rate, another tenant's latency",
 }
 
 

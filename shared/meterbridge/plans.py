@@ -40,6 +40,8 @@ class Plan(BaseModel):
     stripe_price_id: str | None
     hard_limit: bool
     requests_per_minute: int
+    # Open SSE streams per tenant on one streaming task (429 beyond it).
+    max_streams: int = Field(10, ge=1)
     storage_gb: int | None
     limits: dict[str, int | None]
     overage: dict[str, Overage] = Field(default_factory=dict)

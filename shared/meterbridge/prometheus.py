@@ -99,7 +99,8 @@ SSE_CLIENTS_CONNECTED = Gauge(
 )
 SSE_CLIENTS_DROPPED = Counter(
     "meterbridge_sse_clients_dropped_total",
-    "SSE clients closed by the server, by reason (slow_consumer, shutdown, replay_failed)",
+    "SSE clients closed by the server, by reason (slow_consumer, shutdown, replay_failed, "
+    "key_revoked, tenant_suspended, tenant_offboarded)",
     ["reason"],
     registry=REGISTRY,
 )

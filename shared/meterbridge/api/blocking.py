@@ -2,7 +2,9 @@
 
 Under Mangum a Lambda invocation is one request on its own event loop: a thread hop would
 only add its cost (about 200 us here). Under uvicorn (the local stack, the streaming task)
-many requests share the loop, so blocking calls go to the thread pool.
+many requests share the loop, so blocking calls go to the thread pool, at most
+``request.state.max_in_flight`` of one tenant at once (logic/rate.py ``gate``: a tenant's
+burst waits its turn instead of filling the pool ahead of everyone else).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from collections.abc import Callable
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+
+from meterbridge.logic import rate
 
 
 def on_lambda(request: Request) -> bool:
@@ -23,7 +27,11 @@ async def run_blocking[**P, T](
 ) -> T:
     if on_lambda(request):
         return fn(*args, **kwargs)
-    return await run_in_threadpool(fn, *args, **kwargs)
+    limit = getattr(request.state, "max_in_flight", None)
+    if limit is None:
+        return await run_in_threadpool(fn, *args, **kwargs)
+    async with rate.gate(request.state.tenant_id, limit):
+        return await run_in_threadpool(fn, *args, **kwargs)
 
 
 __all__ = ["on_lambda", "run_blocking"]

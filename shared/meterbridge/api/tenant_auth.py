@@ -6,13 +6,19 @@ from fastapi import Request
 
 from meterbridge.api.admin_auth import bearer_token
 from meterbridge.api.blocking import run_blocking
+from meterbridge.logic import rate
 from meterbridge.logic.auth import TenantPrincipal, authenticate, cached
 from meterbridge.logic.key_usage import note_used
 from meterbridge.observability import bind_tenant
+from meterbridge.plans import catalog
 
 
 async def require_tenant(request: Request) -> TenantPrincipal:
-    """The calling tenant (401/403 otherwise); its id is on every log line from here on."""
+    """The calling tenant (401/403 otherwise); its id is on every log line from here on.
+
+    Also the tenant's in-process rate limit (429 with no I/O) and its fair share of this
+    process's blocking work (``request.state.max_in_flight``, used by ``run_blocking``).
+    """
     key = bearer_token(request)
     # A cache hit costs no I/O; a miss reads DynamoDB, which must not block the event loop.
     principal = cached(key)
@@ -20,5 +26,8 @@ async def require_tenant(request: Request) -> TenantPrincipal:
         principal = await run_blocking(request, authenticate, key)
     bind_tenant(principal.tenant_id)
     request.state.tenant_id = principal.tenant_id
+    plan = catalog().plan(principal.plan)
+    rate.take_local(principal.tenant_id, plan)
+    request.state.max_in_flight = rate.max_in_flight(plan)
     note_used(principal.key_id)  # last_used_at, at most once a minute, in the background
     return principal

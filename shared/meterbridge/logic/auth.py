@@ -1,14 +1,26 @@
 """Tenant authentication: an API key in, the tenant it belongs to out.
 
 Successful lookups are cached in-process for ``KEY_CACHE_TTL_S`` (10 s by default, 60 s at
-most): a revoked key or a suspended tenant is refused everywhere within that bound, and at
-once by the process that revoked or suspended (it calls ``forget``).
+most), and never past the key's own expiry (a rotated key's grace): a revoked key or a
+suspended tenant is refused everywhere within that bound, an expiring key at its expiry, and
+at once by the process that revoked, rotated or suspended (it calls ``forget``).
+
+Refused keys are cached too (``NEGATIVE_TTL_S``, at most ``NEGATIVE_CACHE_SIZE`` entries,
+oldest dropped first): by key (a wrong secret, a revoked or expired key) and by lookup id when
+no key has that id. A flood repeating a bad key, or any keys of a lookup id that does not
+exist, costs no DynamoDB read after the first; malformed keys (bad prefix, length or
+checksum) never cost one. Every distinct well-formed key still costs one read: the stage
+throttle bounds those.
+
+Stream tokens carry a key's lookup id, not its secret: ``principal_for_key`` re-checks that
+key (same cache, same bounds), so a revoked key's tokens stop working within the TTL too.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from typing import NamedTuple
 
 from meterbridge.dal import tenants as tenants_dal
@@ -17,6 +29,9 @@ from meterbridge.logic import keys
 from meterbridge.settings import Settings, get_settings
 
 MAX_CACHE_TTL_S = 60.0
+# Refusals are remembered this long (or the key-cache TTL if shorter), this many at most.
+NEGATIVE_TTL_S = 5.0
+NEGATIVE_CACHE_SIZE = 10_000
 
 
 class TenantPrincipal(NamedTuple):
@@ -30,9 +45,14 @@ class TenantPrincipal(NamedTuple):
     key_id: str
     plan: str
     status: str
+    # Epoch seconds when the key stops working (a rotated key's grace), None: no expiry.
+    expires_at: float | None = None
 
 
 _cache: dict[str, tuple[float, TenantPrincipal]] = {}
+# Refused keys (by key hash, or "lookup:<id>" for a lookup id that does not exist):
+# monotonic time the refusal is remembered until, and its message.
+_refused: OrderedDict[str, tuple[float, str]] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
@@ -41,32 +61,86 @@ def forget(lookup_id: str | None = None) -> None:
     with _cache_lock:
         if lookup_id is None:
             _cache.clear()
+            _refused.clear()
         else:
             for cache_key in [k for k, (_, p) in _cache.items() if p.key_id == lookup_id]:
                 _cache.pop(cache_key, None)
+            _refused.pop(f"lookup:{lookup_id}", None)
 
 
-def _lookup(raw_key: str, settings: Settings) -> TenantPrincipal:
+def _refuse(cache_key: str, message: str, settings: Settings) -> Unauthorized:
+    ttl = min(NEGATIVE_TTL_S, settings.key_cache_ttl_s)
+    if ttl > 0:
+        with _cache_lock:
+            _refused[cache_key] = (time.monotonic() + ttl, message)
+            _refused.move_to_end(cache_key)
+            while len(_refused) > NEGATIVE_CACHE_SIZE:
+                _refused.popitem(last=False)
+    return Unauthorized(message)
+
+
+def _refused_before(*cache_keys: str) -> str | None:
+    """The cached refusal of any of ``cache_keys`` still in force, else None."""
+    now = time.monotonic()
+    with _cache_lock:
+        for cache_key in cache_keys:
+            hit = _refused.get(cache_key)
+            if hit is not None:
+                if now < hit[0]:
+                    return hit[1]
+                _refused.pop(cache_key, None)
+    return None
+
+
+def _principal(
+    record: dict[str, object], lookup_id: str, settings: Settings, refusal_key: str
+) -> TenantPrincipal:
+    """The principal of an authentic key record: revoked, expired and deleted are refused."""
+    if record.get("status") != "active":
+        raise _refuse(refusal_key, "the API key has been revoked", settings)
+    expires = record.get("expires_at_s")
+    expires_at = float(expires) if expires is not None else None  # type: ignore[arg-type]
+    if expires_at is not None and time.time() >= expires_at:
+        raise _refuse(refusal_key, "the API key has expired", settings)
+    tenant = tenants_dal.get_tenant(settings.tenants_table, str(record["tenant_id"]))
+    if tenant is None or tenant.get("status") == "deleted":
+        raise _refuse(refusal_key, "the API key is not valid", settings)
+    return TenantPrincipal(
+        tenant_id=tenant["tenant_id"],
+        key_id=lookup_id,
+        plan=tenant.get("plan", "free"),
+        status=tenant.get("status", "active"),
+        expires_at=expires_at,
+    )
+
+
+def _lookup(raw_key: str, cache_key: str, settings: Settings) -> TenantPrincipal:
     parsed = keys.parse(raw_key)
     if parsed is None:
         raise Unauthorized("the API key is malformed")
+    refused = _refused_before(cache_key, f"lookup:{parsed.lookup_id}")
+    if refused is not None:
+        raise Unauthorized(refused)
     record = tenants_dal.get_key(settings.tenants_table, parsed.lookup_id)
-    if record is None or not keys.matches(raw_key, record.get("key_hash", ""), settings.key_pepper):
-        raise Unauthorized("the API key is not valid")
-    if record.get("status") != "active":
-        raise Unauthorized("the API key has been revoked")
-    expires = record.get("expires_at_s")
-    if expires is not None and time.time() >= float(expires):
-        raise Unauthorized("the API key has expired")
-    tenant = tenants_dal.get_tenant(settings.tenants_table, record["tenant_id"])
-    if tenant is None or tenant.get("status") == "deleted":
-        raise Unauthorized("the API key is not valid")
-    return TenantPrincipal(
-        tenant_id=tenant["tenant_id"],
-        key_id=parsed.lookup_id,
-        plan=tenant.get("plan", "free"),
-        status=tenant.get("status", "active"),
-    )
+    if record is None:
+        # Confirmed by a consistent read before it is cached: a key issued a moment ago may
+        # not be visible to an eventually consistent one yet.
+        record = tenants_dal.get_key_consistent(settings.tenants_table, parsed.lookup_id)
+    if record is None:
+        raise _refuse(f"lookup:{parsed.lookup_id}", "the API key is not valid", settings)
+    if not keys.matches(raw_key, record.get("key_hash", ""), settings.key_pepper):
+        raise _refuse(cache_key, "the API key is not valid", settings)
+    return _principal(record, parsed.lookup_id, settings, cache_key)
+
+
+def _fresh(hit: tuple[float, TenantPrincipal] | None, ttl: float) -> TenantPrincipal | None:
+    """The cached principal if it is within the TTL and its key has not expired."""
+    if hit is None or time.monotonic() - hit[0] >= ttl:
+        return None
+    principal = hit[1]
+    if principal.expires_at is not None and time.time() >= principal.expires_at:
+        return None
+    return principal
 
 
 def cached(raw_key: str | None, settings: Settings | None = None) -> TenantPrincipal | None:
@@ -75,11 +149,24 @@ def cached(raw_key: str | None, settings: Settings | None = None) -> TenantPrinc
     if not raw_key:
         return None
     ttl = min(settings.key_cache_ttl_s, MAX_CACHE_TTL_S)
+    cache_key = keys.hash_key(raw_key, settings.key_pepper)
     with _cache_lock:
-        hit = _cache.get(keys.hash_key(raw_key, settings.key_pepper))
-    if hit is None or time.monotonic() - hit[0] >= ttl:
+        hit = _cache.get(cache_key)
+    if _fresh(hit, ttl) is None and _refused_before(cache_key) is None:
         return None
     return authenticate(raw_key, settings)
+
+
+def _checked(principal: TenantPrincipal) -> TenantPrincipal:
+    if principal.status == "suspended":
+        raise TenantSuspended("the tenant is suspended; contact the operator")
+    return principal
+
+
+def _remember(cache_key: str, principal: TenantPrincipal, now: float, ttl: float) -> None:
+    if ttl > 0:
+        with _cache_lock:
+            _cache[cache_key] = (now, principal)
 
 
 def authenticate(raw_key: str | None, settings: Settings | None = None) -> TenantPrincipal:
@@ -92,13 +179,38 @@ def authenticate(raw_key: str | None, settings: Settings | None = None) -> Tenan
     now = time.monotonic()
     with _cache_lock:
         hit = _cache.get(cache_key)
-    if hit is not None and now - hit[0] < ttl:
-        principal = hit[1]
-    else:
-        principal = _lookup(raw_key, settings)
-        if ttl > 0:
-            with _cache_lock:
-                _cache[cache_key] = (now, principal)
-    if principal.status == "suspended":
-        raise TenantSuspended("the tenant is suspended; contact the operator")
-    return principal
+    principal = _fresh(hit, ttl)
+    if principal is None:
+        principal = _lookup(raw_key, cache_key, settings)
+        _remember(cache_key, principal, now, ttl)
+    return _checked(principal)
+
+
+def principal_for_key(
+    lookup_id: str, tenant_id: str, settings: Settings | None = None, *, fresh: bool = False
+) -> TenantPrincipal:
+    """The principal of the key ``lookup_id`` of ``tenant_id`` (a stream token's claims).
+
+    401 once the key is revoked, expired or not the tenant's, 403 if the tenant is suspended.
+    Cached like ``authenticate``; ``fresh`` reads DynamoDB whatever the cache holds (the
+    periodic re-check of open streams) and refreshes the cache.
+    """
+    settings = settings or get_settings()
+    ttl = min(settings.key_cache_ttl_s, MAX_CACHE_TTL_S)
+    cache_key = f"kid:{lookup_id}"
+    now = time.monotonic()
+    principal = None
+    if not fresh:
+        with _cache_lock:
+            hit = _cache.get(cache_key)
+        principal = _fresh(hit, ttl)
+        refused = _refused_before(cache_key)
+        if refused is not None:
+            raise Unauthorized(refused)
+    if principal is None:
+        record = tenants_dal.get_key(settings.tenants_table, lookup_id)
+        if record is None or record.get("tenant_id") != tenant_id:
+            raise _refuse(cache_key, "the stream token is not valid", settings)
+        principal = _principal(record, lookup_id, settings, cache_key)
+        _remember(cache_key, principal, now, ttl)
+    return _checked(principal)

@@ -35,10 +35,10 @@ from meterbridge.dal import usage as usage_dal
 from meterbridge.errors import (
     PayloadTooLarge,
     QuotaExceeded,
-    RateLimited,
     StorageUnavailable,
     ValidationFailed,
 )
+from meterbridge.logic import rate
 from meterbridge.logic.periods import period_of, seconds_until_end
 from meterbridge.models.cloudevent import (
     ALERTS_SOURCE,
@@ -312,23 +312,9 @@ def ingest_events(
 
 
 def check_rate(tenant_id: str, plan: Plan, settings: Settings, now: datetime) -> None:
-    """Requests per minute, counted in sharded windows (one conditional ADD per request)."""
-    shards = 1 if plan.requests_per_minute <= 1000 else usage_dal.RATE_SHARDS
-    cap = -(-plan.requests_per_minute // shards)
-    minute = now.strftime("%Y%m%d%H%M")
-    expires = int(now.timestamp()) + 3600
-    first = random.randrange(shards)
-    for step in range(min(shards, 2)):
-        if usage_dal.take_rate_slot(
-            settings.usage_table, tenant_id, minute, (first + step) % shards, cap, expires
-        ):
-            return
-    retry = 60 - now.second
-    metrics.add_metric(name="RateLimited", unit="Count", value=1)
-    raise RateLimited(
-        f"more than {plan.requests_per_minute} requests per minute",
-        headers={"Retry-After": str(retry)},
-    )
+    """The tenant's ingest budget across processes (logic/rate.py; ``require_tenant`` has
+    already taken from the tenant's in-process bucket)."""
+    rate.take_shared(tenant_id, plan, settings, now)
 
 
 def ingest(

@@ -4,6 +4,14 @@
   ``?token=<stream token>``; resumes after ``Last-Event-ID`` (or ``?last_event_id=``).
 - ``POST /v1/stream-tokens``: tenant key in, a short-lived stream token out.
 
+Streams end when their authority does: a ``tenant.suspended`` or ``tenant.offboarded`` event
+on the bridge closes the tenant's streams at once, and the key behind every open stream (its
+bearer key, or the key a stream token was issued for) is re-read every key-cache TTL, so a
+revoked or expired key's streams close within that TTL. The client gets a final ``closed``
+event (``{"reason", "reconnect": false}``). Each tenant has at most its plan's ``max_streams``
+open streams on a task (429 beyond), and connects and token requests take from the tenant's
+in-process rate bucket (logic/rate.py; per task: this service writes nothing to DynamoDB).
+
 Graceful shutdown (SIGTERM from ECS): new streams are refused, every client gets a final
 ``shutdown`` event (with a short ``retry``) and its response ends, then uvicorn finishes
 and the lifespan drains NATS; the whole sequence stays well inside the 30 s stop timeout.
@@ -27,10 +35,17 @@ from pydantic import BaseModel
 from meterbridge import health as health_checks
 from meterbridge.api.admin_auth import bearer_token, require_admin
 from meterbridge.api.errors import error_responses, install_error_handlers
-from meterbridge.dal import tenants as tenants_dal
-from meterbridge.errors import MeterbridgeError, TenantSuspended, Unauthorized
-from meterbridge.logic.auth import authenticate
+from meterbridge.errors import MeterbridgeError, TenantSuspended, Unauthorized, to_http
+from meterbridge.logic import rate
+from meterbridge.logic.auth import (
+    MAX_CACHE_TTL_S,
+    TenantPrincipal,
+    authenticate,
+    cached,
+    principal_for_key,
+)
 from meterbridge.observability import bind_tenant, logger
+from meterbridge.plans import Plan, catalog
 from meterbridge.prometheus import SSE_EVENTS_DELIVERED, SSE_REPLAYS, STREAM_DELIVERY_LATENCY
 from meterbridge.settings import Settings, get_settings
 from meterbridge.streaming import tokens
@@ -39,6 +54,7 @@ from meterbridge.streaming.fanout import (
     HEARTBEAT_FRAME,
     FanoutHub,
     SSEClient,
+    StreamEvent,
     control_frame,
     encode_frame,
     format_id,
@@ -47,6 +63,12 @@ from meterbridge.streaming.fanout import (
 
 # After a shutdown event, clients wait about this long before reconnecting (another task).
 SHUTDOWN_RETRY_MS = 1000
+# Retry-After of a connect over the tenant's open-stream cap.
+STREAM_CAP_RETRY_S = 10
+# Lifecycle events that close every stream of their tenant, and the reason given.
+CLOSING_EVENTS = {"tenant.suspended": "tenant_suspended", "tenant.offboarded": "tenant_offboarded"}
+# Reasons a stream is closed for good: the client must not reconnect with the same credentials.
+REVOKED_REASONS = frozenset({"key_revoked", *CLOSING_EVENTS.values()})
 
 
 class ShuttingDown(MeterbridgeError):
@@ -55,6 +77,10 @@ class ShuttingDown(MeterbridgeError):
 
 class StreamUnavailable(MeterbridgeError):
     status, code = 503, "stream_unavailable"
+
+
+class TooManyStreams(MeterbridgeError):
+    status, code = 429, "too_many_streams"
 
 
 class StreamTokenOut(BaseModel):
@@ -76,15 +102,59 @@ class StreamService:
         )
         self.bridge.add_consumer(self.hub.dispatch)
         self.bridge.add_consumer(metering_consumer)
+        # After the hub: a closing event is delivered to the tenant's streams, then closes them.
+        self.bridge.add_consumer(self._on_lifecycle)
         self.bridge.on_first_position(self.hub.set_floor)
         self.bridge.on_stream_reset(self.hub.reset)
         self.draining = False
         self.token_key = tokens.signing_key(self.settings.stream_token_secret)
+        self._recheck_task: asyncio.Task[None] | None = None
+
+    @property
+    def recheck_interval_s(self) -> float:
+        """How often the keys behind open streams are re-read: the key-cache TTL (1 s min)."""
+        return max(1.0, min(self.settings.key_cache_ttl_s, MAX_CACHE_TTL_S))
 
     async def start(self) -> None:
         await self.bridge.start()
         self.hub.start_heartbeats()
+        self._recheck_task = asyncio.create_task(self._recheck_loop(), name="stream-key-recheck")
         health_checks.register_check("stream_bridge", self.bridge.health)
+
+    def _on_lifecycle(self, event: StreamEvent) -> None:
+        reason = CLOSING_EVENTS.get(event.event_type) if event.kind == "tenant" else None
+        if reason is not None:
+            closed = self.hub.close_tenant(event.tenant_id, reason)
+            logger.info(
+                "tenant streams closed",
+                extra={"tenant_id": event.tenant_id, "reason": reason, "clients": closed},
+            )
+
+    async def _recheck_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.recheck_interval_s)
+            try:
+                await self.recheck_keys()
+            except Exception as exc:  # noqa: BLE001 - DynamoDB unreachable: try next round
+                logger.warning("stream key re-check failed", extra={"error": type(exc).__name__})
+
+    async def recheck_keys(self) -> int:
+        """Re-read the key behind every open stream; close those of revoked or expired keys
+        and suspended or deleted tenants. The number of streams closed."""
+        open_keys = self.hub.open_keys()
+        if not open_keys:
+            return 0
+        verdicts = await asyncio.to_thread(_key_verdicts, open_keys, self.settings)
+        closed = 0
+        for (tenant_id, key_id), reason in verdicts.items():
+            count = self.hub.close_tenant(tenant_id, reason, key_id=key_id)
+            if count:
+                logger.info(
+                    "streams of a key closed",
+                    extra={"tenant_id": tenant_id, "reason": reason, "clients": count},
+                )
+            closed += count
+        return closed
 
     def begin_shutdown(self) -> None:
         """Refuse new streams and end every open one with a ``shutdown`` event."""
@@ -97,9 +167,28 @@ class StreamService:
 
     async def stop(self) -> None:
         self.begin_shutdown()
+        task, self._recheck_task = self._recheck_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         await self.hub.stop_heartbeats()
         await self.bridge.drain()
         health_checks.unregister_check("stream_bridge")
+
+
+def _key_verdicts(
+    open_keys: set[tuple[str, str]], settings: Settings
+) -> dict[tuple[str, str], str]:
+    """Why each (tenant, key) may no longer stream; keys still good are left out."""
+    verdicts: dict[tuple[str, str], str] = {}
+    for tenant_id, key_id in open_keys:
+        try:
+            principal_for_key(key_id, tenant_id, settings, fresh=True)
+        except TenantSuspended:
+            verdicts[(tenant_id, key_id)] = "tenant_suspended"
+        except Unauthorized:
+            verdicts[(tenant_id, key_id)] = "key_revoked"
+    return verdicts
 
 
 # -- lifecycle ----------------------------------------------------------------------------
@@ -151,30 +240,42 @@ def _service(request: Request) -> StreamService:
 
 
 # -- auth ---------------------------------------------------------------------------------
-async def _tenant_from_token(service: StreamService, token: str) -> str:
-    claims = tokens.verify(token, key=service.token_key)
-    tenant = await asyncio.to_thread(
-        tenants_dal.get_tenant, service.settings.tenants_table, claims.tenant_id
-    )
-    if tenant is None or tenant.get("status") == "deleted":
-        raise Unauthorized("the stream token is not valid")
-    if tenant.get("status") == "suspended":
-        raise TenantSuspended("the tenant is suspended; contact the operator")
-    return claims.tenant_id
+async def _by_key(raw_key: str | None, settings: Settings) -> TenantPrincipal:
+    """``authenticate``, on a thread only when the answer is not cached (a DynamoDB read)."""
+    principal = cached(raw_key, settings)
+    if principal is None:
+        principal = await asyncio.to_thread(authenticate, raw_key, settings)
+    return principal
 
 
-async def _authenticated_tenant(request: Request, service: StreamService, token: str | None) -> str:
+async def _authenticated(
+    request: Request, service: StreamService, token: str | None
+) -> TenantPrincipal:
+    """The tenant key's principal, or that of the key a stream token was issued for (re-read
+    at most every key-cache TTL: a revoked key's tokens stop working within it)."""
+    settings = service.settings
     raw_key = bearer_token(request)
     if raw_key is not None:
-        principal = await asyncio.to_thread(authenticate, raw_key, service.settings)
-        tenant_id = principal.tenant_id
+        principal = await _by_key(raw_key, settings)
     elif token:
-        tenant_id = await _tenant_from_token(service, token)
+        claims = tokens.verify(token, key=service.token_key)
+        principal = await asyncio.to_thread(
+            principal_for_key, claims.key_id, claims.tenant_id, settings
+        )
     else:
         raise Unauthorized("Authorization: Bearer <key> or ?token=<stream token> is required")
-    bind_tenant(tenant_id)
-    request.state.tenant_id = tenant_id
-    return tenant_id
+    bind_tenant(principal.tenant_id)
+    request.state.tenant_id = principal.tenant_id
+    return principal
+
+
+def _over_cap(plan: Plan) -> TooManyStreams:
+    return TooManyStreams(
+        f"the {plan.name} plan allows {plan.max_streams} open streams per tenant; "
+        "close one or retry later",
+        details={"max_streams": plan.max_streams},
+        headers={"Retry-After": str(STREAM_CAP_RETRY_S)},
+    )
 
 
 # -- the SSE response ---------------------------------------------------------------------
@@ -184,16 +285,34 @@ class SSEResponse(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, service: StreamService, tenant_id: str, last_event_id: str | None):
+    def __init__(
+        self,
+        service: StreamService,
+        tenant_id: str,
+        last_event_id: str | None,
+        *,
+        key_id: str | None = None,
+        plan: Plan | None = None,
+    ):
+        """``key_id``: the key re-checked while the stream is open; ``plan``: its cap."""
         super().__init__(content=None, media_type=self.media_type)
         self.service = service
         self.tenant_id = tenant_id
+        self.key_id = key_id
         self.last_event_id = last_event_id
+        self.plan = plan
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         service, hub = self.service, self.service.hub
+        plan = self.plan
+        if plan is not None and hub.tenant_client_count(self.tenant_id) >= plan.max_streams:
+            # Checked here, with no await before the registration, not in the route:
+            # concurrent connects cannot both take the last place.
+            status, body, headers = to_http(_over_cap(plan))
+            await JSONResponse(body, status_code=status, headers=headers)(scope, receive, send)
+            return
         # Registration and the hand-off position are taken together, between two dispatches.
-        client = hub.register(self.tenant_id, service.bridge.position)
+        client = hub.register(self.tenant_id, service.bridge.position, self.key_id)
         client.task = asyncio.current_task()
         watcher = asyncio.create_task(_watch_disconnect(receive, client))
         try:
@@ -348,6 +467,8 @@ def _final_frame(reason: str | None) -> bytes | None:
         )
     if reason in ("slow_consumer", "replay_failed"):
         return control_frame("dropped", {"reason": reason, "reconnect": True})
+    if reason in REVOKED_REASONS:
+        return control_frame("closed", {"reason": reason, "reconnect": False})
     return None
 
 
@@ -365,26 +486,40 @@ router = APIRouter(prefix="/v1", tags=["streaming"])
 @router.get(
     "/stream",
     response_class=Response,
-    responses={200: {"content": {"text/event-stream": {}}}, **error_responses(401, 403, 503)},
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        **error_responses(401, 403, 429, 503),
+    },
 )
 async def stream(
     request: Request,
     token: str | None = Query(None, description="A stream token (for EventSource)"),
     last_event_id: str | None = Query(None, description="Resume point when headers can't"),
 ) -> Response:
-    """The caller's tenant's usage and billing events as Server-Sent Events."""
+    """The caller's tenant's usage and billing events as Server-Sent Events.
+
+    429 ``too_many_streams`` beyond the plan's ``max_streams`` open streams, 429
+    ``rate_limited`` beyond its request rate; a stream ends with a ``closed`` event when its
+    key is revoked or its tenant suspended or offboarded.
+    """
     service = _service(request)
-    tenant_id = await _authenticated_tenant(request, service, token)
+    principal = await _authenticated(request, service, token)
+    plan = catalog().plan(principal.plan)
+    rate.take_local(principal.tenant_id, plan)
     resume = request.headers.get("last-event-id") or last_event_id
-    return SSEResponse(service, tenant_id, resume)
+    return SSEResponse(service, principal.tenant_id, resume, key_id=principal.key_id, plan=plan)
 
 
-@router.post("/stream-tokens", response_model=StreamTokenOut, responses=error_responses(401, 403))
+@router.post(
+    "/stream-tokens", response_model=StreamTokenOut, responses=error_responses(401, 403, 429)
+)
 async def create_stream_token(request: Request) -> StreamTokenOut:
     """A short-lived token for ``GET /v1/stream?token=...`` (the key never goes in a URL)."""
     service = _service(request)
-    principal = await asyncio.to_thread(authenticate, bearer_token(request), service.settings)
+    raw_key = bearer_token(request)
+    principal = await _by_key(raw_key, service.settings)
     bind_tenant(principal.tenant_id)
+    rate.take_local(principal.tenant_id, catalog().plan(principal.plan))
     issued = tokens.issue(
         principal.tenant_id,
         principal.key_id,

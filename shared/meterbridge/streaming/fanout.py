@@ -144,6 +144,7 @@ class SSEClient:
         "closed",
         "error",
         "handoff",
+        "key_id",
         "max_queue",
         "skip_until",
         "stalled",
@@ -153,8 +154,12 @@ class SSEClient:
         "writer",
     )
 
-    def __init__(self, tenant_id: str, max_queue: int, handoff: Position) -> None:
+    def __init__(
+        self, tenant_id: str, max_queue: int, handoff: Position, key_id: str | None = None
+    ) -> None:
         self.tenant_id = tenant_id
+        # The API key behind the stream (directly or through a stream token).
+        self.key_id = key_id
         self.max_queue = max_queue
         # The bridge position when the client registered: live frames are all after it.
         self.handoff = handoff
@@ -290,8 +295,8 @@ class FanoutHub:
         self._heartbeat_task: asyncio.Task[None] | None = None
 
     # -- clients --------------------------------------------------------------------------
-    def register(self, tenant_id: str, handoff: Position) -> SSEClient:
-        client = SSEClient(tenant_id, self.queue_size, handoff)
+    def register(self, tenant_id: str, handoff: Position, key_id: str | None = None) -> SSEClient:
+        client = SSEClient(tenant_id, self.queue_size, handoff, key_id)
         self._clients.setdefault(tenant_id, set()).add(client)
         SSE_CLIENTS_CONNECTED.inc()
         return client
@@ -307,6 +312,27 @@ class FanoutHub:
     @property
     def client_count(self) -> int:
         return sum(len(c) for c in self._clients.values())
+
+    def tenant_client_count(self, tenant_id: str) -> int:
+        return len(self._clients.get(tenant_id, ()))
+
+    def open_keys(self) -> set[tuple[str, str]]:
+        """(tenant_id, key_id) of every open stream that has a key behind it."""
+        return {
+            (tenant_id, client.key_id)
+            for tenant_id, clients in self._clients.items()
+            for client in clients
+            if client.key_id is not None
+        }
+
+    def close_tenant(self, tenant_id: str, reason: str, key_id: str | None = None) -> int:
+        """Close the tenant's streams (only those of ``key_id`` if given); how many."""
+        closed = 0
+        for client in list(self._clients.get(tenant_id, ())):
+            if key_id is None or client.key_id == key_id:
+                client.close(reason)
+                closed += 1
+        return closed
 
     def close_all(self, reason: str) -> None:
         for clients in list(self._clients.values()):

@@ -1,0 +1,93 @@
+"""logic/rate.py without I/O: the token bucket (explicit clock values) and the gate."""
+
+from __future__ import annotations
+
+import pytest
+
+from meterbridge.errors import RateLimited
+from meterbridge.logic import rate
+from meterbridge.plans import catalog
+
+
+@pytest.fixture(autouse=True)
+def _fresh_buckets() -> None:
+    rate.reset()
+
+
+def test_a_burst_over_the_bucket_is_refused_with_retry_after() -> None:
+    # Given Pro (10,000 per minute: 166.7/s, a bucket of 10 s = 1,666 requests)
+    plan = catalog().plan("pro")
+
+    # When 1,666 requests arrive at one instant, then one more
+    for _ in range(1666):
+        rate.take_local("t_burst", plan, now=100.0)
+    with pytest.raises(RateLimited) as refused:
+        rate.take_local("t_burst", plan, now=100.0)
+
+    # Then the extra one is refused, told to come back in about the time of one token
+    assert refused.value.status == 429 and refused.value.code == "rate_limited"
+    assert refused.value.headers["Retry-After"] == "1"
+
+
+def test_the_bucket_refills_at_the_plan_rate_and_tenants_are_apart() -> None:
+    # Given Basic (1,000 per minute: 16.7/s; a bucket of 166.7) drained to empty
+    plan = catalog().plan("basic")
+    taken = 0
+    with pytest.raises(RateLimited):
+        while True:
+            rate.take_local("t_a", plan, now=0.0)
+            taken += 1
+    assert taken == 166
+
+    # When 3 s pass (50 tokens)
+    for _ in range(50):
+        rate.take_local("t_a", plan, now=3.0)
+
+    # Then those pass and the next is refused; another tenant has its own full bucket
+    with pytest.raises(RateLimited):
+        rate.take_local("t_a", plan, now=3.0)
+    rate.take_local("t_b", plan, now=3.0)
+
+
+def test_small_plans_get_at_least_the_minimum_burst() -> None:
+    # Given Free (100 per minute): 10 s of it would be 16 requests
+    plan = catalog().plan("free")
+
+    # Then a burst of MIN_BURST still passes (the shared minute window is the real cap)
+    for _ in range(int(rate.MIN_BURST)):
+        rate.take_local("t_free", plan, now=0.0)
+    with pytest.raises(RateLimited):
+        rate.take_local("t_free", plan, now=0.0)
+
+
+async def test_the_gate_runs_at_most_the_limit_of_one_tenant_at_once() -> None:
+    # Given a gate of 2 places
+    import asyncio
+
+    running = {"a": 0, "b": 0}
+    peak = {"a": 0, "b": 0}
+    release = asyncio.Event()
+
+    async def work(tenant: str) -> None:
+        async with rate.gate(tenant, 2):
+            running[tenant] += 1
+            peak[tenant] = max(peak[tenant], running[tenant])
+            await release.wait()
+            running[tenant] -= 1
+
+    # When tenant a starts 6 calls and tenant b one
+    tasks = [asyncio.create_task(work("a")) for _ in range(6)]
+    tasks.append(asyncio.create_task(work("b")))
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+    # Then 2 of a's run and the rest wait, and b is not held up by them
+    assert running == {"a": 2, "b": 1}
+    release.set()
+    await asyncio.gather(*tasks)
+    assert peak == {"a": 2, "b": 1}
+
+
+def test_max_in_flight_follows_the_plan_rate() -> None:
+    assert rate.max_in_flight(catalog().plan("free")) == rate.MIN_IN_FLIGHT
+    assert rate.max_in_flight(catalog().plan("pro")) == 17  # 166.7/s x 0.1 s
