@@ -48,3 +48,5 @@ echo "bootstrap: syncing .venv with requirements.lock (Python: $("$PY" --version
 # Exactly the locked, hash-checked packages; then meterbridge itself, editable.
 "$UV" pip sync --quiet --python .venv/bin/python --require-hashes requirements.lock
 "$UV" pip install --quiet --python .venv/bin/python --no-deps -e .
+# The tenant client library (clients/python), editable; its only dependency, httpx, is locked.
+"$UV" pip install --quiet --python .venv/bin/python --no-deps -e clients/python
