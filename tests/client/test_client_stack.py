@@ -21,7 +21,6 @@ from meterbridge_client import AsyncClient, Client, MeteringMiddleware, Rejected
 
 from meterbridge.local.servers import BackgroundServer
 from tests.client.conftest import Stack
-from tests.factories import event_records
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDER = [sys.executable, "-m", "tests.client._recorder"]
@@ -214,7 +213,7 @@ def test_middleware_records_one_event_per_request_with_route_template_and_values
 
     # Then one event per request was delivered, before the server finished stopping
     assert client.stats().buffered == 0 and client.stats().sent == 6
-    datas = [json.loads(r["event"])["data"] for r in event_records(stack.events_table)]
+    datas = [json.loads(r["event"])["data"] for r in stack.event_records()]
     assert stack.usage() == 6
     by_route: dict[str | None, list[dict[str, object]]] = {}
     for data in datas:
