@@ -36,6 +36,10 @@ else
 fi
 
 export UV_PYTHON_DOWNLOADS=never
+if [ "${1:-}" = "--client-wheel" ]; then
+  # The tenant client library's wheel (and sdist) into clients/python/dist, for CI.
+  exec "$UV" build --quiet --python "$PY" --out-dir clients/python/dist clients/python
+fi
 if [ "${1:-}" = "--lock" ]; then
   "$UV" pip compile pyproject.toml --all-extras --group dev --generate-hashes --python "$PY" \
     --custom-compile-command "make lock" -o requirements.lock
