@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time as _time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any, Literal
 import httpx
 
 from meterbridge_client._durable import DurableBuffer
-from meterbridge_client._ids import uuid7
+from meterbridge_client._ids import uuid7_ms
 
 logger = logging.getLogger("meterbridge_client")
 
@@ -108,6 +109,48 @@ class Pending:
         self.row = row
 
 
+# NaN and Infinity are not JSON; the server refuses them, so record() does.
+_ENCODE: Callable[[Any], str] = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False
+).encode
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+try:  # CPython's C encoder made once: JSONEncoder.encode() builds one on every call
+    from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
+
+    if c_make_encoder is None:
+        raise ImportError("no C encoder")
+
+    def _encode(value: Any) -> str:
+        # markers: a fresh dict per call, as JSONEncoder does, for the circular-reference check
+        encoder = c_make_encoder(
+            {}, _not_json, encode_basestring, None, ":", ",", False, False, False
+        )
+        return "".join(encoder(value, 0))
+
+    if _encode({"a": [1, 2.5, "é", None, True]}) == _ENCODE({"a": [1, 2.5, "é", None, True]}):
+        _ENCODE = _encode
+except (ImportError, TypeError):  # another Python: the public API
+    pass
+_second = (-1, "")
+_TYPES: dict[str, str] = {}  # event type -> its JSON, for the few types a service records
+
+
+def _stamp(ms: int) -> str:
+    """RFC 3339 UTC time with milliseconds; the date part is formatted once per second."""
+    global _second
+    sec, milli = divmod(ms, 1000)
+    cached_sec, prefix = _second
+    if sec != cached_sec:
+        prefix = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(sec))
+        _second = (sec, prefix)
+    return f"{prefix}.{milli:03d}Z"
+
+
 def encode_event(
     type: str,
     data: dict[str, Any] | None,
@@ -115,25 +158,38 @@ def encode_event(
     id: str | None,
     time: datetime | str | None,
 ) -> Pending:
-    """The event as the server takes it, with its id and time fixed now (a retry or a replay
-    after a crash sends the same id and time, so the server counts it once)."""
-    if not isinstance(type, str) or not type:
-        raise ValueError("type must be a non-empty string")
-    event_id = id or uuid7()
+    """The event as the server takes it, encoded now, with its id and time fixed now (a
+    retry, or a replay after a crash, sends the same id and time: the server counts it once).
+    The time defaults to the id's own millisecond."""
+    type_json = _TYPES.get(type)
+    if type_json is None:
+        if not isinstance(type, str) or not type:
+            raise ValueError("type must be a non-empty string")
+        type_json = _ENCODE(type)
+        if len(_TYPES) < 1024:
+            _TYPES[type] = type_json
+    if id is None:
+        event_id, ms = uuid7_ms()
+        head = f'{{"id":"{event_id}","type":{type_json},"time":'
+    else:
+        event_id, ms = id, _time.time_ns() // 1_000_000
+        head = f'{{"id":{_ENCODE(id)},"type":{type_json},"time":'
     if time is None:
-        stamp = datetime.now(UTC).isoformat()
+        stamp = f'"{_stamp(ms)}"'
     elif isinstance(time, datetime):
         if time.tzinfo is None:
             raise ValueError("time must carry a time zone")
-        stamp = time.isoformat()
+        stamp = _ENCODE(time.isoformat())
     else:
-        stamp = time
-    event: dict[str, Any] = {"id": event_id, "type": type, "time": stamp}
+        stamp = _ENCODE(time)
+    text = head + stamp
     if subject is not None:
-        event["subject"] = subject
+        text += ',"subject":' + _ENCODE(subject)
     if data is not None:
-        event["data"] = data
-    body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if not isinstance(data, dict):
+            raise TypeError("data must be a dict")
+        text += ',"data":' + _ENCODE(data)
+    body = (text + "}").encode("utf-8")
     if len(body) > MAX_EVENT_BYTES:
         raise ValueError(f"an event is at most {MAX_EVENT_BYTES} bytes of JSON ({len(body)})")
     return Pending(event_id, body)

@@ -76,7 +76,7 @@ class Client:
             on_rejected=on_rejected,
         )
         self._core = Core(config)
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
         self._abort = threading.Event()
         self._seq = len(self._core.buffer)  # events ever buffered (replayed ones included)
         self._taken = 0  # events handed to the sender
@@ -110,7 +110,10 @@ class Client:
             if core.closed:
                 core.drop("the client is closed")
                 return pending.id
-            if core.full(len(pending.body)):
+            if (
+                len(core.buffer) >= core.config.max_buffer_events
+                or core.buffered_bytes + len(pending.body) > core.config.max_buffer_bytes
+            ) and core.full(len(pending.body)):
                 if core.config.on_full == "drop" or not self._cond.wait_for(
                     lambda: not core.full(len(pending.body)) or core.closed,
                     core.config.block_timeout,
@@ -120,13 +123,18 @@ class Client:
                 if core.closed:
                     core.drop("the client is closed")
                     return pending.id
-            core.persist(pending)
-            was_empty = not core.buffer
-            core.push(pending)
+            if core.store is not None:
+                core.persist(pending)
+            buffer = core.buffer
+            was_empty = not buffer
+            buffer.append(pending)
+            core.buffered_bytes += len(pending.body)
+            core.recorded += 1
             self._seq += 1
             if was_empty:
                 self._oldest_at = _time.monotonic()
-            if was_empty or core.due():
+                self._cond.notify_all()
+            elif len(buffer) == core.config.max_batch_events or core.due():
                 self._cond.notify_all()
         return pending.id
 
