@@ -125,12 +125,17 @@ try:  # CPython's C encoder made once: JSONEncoder.encode() builds one on every 
     if c_make_encoder is None:
         raise ImportError("no C encoder")
 
+    # No markers (no circular-reference bookkeeping): the encoder keeps no state between
+    # calls, so one serves every thread; a circular structure ends in RecursionError instead.
+    _c_encoder = c_make_encoder(
+        None, _not_json, encode_basestring, None, ":", ",", False, False, False
+    )
+
     def _encode(value: Any) -> str:
-        # markers: a fresh dict per call, as JSONEncoder does, for the circular-reference check
-        encoder = c_make_encoder(
-            {}, _not_json, encode_basestring, None, ":", ",", False, False, False
-        )
-        return "".join(encoder(value, 0))
+        try:
+            return "".join(_c_encoder(value, 0))
+        except RecursionError:
+            raise ValueError("data is nested too deeply or refers to itself") from None
 
     if _encode({"a": [1, 2.5, "é", None, True]}) == _ENCODE({"a": [1, 2.5, "é", None, True]}):
         _ENCODE = _encode
