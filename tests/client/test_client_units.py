@@ -3,6 +3,7 @@ buffer policies, flush triggers, retries and the split of a refused batch."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -12,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from meterbridge_client import Client, RejectedEvent, uuid7
+from meterbridge_client import AsyncClient, Client, RejectedEvent, uuid7
 from meterbridge_client._core import backoff
 
 WAIT_S = 60.0
@@ -246,3 +247,57 @@ def test_a_failing_on_rejected_callback_does_not_stop_delivery() -> None:
     assert client.flush(timeout=WAIT_S)
     client.close()
     assert (client.stats().sent, client.stats().rejected) == (7, 1)
+
+
+async def test_async_client_batches_retries_and_drops_on_a_full_buffer() -> None:
+    # Given a server that answers 503 once, then accepts
+    answers = [(503, {"error": {"code": "unavailable", "message": "down"}}, {"Retry-After": "0"})]
+    server = Server(lambda ev: answers.pop(0) if answers else accept(ev))
+    http = httpx.AsyncClient(transport=httpx.MockTransport(server.handler))
+    client = AsyncClient(
+        "mb_test_key",
+        "http://meterbridge.test",
+        http_client=http,
+        max_batch_events=10,
+        max_buffer_events=30,
+        flush_interval=60,
+        backoff_base=0.01,
+        on_full="block",
+        block_timeout=0.2,
+    )
+    # When 40 events are recorded without yielding to the loop: record() cannot wait
+    ids = [client.record("api.call", {"i": i}) for i in range(40)]
+    # Then the 10 past the bound are dropped and counted at once
+    assert client.stats().dropped == 10
+    # And arecord() waits for room (the sender frees it) instead of dropping
+    ids.append(await client.arecord("api.call", {"i": 40}))
+    assert client.stats().dropped == 10
+    await client.aclose()
+    await asyncio.sleep(0)
+    # Then every kept event was delivered once, in batches of at most 10, after one retry
+    kept = ids[:30] + ids[40:]
+    assert sorted(set(server.ids())) == sorted(kept)
+    assert all(len(b) <= 10 for b in server.batches)
+    stats = client.stats()
+    assert (stats.sent, stats.retried, stats.buffered) == (31, 10, 0)
+    await http.aclose()
+
+
+async def test_async_client_flush_waits_and_the_interval_sends_alone() -> None:
+    server = Server(accept)
+    http = httpx.AsyncClient(transport=httpx.MockTransport(server.handler))
+    client = AsyncClient(
+        "mb_test_key", "http://meterbridge.test", http_client=http, flush_interval=0.2
+    )
+    # When one event is recorded and the loop runs on without a flush
+    client.record("api.call", {"n": 1})
+    deadline = time.monotonic() + WAIT_S
+    while not server.batches and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    # Then the interval sent it
+    assert len(server.ids()) == 1
+    # And flush() returns True once a later event is settled
+    client.record("api.call", {"n": 2})
+    assert await client.flush(timeout=WAIT_S) and len(server.ids()) == 2
+    await client.aclose()
+    await http.aclose()
