@@ -301,3 +301,22 @@ async def test_async_client_flush_waits_and_the_interval_sends_alone() -> None:
     assert await client.flush(timeout=WAIT_S) and len(server.ids()) == 2
     await client.aclose()
     await http.aclose()
+
+
+def test_on_rejected_may_record_an_event_of_its_own() -> None:
+    # Given a callback that records a "rejected" event through the same client
+    server = Server(_validating(True))
+    client: Client
+
+    def note(rejected: RejectedEvent) -> None:
+        client.record("client.rejected", {"id": rejected.event["id"]})
+
+    client = server.client(max_batch_events=4, flush_interval=0.05, on_rejected=note)
+    bad = client.record("api.call", {"bad": True})
+    # When the bad event is refused
+    assert client.flush(timeout=WAIT_S)
+    assert client.flush(timeout=WAIT_S)  # the callback's own event
+    client.close()
+    # Then the callback's event went out too (no deadlock on the client's lock)
+    notes = [e for b in server.batches for e in b if e["type"] == "client.rejected"]
+    assert [e["data"]["id"] for e in notes] == [bad]

@@ -231,8 +231,9 @@ class Client:
             except Abort:
                 raise Abort([piece, *todo]) from None
             out = decide(piece, resp)
-            with self._cond:
-                self._core.settle(piece, out)
+            # Outside the lock: on_rejected may be slow, or record() an event of its own.
+            # The counters it moves have this thread as their only writer.
+            self._core.settle(piece, out)
             todo.extend(reversed(out.resend))
 
     def _post(self, piece: list[Pending]) -> httpx.Response:
