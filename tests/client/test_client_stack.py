@@ -172,6 +172,29 @@ def test_durable_buffer_replays_after_sigkill_and_the_server_counts_each_once(
     again.close()
 
 
+def test_events_left_in_the_buffer_are_delivered_at_interpreter_exit(stack: Stack) -> None:
+    # Given a process that records 300 events and exits without flush() or close()
+    script = (
+        "import logging, sys\n"
+        "from meterbridge_client import Client\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "client = Client(sys.argv[1], sys.argv[2], flush_interval=3600)\n"
+        "ids = [client.record('api.call', {'i': i}) for i in range(300)]\n"
+        "print('\\n'.join(ids))\n"
+    )
+    # When it exits normally
+    done = subprocess.run(
+        [sys.executable, "-c", script, stack.key, stack.url],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        check=True,
+    )
+    # Then atexit drained the buffer: each event arrived once, and the counters were logged
+    _assert_each_once(stack, done.stdout.split())
+    assert "meterbridge client closed: recorded=300 sent=300" in done.stderr
+
+
 def _metered_app(client: Client | AsyncClient) -> FastAPI:
     app = FastAPI()
     app.add_middleware(MeteringMiddleware, client=client)
