@@ -19,13 +19,9 @@ from meterbridge_client._core import (
     Pending,
     RejectedEvent,
     Stats,
-    backoff,
     decide,
     encode_batch,
     encode_event,
-    logger,
-    retry_after,
-    retryable,
 )
 
 
@@ -110,13 +106,7 @@ class AsyncClient:
     ) -> str:
         """Buffer one event and return its id (see ``Client.record``)."""
         pending = encode_event(type, data, subject, id, time)
-        core = self._core
-        if core.closed or self._closing:
-            core.drop("the client is closed")
-        elif core.full(len(pending.body)):
-            core.drop("the buffer is full")
-        else:
-            self._push(pending)
+        self._admit(pending)
         return pending.id
 
     async def arecord(
@@ -138,13 +128,17 @@ class AsyncClient:
                 if left <= 0:
                     break
                 await self._wait_changed(left)
+        self._admit(pending)
+        return pending.id
+
+    def _admit(self, pending: Pending) -> None:
+        core = self._core
         if core.closed or self._closing:
             core.drop("the client is closed")
         elif core.full(len(pending.body)):
             core.drop("the buffer is full")
         else:
             self._push(pending)
-        return pending.id
 
     def _push(self, pending: Pending) -> None:
         core = self._core
@@ -279,27 +273,17 @@ class AsyncClient:
         body = encode_batch(piece)
         attempt = 0
         while True:
-            wait_hint: float | None = None
+            resp: httpx.Response | None = None
+            reason = ""
+            self._core.requests += 1
             try:
-                self._core.requests += 1
                 resp = await self._http.post(config.url, content=body, headers=config.headers)
             except httpx.TransportError as exc:
                 reason = type(exc).__name__
-            else:
-                if not retryable(resp):
-                    return resp
-                reason = str(resp.status_code)
-                wait_hint = retry_after(resp)
-            delay = backoff(attempt, config.backoff_base, config.backoff_max, wait_hint)
+            delay = self._core.retry_delay(piece, attempt, resp, reason)
+            if delay is None and resp is not None:
+                return resp
             attempt += 1
-            self._core.retried += len(piece)
-            logger.info(
-                "meterbridge client: batch of %d not delivered (%s); retry %d in %.2fs",
-                len(piece),
-                reason,
-                attempt,
-                delay,
-            )
             if self._abort:
                 raise Abort([])
-            await asyncio.sleep(delay)
+            await asyncio.sleep(delay or 0)

@@ -412,6 +412,28 @@ class Core:
         self.buffer.clear()
         self.buffered_bytes = 0
 
+    def retry_delay(
+        self, piece: list[Pending], attempt: int, resp: httpx.Response | None, reason: str
+    ) -> float | None:
+        """After one attempt: None when ``resp`` is final, else how long to wait before the
+        next (counted and logged). ``resp`` is None after a connection error."""
+        if resp is not None:
+            if not retryable(resp):
+                return None
+            reason = str(resp.status_code)
+        config = self.config
+        hint = retry_after(resp) if resp is not None else None
+        delay = backoff(attempt, config.backoff_base, config.backoff_max, hint)
+        self.retried += len(piece)
+        logger.info(
+            "meterbridge client: batch of %d not delivered (%s); retry %d in %.2fs",
+            len(piece),
+            reason,
+            attempt + 1,
+            delay,
+        )
+        return delay
+
     def stats(self) -> Stats:
         return Stats(
             recorded=self.recorded,

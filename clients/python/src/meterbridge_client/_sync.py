@@ -20,13 +20,9 @@ from meterbridge_client._core import (
     Pending,
     RejectedEvent,
     Stats,
-    backoff,
     decide,
     encode_batch,
     encode_event,
-    logger,
-    retry_after,
-    retryable,
 )
 
 
@@ -241,29 +237,18 @@ class Client:
         body = encode_batch(piece)
         attempt = 0
         while True:
-            wait_hint: float | None = None
+            resp: httpx.Response | None = None
+            reason = ""
+            self._core.requests += 1
             try:
-                self._core.requests += 1
                 resp = self._http.post(config.url, content=body, headers=config.headers)
             except httpx.TransportError as exc:
                 reason = type(exc).__name__
-            else:
-                if not retryable(resp):
-                    return resp
-                reason = str(resp.status_code)
-                wait_hint = retry_after(resp)
-            delay = backoff(attempt, config.backoff_base, config.backoff_max, wait_hint)
+            delay = self._core.retry_delay(piece, attempt, resp, reason)
+            if delay is None and resp is not None:
+                return resp
             attempt += 1
-            with self._cond:
-                self._core.retried += len(piece)
-            logger.info(
-                "meterbridge client: batch of %d not delivered (%s); retry %d in %.2fs",
-                len(piece),
-                reason,
-                attempt,
-                delay,
-            )
-            if self._abort.wait(delay):
+            if self._abort.wait(delay or 0):
                 raise Abort
 
 
