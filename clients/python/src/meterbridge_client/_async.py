@@ -218,23 +218,20 @@ class AsyncClient:
     async def _next_batch(self) -> list[Pending] | None:
         core = self._core
         assert self._wake is not None
-        while True:
-            if self._abort:
-                return None
-            wait: float | None = None
-            if core.buffer:
-                wait = self._oldest_at + core.config.flush_interval - _time.monotonic()
-                if core.due() or self._closing or self._flush_to > self._taken or wait <= 0:
-                    part = core.take()
-                    self._taken += len(part)
-                    self._oldest_at = _time.monotonic()
-                    self._announce()
-                    return part
-            elif self._closing:
+        while not self._abort:
+            wait = core.batch_wait(self._oldest_at, self._closing, self._flush_to > self._taken)
+            if wait == 0:
+                part = core.take()
+                self._taken += len(part)
+                self._oldest_at = _time.monotonic()
+                self._announce()
+                return part
+            if wait is None and self._closing:
                 return None
             self._wake.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
+        return None
 
     async def _run(self) -> None:
         try:

@@ -347,6 +347,15 @@ class Core:
             or self.buffered_bytes >= self.config.max_batch_bytes
         )
 
+    def batch_wait(self, oldest_at: float, closing: bool, flush_wanted: bool) -> float | None:
+        """0 when a batch should go now, else the seconds until the interval is reached for
+        the oldest buffered event; None when the buffer is empty."""
+        if not self.buffer:
+            return None
+        if closing or flush_wanted or self.due():
+            return 0.0
+        return max(0.0, oldest_at + self.config.flush_interval - _time.monotonic())
+
     def take(self) -> list[Pending]:
         """The next batch from the head of the buffer, within the count and byte bounds."""
         part: list[Pending] = []

@@ -179,24 +179,19 @@ class Client:
 
     def _next_batch(self) -> list[Pending] | None:
         core = self._core
-        interval = core.config.flush_interval
         with self._cond:
-            while True:
-                if self._abort.is_set():
+            while not self._abort.is_set():
+                wait = core.batch_wait(self._oldest_at, self._closing, self._flush_to > self._taken)
+                if wait == 0:
+                    part = core.take()
+                    self._taken += len(part)
+                    self._oldest_at = _time.monotonic()
+                    self._cond.notify_all()  # room for blocked record() calls
+                    return part
+                if wait is None and self._closing:
                     return None
-                if core.buffer:
-                    wait = self._oldest_at + interval - _time.monotonic()
-                    if core.due() or self._closing or self._flush_to > self._taken or wait <= 0:
-                        part = core.take()
-                        self._taken += len(part)
-                        self._oldest_at = _time.monotonic()
-                        self._cond.notify_all()  # room for blocked record() calls
-                        return part
-                    self._cond.wait(wait)
-                elif self._closing:
-                    return None
-                else:
-                    self._cond.wait()
+                self._cond.wait(wait)
+            return None
 
     def _run(self) -> None:
         while True:
