@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -69,7 +70,8 @@ def test_20000_events_from_8_threads_arrive_exactly_once(stack: Stack) -> None:
     every = [i for chunk in ids for i in chunk]
     _assert_each_once(stack, every)
     stats = client.stats()
-    assert (stats.recorded, stats.sent, stats.duplicates) == (20_000, 20_000, 0)
+    # (a retried batch the server had stored comes back as duplicates: still counted once)
+    assert (stats.recorded, stats.sent + stats.duplicates) == (20_000, 20_000)
     assert (stats.dropped, stats.rejected, stats.buffered) == (0, 0, 0)
     # And in batches, not one request per event
     assert stack.gate.passed == stats.requests <= 20_000 // 500 * 2
@@ -95,7 +97,7 @@ def test_503_for_ten_seconds_then_recovery_loses_and_duplicates_nothing(stack: S
     assert stack.gate.refused > 0 and stats.retried > 0
     # ...and nothing was lost or counted twice
     _assert_each_once(stack, ids)
-    assert (stats.sent, stats.dropped, stats.rejected) == (len(ids), 0, 0)
+    assert (stats.sent + stats.duplicates, stats.dropped, stats.rejected) == (len(ids), 0, 0)
 
 
 def test_one_bad_event_is_reported_and_the_rest_delivered(
@@ -124,7 +126,7 @@ def test_one_bad_event_is_reported_and_the_rest_delivered(
     # And the 99 others are delivered, each once
     _assert_each_once(stack, ids)
     stats = client.stats()
-    assert (stats.sent, stats.rejected, stats.dropped) == (99, 1, 0)
+    assert (stats.sent + stats.duplicates, stats.rejected, stats.dropped) == (99, 1, 0)
 
 
 @pytest.mark.slow
@@ -192,7 +194,12 @@ def test_events_left_in_the_buffer_are_delivered_at_interpreter_exit(stack: Stac
     )
     # Then atexit drained the buffer: each event arrived once, and the counters were logged
     _assert_each_once(stack, done.stdout.split())
-    assert "meterbridge client closed: recorded=300 sent=300" in done.stderr
+    closed = re.search(
+        r"meterbridge client closed: recorded=(\d+) sent=(\d+) duplicates=(\d+)", done.stderr
+    )
+    assert closed, done.stderr
+    recorded, sent, duplicates = map(int, closed.groups())
+    assert recorded == sent + duplicates == 300
 
 
 def _metered_app(client: Client | AsyncClient) -> FastAPI:
@@ -235,7 +242,8 @@ def test_middleware_records_one_event_per_request_with_route_template_and_values
         server.stop()
 
     # Then one event per request was delivered, before the server finished stopping
-    assert client.stats().buffered == 0 and client.stats().sent == 6
+    stats = client.stats()
+    assert stats.buffered == 0 and stats.sent + stats.duplicates == 6
     datas = [json.loads(r["event"])["data"] for r in stack.event_records()]
     assert stack.usage() == 6
     by_route: dict[str | None, list[dict[str, object]]] = {}
@@ -266,6 +274,8 @@ def test_async_client_delivers_each_event_once(stack: Stack) -> None:
         return ids, client
 
     ids, client = asyncio.run(run())
-    # Then each arrives once, in 4 requests
+    # Then each arrives once, in 4 batches (and one more request per retry, if any)
     _assert_each_once(stack, ids, meter="queries")
-    assert client.stats().requests == 4 and client.stats().sent == 1000
+    stats = client.stats()
+    assert stats.requests == 4 + stats.retried // 250
+    assert stats.sent + stats.duplicates == 1000
