@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["cold_start", "ingest", "flush", "webhook", "stream", "flood"]
+ORDER = ["cold_start", "ingest", "flush", "webhook", "stream", "flood", "client"]
 TITLES = {
     "cold_start": "Cold start: handler import time",
     "ingest": "Ingest: events/s and DynamoDB requests",
@@ -26,6 +26,7 @@ TITLES = {
     "webhook": "Stripe webhook: handling latency",
     "stream": "Streaming: publish-to-SSE latency and fan-out cost",
     "flood": "Flood: one tenant at 10x its rate, another tenant's latency",
+    "client": "Client library: record() latency, requests and DynamoDB units",
 }
 
 

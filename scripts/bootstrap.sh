@@ -36,6 +36,10 @@ else
 fi
 
 export UV_PYTHON_DOWNLOADS=never
+if [ "${1:-}" = "--client-wheel" ]; then
+  # The tenant client library's wheel (and sdist) into clients/python/dist, for CI.
+  exec "$UV" build --quiet --python "$PY" --out-dir clients/python/dist clients/python
+fi
 if [ "${1:-}" = "--lock" ]; then
   "$UV" pip compile pyproject.toml --all-extras --group dev --generate-hashes --python "$PY" \
     --custom-compile-command "make lock" -o requirements.lock
@@ -48,3 +52,5 @@ echo "bootstrap: syncing .venv with requirements.lock (Python: $("$PY" --version
 # Exactly the locked, hash-checked packages; then meterbridge itself, editable.
 "$UV" pip sync --quiet --python .venv/bin/python --require-hashes requirements.lock
 "$UV" pip install --quiet --python .venv/bin/python --no-deps -e .
+# The tenant client library (clients/python), editable; its only dependency, httpx, is locked.
+"$UV" pip install --quiet --python .venv/bin/python --no-deps -e clients/python
