@@ -350,7 +350,7 @@ def _counters(
     """One counter update per (period, meter); capped only for this period's hard limits."""
     updates = []
     for (counted_in, meter), amount in Counter(meters).items():
-        limit = plan.limit(meter)
+        limit = _int_limit(plan, meter)
         hard = plan.hard_limit and limit is not None and counted_in == period
         period_key = counted_in
         shard = 0 if hard else random.randrange(usage_dal.SOFT_SHARDS)
@@ -427,7 +427,7 @@ def _within_room(
     """Indexes of the chunk's events that still fit their meters' hard limits, in order."""
     room: dict[tuple[str, str], int] = {}
     for counted_in, meter in set(chunk.meters):
-        limit = plan.limit(meter)
+        limit = _int_limit(plan, meter)
         if plan.hard_limit and limit is not None and counted_in == period:
             used = usage_dal.used(settings.usage_table, tenant_id, period, meter)
             room[(counted_in, meter)] = max(0, limit - used)
@@ -475,7 +475,7 @@ def _thresholds(
     alerts: list[CloudEvent] = []
     expires = int(now.timestamp()) + COUNTER_TTL_S
     for meter in added:
-        limit = plan.limit(meter)
+        limit = _int_limit(plan, meter)
         if not limit:
             continue
         key = (settings.usage_table, tenant_id, period, meter)
@@ -546,3 +546,8 @@ async def publish(
     metrics.add_metric(
         name="NatsPublishMs", unit="Milliseconds", value=(time.perf_counter() - started) * 1000
     )
+
+
+def _int_limit(plan: Plan, meter: str) -> int | None:
+    limit = plan.limit(meter)
+    return None if limit is None else int(limit)
