@@ -101,8 +101,16 @@ async def get_usage(
         str | None,
         Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="Last past period, YYYY-MM"),
     ] = None,
+    group_by: Annotated[
+        list[str] | None,
+        Query(
+            max_length=8,
+            description="Dimension(s) to list each grouped meter's current-period groups by",
+        ),
+    ] = None,
 ) -> UsageReport:
-    """This period per meter (used, limit, remaining, overage) and the estimated charge."""
+    """This period per meter (aggregation, unit, used, limit, remaining, overage and its
+    charge) and the estimated charge; ``?group_by=model`` adds each grouped meter's groups."""
     return await run_blocking(
         request,
         usage_query.usage_report,
@@ -110,6 +118,7 @@ async def get_usage(
         principal.plan,
         first=from_,
         last=to,
+        group_by=tuple(dict.fromkeys(group_by or ())),
     )
 
 
