@@ -324,22 +324,22 @@ def ingest(
 def _chunks(pending: _Pending) -> list[_Pending]:
     """Groups of events that fit one transaction with their segment and cell writes (<= 100
     items), and one segment (<= ``SEGMENT_MAX_BYTES`` of events)."""
-    cat = catalog()
     chunks: list[_Pending] = []
     current = _Pending()
+    budget = meters.OpsBudget()
     size = 0
     for item, fed, event in zip(pending.items, pending.fed, pending.events, strict=True):
         grown = size + len(item["event"]) + 1
-        if current.items:
-            ops = meters.ops_count(cat, [f for fs in current.fed for f in fs] + fed)
-            if (
-                len(current.items) + 2 + ops > events_dal.TRANSACT_MAX
-                or grown > outbox.SEGMENT_MAX_BYTES
-            ):
-                chunks.append(current)
-                current = _Pending()
-                grown = len(item["event"]) + 1
+        if current.items and (
+            len(current.items) + 2 + budget.with_(fed) > events_dal.TRANSACT_MAX
+            or grown > outbox.SEGMENT_MAX_BYTES
+        ):
+            chunks.append(current)
+            current = _Pending()
+            budget = meters.OpsBudget()
+            grown = len(item["event"]) + 1
         size = grown
+        budget.add(fed)
         current.items.append(item)
         current.fed.append(fed)
         current.events.append(event)

@@ -188,16 +188,32 @@ def _group_map(group: Group | None) -> dict[str, str | None] | None:
     return None if group is None else dict(group)
 
 
-def ops_count(cat: Catalog, fed: Sequence[Fed]) -> int:
-    """An upper bound on the cell ops ``cell_ops`` makes for ``fed`` (the chunk budget)."""
-    cells: set[Cell] = set()
-    marks: set[tuple[Cell, str]] = set()
-    for f in fed:
-        for cell in cells_of(f):
-            cells.add(cell)
-            if f.feed.unique is not None:
-                marks.add((cell, f.feed.unique))
-    return len(cells) + len(marks)
+class OpsBudget:
+    """An upper bound on the cell ops ``cell_ops`` makes for a growing chunk (its cells plus
+    one marker per UNIQUE_COUNT value), kept as events are added."""
+
+    def __init__(self) -> None:
+        self.cells: set[Cell] = set()
+        self.marks: set[tuple[Cell, str]] = set()
+
+    def with_(self, fed: Sequence[Fed]) -> int:
+        """The bound if ``fed`` joined the chunk (nothing is added)."""
+        cells: set[Cell] = set()
+        marks: set[tuple[Cell, str]] = set()
+        for f in fed:
+            for cell in cells_of(f):
+                if cell not in self.cells:
+                    cells.add(cell)
+                if f.feed.unique is not None and (cell, f.feed.unique) not in self.marks:
+                    marks.add((cell, f.feed.unique))
+        return len(self.cells) + len(self.marks) + len(cells) + len(marks)
+
+    def add(self, fed: Sequence[Fed]) -> None:
+        for f in fed:
+            for cell in cells_of(f):
+                self.cells.add(cell)
+                if f.feed.unique is not None:
+                    self.marks.add((cell, f.feed.unique))
 
 
 def cell_ops(
