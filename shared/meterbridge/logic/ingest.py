@@ -187,19 +187,18 @@ def validate(
             continue
         seen.add(event.id)
         moment = event.time or now
-        # OpenMeter bills by subject: the tenant's own subject is namespaced under the tenant,
-        # so no event can ever be counted for another tenant.
-        subject = tenant_id if event.subject is None else f"{tenant_id}:{event.subject}"
+        # OpenMeter's subject is the tenant (the customer it bills); the tenant's own subject
+        # travels in data as the ``subject`` dimension (docs/meters.md).
         batch.events.append(
             CloudEvent(
                 id=event.id,
                 source=source,
                 type=event.type,
-                subject=subject,
+                subject=tenant_id,
                 time=moment.astimezone(UTC)
                 .isoformat(timespec="milliseconds")
                 .replace("+00:00", "Z"),
-                data=event.data,
+                data=meters.with_subject(event.data, event.subject),
             )
         )
         batch.feeds.append(event_feeds)

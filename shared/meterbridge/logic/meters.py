@@ -18,7 +18,7 @@ from typing import Any
 
 from meterbridge import jsonpath
 from meterbridge.dal import usage as usage_dal
-from meterbridge.plans import Catalog, Meter, Plan
+from meterbridge.plans import SUBJECT_KEY, Catalog, Meter, Plan
 
 # DynamoDB numbers hold 38 significant digits; a period's sum of 1,000-event batches of values
 # below 10^24 with at most 12 decimals stays within that.
@@ -349,6 +349,11 @@ def within_room(
     return keep
 
 
+def with_subject(data: dict[str, Any], subject: str | None) -> dict[str, Any]:
+    """The data OpenMeter receives: the tenant's own subject under the reserved key."""
+    return data if subject is None else {**data, SUBJECT_KEY: subject}
+
+
 def resolve_batch(cat: Catalog, parsed: Sequence[tuple[int, Any]], total: int) -> list[list[Feed]]:
     """The feeds of each parsed event (``(index, InboundEvent)``); one bad value fails the
     whole batch with ``400``, details naming the index, the meter and the path."""
@@ -357,6 +362,19 @@ def resolve_batch(cat: Catalog, parsed: Sequence[tuple[int, Any]], total: int) -
     out: list[list[Feed]] = []
     problems: list[dict[str, Any]] = []
     for index, event in parsed:
+        if SUBJECT_KEY in event.data:
+            problems.append(
+                {
+                    "index": index,
+                    "errors": [
+                        {
+                            "loc": ["data", SUBJECT_KEY],
+                            "message": "reserved: meterbridge puts the event's subject there",
+                        }
+                    ],
+                }
+            )
+            continue
         try:
             out.append(feeds(cat, event.type, event.data))
         except FeedError as exc:
