@@ -135,6 +135,15 @@ class LocalStack:
         os.environ.setdefault("OPENMETER_API_KEY", "om_local")
         self.started.append("openmeter-sink")
         self.say(f"OpenMeter  {url} (embedded OpenMeter-compatible sink)")
+        # The stand-in starts empty: give it the catalogue's meters, so history works.
+        from meterbridge.adapters.openmeter_api import OpenMeterApi
+        from meterbridge.logic.openmeter_meters import sync
+        from meterbridge.plans import catalog
+        from meterbridge.settings import get_settings
+
+        get_settings.cache_clear()
+        created = sync(catalog(), OpenMeterApi(get_settings())).create
+        self.say(f"OpenMeter  {len(created)} meters synced from the catalogue")
 
     def _check_stripe(self) -> None:
         if not os.environ.get("STRIPE_WEBHOOK_SECRET"):

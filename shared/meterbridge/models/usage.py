@@ -137,3 +137,18 @@ class UsageReport(BaseModel):
     periods: list[PeriodUsage] = Field(
         default_factory=list, description="Requested past periods (?from=&to=), oldest first"
     )
+
+
+class HistoryRow(BaseModel):
+    window_start: datetime
+    window_end: datetime
+    value: int | float
+    group_by: dict[str, str | None]
+
+
+class UsageHistory(BaseModel):
+    meter: str
+    from_: datetime = Field(alias="from", serialization_alias="from")
+    to: datetime
+    window_size: str
+    data: list[HistoryRow]
