@@ -299,4 +299,13 @@ def catalog() -> Catalog:
     """The plan catalogue in force (cached per file)."""
     from meterbridge.settings import get_settings
 
-    return _load(get_settings().plans_file or str(PLANS_FILE_DEFAULT))
+    return _load(str(resolve_plans_file(get_settings().plans_file)))
+
+
+def resolve_plans_file(name: str) -> Path:
+    """``METERBRIDGE_PLANS_FILE``: empty for the built-in catalogue; a relative name is a file
+    of the package (so one shipped in the Lambda layer, the ``PlansFile`` parameter)."""
+    if not name:
+        return PLANS_FILE_DEFAULT
+    path = Path(name)
+    return path if path.is_absolute() else PLANS_FILE_DEFAULT.parent / path

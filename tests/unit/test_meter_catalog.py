@@ -149,3 +149,27 @@ def test_hard_limits_hold_only_count_and_sum_meters() -> None:
     assert not cat.hard_capped(free, "storage_gb")
     assert not cat.hard_capped(free, "active_users")
     assert not cat.hard_capped(cat.plan("basic"), "tokens")
+
+
+def test_a_catalogue_shipped_in_the_layer_is_named_relative_to_the_package(
+    tmp_path: Path,
+) -> None:
+    # Given the template's PlansFile parameter wired to every function
+    import yaml
+
+    from meterbridge.plans import resolve_plans_file
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    root = Path(__file__).resolve().parents[2]
+    template = yaml.load((root / "template.yaml").read_text(), Loader=Loader)
+    assert template["Parameters"]["PlansFile"]["Default"] == ""
+    assert "METERBRIDGE_PLANS_FILE" in template["Globals"]["Function"]["Environment"]["Variables"]
+    # Then empty is the built-in file, a relative name a file of the package, absolute as is
+    assert resolve_plans_file("") == PLANS_FILE_DEFAULT
+    assert resolve_plans_file("catalogues/acme.json") == (
+        PLANS_FILE_DEFAULT.parent / "catalogues" / "acme.json"
+    )
+    assert resolve_plans_file(str(tmp_path / "x.json")) == tmp_path / "x.json"
