@@ -44,6 +44,7 @@ def period_usage(
                 remaining=None if limit is None else as_number(max(Decimal(0), limit - used)),
                 overage=as_number(overage),
                 overage_charge_cents=charge,
+                dimensions=list(spec.group_by),
                 groups=_groups(spec.aggregation, spec.group_by, state, group_by),
             )
         )

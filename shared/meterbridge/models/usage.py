@@ -113,6 +113,9 @@ class MeterUsage(BaseModel):
     overage_charge_cents: int = Field(
         description="The meter's charge this period: its price rule, rounded half up once"
     )
+    dimensions: list[str] = Field(
+        default_factory=list, description="The meter's group_by dimensions (for ?group_by=)"
+    )
     groups: list[GroupUsage] | None = Field(
         default=None, description="With ?group_by=: the meter's value per group, largest first"
     )
