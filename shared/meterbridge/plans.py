@@ -299,7 +299,12 @@ def catalog() -> Catalog:
     """The plan catalogue in force (cached per file)."""
     from meterbridge.settings import get_settings
 
-    return _load(str(resolve_plans_file(get_settings().plans_file)))
+    return _load(_resolved(get_settings().plans_file))
+
+
+@lru_cache(maxsize=8)
+def _resolved(name: str) -> str:
+    return str(resolve_plans_file(name))
 
 
 def resolve_plans_file(name: str) -> Path:
