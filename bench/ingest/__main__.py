@@ -266,23 +266,22 @@ def main() -> int:
                 for e in batch.events
             ]
 
-        def run_ingest(n: int) -> Callable[[], None]:
-            body = raw_events(f"i{next(seq)}", n)
+        def ingest_of(
+            make: Callable[[str, int], list[dict[str, Any]]], tag: str
+        ) -> Callable[[int], Callable[[], None]]:
+            def build(n: int) -> Callable[[], None]:
+                body = make(f"{tag}{next(seq)}", n)
 
-            def go() -> None:
-                result, _, _ = ingest.ingest(tenant_id, PLAN, body, settings=settings)
-                assert result.accepted == n, result
+                def go() -> None:
+                    result, _, _ = ingest.ingest(tenant_id, PLAN, body, settings=settings)
+                    assert result.accepted == n, result
 
-            return go
+                return go
 
-        def run_sum(n: int) -> Callable[[], None]:
-            body = sum_events(f"s{next(seq)}", n)
+            return build
 
-            def go() -> None:
-                result, _, _ = ingest.ingest(tenant_id, PLAN, body, settings=settings)
-                assert result.accepted == n, result
-
-            return go
+        run_ingest = ingest_of(raw_events, "i")
+        run_sum = ingest_of(sum_events, "s")
 
         def run_naive(n: int) -> Callable[[], None]:
             items = items_for(f"n{next(seq)}", n)
