@@ -66,7 +66,10 @@ METERS: dict[str, Any] = {
 
 
 def write_catalogue(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, free_limits: dict[str, Any] | None = None
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    free_limits: dict[str, Any] | None = None,
+    pro_limits: dict[str, Any] | None = None,
 ) -> None:
     raw = json.loads(PLANS_FILE_DEFAULT.read_text())
     raw["meters"] = METERS
@@ -75,6 +78,7 @@ def write_catalogue(
         plan["overage"] = {}
         plan["requests_per_minute"] = 100_000
     raw["plans"]["free"]["limits"] = free_limits or {}
+    raw["plans"]["pro"]["limits"] = pro_limits or {}
     path = tmp_path / "meters-plans.json"
     path.write_text(json.dumps(raw))
     monkeypatch.setenv("METERBRIDGE_PLANS_FILE", str(path))

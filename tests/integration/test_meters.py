@@ -243,3 +243,31 @@ def test_a_bad_or_missing_value_refuses_the_batch_and_stores_nothing(
     assert by["tokens"]["groups"] == [{"group_by": {"model": None}, "used": 5}]
     assert by["calls"]["groups"] is None
     assert tenant
+
+
+def test_threshold_alerts_fire_for_sum_max_and_unique_meters(
+    aws: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a Pro plan with soft limits on a SUM, a MAX and a UNIQUE_COUNT meter
+    write_catalogue(tmp_path, monkeypatch, pro_limits={"tokens": 100, "peak_gb": "2.5", "users": 2})
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+
+    def alerts(events: list[dict[str, Any]]) -> set[tuple[str, int, Any]]:
+        _, _, raised = ingest.ingest(tenant, "pro", events, now=NOW)
+        return {(a.data["meter"], a.data["threshold_percent"], a.data["used"]) for a in raised}
+
+    # When 85 tokens from one user arrive / Then tokens crosses 80% (used is the sum)
+    assert alerts([{"id": "a", "type": "llm", "data": {"tokens": 85, "user": "u1"}}]) == {
+        ("tokens", 80, 85)
+    }
+    # When a gauge of 3.5 GB arrives / Then the MAX meter crosses 80% and 100% at once
+    assert alerts([{"id": "g", "type": "gauge", "data": {"gb": "3.5"}}]) == {
+        ("peak_gb", 80, 3.5),
+        ("peak_gb", 100, 3.5),
+    }
+    # When a second distinct user arrives / Then the UNIQUE_COUNT meter goes from 50% to its
+    # limit (both thresholds), and tokens (now 90) fires nothing again
+    assert alerts([{"id": "b", "type": "llm", "data": {"tokens": 5, "user": "u2"}}]) == {
+        ("users", 80, 2),
+        ("users", 100, 2),
+    }
