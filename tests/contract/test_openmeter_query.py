@@ -137,6 +137,14 @@ def test_history_query_sends_openmeters_parameters_and_only_the_key_tenant(
     assert sum(r["value"] for r in calls_total["data"]) == 3
 
 
+def test_the_meter_api_wants_the_api_key(openmeter: SinkState) -> None:
+    base = get_settings().openmeter_base_url
+    assert httpx.get(f"{base}/api/v1/meters").status_code == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert httpx.get(f"{base}/api/v1/meters/tokens/query", headers=wrong).status_code == 401
+    assert OpenMeterApi(get_settings()).list_meters() == []
+
+
 def test_sync_meters_is_idempotent(openmeter: SinkState) -> None:
     api = OpenMeterApi(get_settings())
     first = openmeter_meters.sync(catalog(), api)

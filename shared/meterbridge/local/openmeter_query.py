@@ -13,6 +13,7 @@ has it, aggregating what the sink received.
 
 from __future__ import annotations
 
+import hmac
 import re
 import threading
 import uuid
@@ -125,10 +126,22 @@ def _aggregate(meter: dict[str, Any], events: list[dict[str, Any]]) -> Decimal |
     return max(numbers, key=lambda pair: pair[0])[1]  # LATEST
 
 
-def install(app: FastAPI, recorded: Any) -> MeterRegistry:
-    """Add the meter and query routes to the sink ``app``; ``recorded()`` gives its events."""
+def install(app: FastAPI, recorded: Any, api_key: str | None = None) -> MeterRegistry:
+    """Add the meter and query routes to the sink ``app``; ``recorded()`` gives its events.
+    With ``api_key``, every route wants ``Authorization: Bearer <api_key>`` (401 otherwise)."""
     registry = MeterRegistry()
     app.state.meters = registry
+
+    @app.middleware("http")
+    async def _auth(request: Request, call_next: Any) -> Any:
+        wanted = f"Bearer {api_key}"
+        if (
+            api_key is not None
+            and request.url.path.startswith("/api/v1/meters")
+            and not hmac.compare_digest(request.headers.get("authorization", ""), wanted)
+        ):
+            return _problem(401, "missing or invalid bearer token")
+        return await call_next(request)
 
     @app.get("/api/v1/meters")
     async def list_meters() -> list[dict[str, Any]]:

@@ -405,7 +405,7 @@ def create_app(state: SinkState | None = None) -> FastAPI:
     # Meters and their query API (local/openmeter_query.py), over what was recorded.
     from meterbridge.local import openmeter_query
 
-    openmeter_query.install(app, sink.events)
+    openmeter_query.install(app, sink.events, sink.api_key)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
