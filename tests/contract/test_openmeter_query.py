@@ -180,3 +180,23 @@ def test_history_route_answers_503_when_openmeter_is_disabled_or_down(
         # And an unknown meter or dimension is a 400
         params["group_by"] = "colour"
         assert get().status_code == 400
+
+
+def test_sync_meters_command_prints_a_diff_and_dry_run_changes_nothing(
+    openmeter: SinkState,
+) -> None:
+    from typer.testing import CliRunner
+
+    from meterbridge.cli.main import app
+
+    runner = CliRunner()
+    # When run with --dry-run / Then it lists what it would create and creates nothing
+    dry = runner.invoke(app, ["openmeter", "sync-meters", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "+ tokens: SUM of llm.completion" in dry.output
+    assert OpenMeterApi(get_settings()).list_meters() == []
+    # When run for real, then again / Then the second run has nothing to do
+    assert runner.invoke(app, ["openmeter", "sync-meters"]).exit_code == 0
+    again = runner.invoke(app, ["openmeter", "sync-meters"])
+    assert again.exit_code == 0 and "created 0, updated 0" in again.output
+    assert "= tokens" in again.output
