@@ -44,11 +44,14 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 GOAL_REQUESTS = 30
 GOAL_RATIO = 1.5
 GOAL_ROUTE_US = 300.0
+GOAL_SUM_RATIO = 1.2  # the SUM-by-model case against the count case (issue 14)
+SUM_CASE = "ingest SUM by model (4 models)"
 SIZES = (1, 100, 1000)
 PLAN = "pro"  # soft limits: counters and threshold checks on every meter, no quota refusals
 
@@ -78,6 +81,41 @@ def raw_events(tag: str, n: int) -> list[dict[str, Any]]:
         {"id": f"{tag}-{i}", "type": "api.call", "data": {"endpoint": "/search", "ms": 12}}
         for i in range(n)
     ]
+
+
+MODELS = ("gpt-small", "gpt-large", "claude-mini", "llama-70b")
+
+
+def sum_events(tag: str, n: int) -> list[dict[str, Any]]:
+    """Events of the bench's ``bench_tokens`` meter: SUM of ``$.tokens`` by ``$.model``."""
+    return [
+        {
+            "id": f"{tag}-{i}",
+            "type": "bench.tokens",
+            "data": {"tokens": 100 + i % 900, "model": MODELS[i % len(MODELS)]},
+        }
+        for i in range(n)
+    ]
+
+
+def bench_catalogue(directory: str) -> str:
+    """The sample catalogue plus one SUM-by-model meter (no limit on it: the cost of the
+    cells, not of a quota)."""
+    from meterbridge.plans import PLANS_FILE_DEFAULT
+
+    raw = json.loads(PLANS_FILE_DEFAULT.read_text())
+    raw["meters"]["bench_tokens"] = {
+        "description": "bench: tokens by model",
+        "unit": "token",
+        "types": ["bench.tokens"],
+        "aggregation": "SUM",
+        "value_property": "$.tokens",
+        "group_by": {"model": "$.model"},
+    }
+    path = os.path.join(directory, "bench-plans.json")
+    with open(path, "w") as fh:
+        json.dump(raw, fh)
+    return path
 
 
 def asgi_call(
@@ -151,6 +189,10 @@ def main() -> int:
             "METERBRIDGE_KEY_CACHE_TTL_S": "60",
         }
     )
+    import tempfile
+
+    workdir = tempfile.mkdtemp(prefix="bench-ingest-")
+    os.environ["METERBRIDGE_PLANS_FILE"] = bench_catalogue(workdir)
     from meterbridge.local.processes import MotoServer, NatsServer, nats_server_binary
 
     server = MotoServer().start()
@@ -224,14 +266,22 @@ def main() -> int:
                 for e in batch.events
             ]
 
-        def run_ingest(n: int) -> Callable[[], None]:
-            body = raw_events(f"i{next(seq)}", n)
+        def ingest_of(
+            make: Callable[[str, int], list[dict[str, Any]]], tag: str
+        ) -> Callable[[int], Callable[[], None]]:
+            def build(n: int) -> Callable[[], None]:
+                body = make(f"{tag}{next(seq)}", n)
 
-            def go() -> None:
-                result, _, _ = ingest.ingest(tenant_id, PLAN, body, settings=settings)
-                assert result.accepted == n, result
+                def go() -> None:
+                    result, _, _ = ingest.ingest(tenant_id, PLAN, body, settings=settings)
+                    assert result.accepted == n, result
 
-            return go
+                return go
+
+            return build
+
+        run_ingest = ingest_of(raw_events, "i")
+        run_sum = ingest_of(sum_events, "s")
 
         def run_naive(n: int) -> Callable[[], None]:
             items = items_for(f"n{next(seq)}", n)
@@ -280,6 +330,7 @@ def main() -> int:
 
         cases: dict[str, Callable[[int], Callable[[], None]]] = {
             "ingest": run_ingest,
+            SUM_CASE: run_sum,
             "naive: cond. PutItem per event": run_naive,
             "bare min: cond. TransactWrite x100": run_transact,
             "floor: BatchWriteItem x25, no cond.": run_batch,
@@ -356,6 +407,7 @@ def main() -> int:
             (events_dal, "clear_republish", lambda *a, **k: None),
             (usage_dal, "take_rate_slot", lambda *a, **k: True),
             (usage_dal, "used", lambda *a, **k: 0),
+            (usage_dal, "total", lambda *a, **k: Decimal(0)),
             (usage_dal, "mark_threshold", lambda *a, **k: False),
             (tenants_dal, "get_key", lambda *a, **k: key_record),
             (tenants_dal, "get_tenant", lambda *a, **k: tenant_record),
@@ -424,6 +476,13 @@ def main() -> int:
                 met = ratio <= GOAL_RATIO
                 goal = f"<= {GOAL_RATIO}x bare min: {'met' if met else 'NOT met'}"
                 ok &= met
+            elif name == SUM_CASE:
+                vs_count = med / statistics.median(timings[n]["ingest"])
+                met = n == 1 or vs_count <= GOAL_SUM_RATIO
+                goal = f"{vs_count:.2f}x ingest (count)"
+                if n > 1:
+                    goal += f", <= {GOAL_SUM_RATIO}x: {'met' if met else 'NOT met'}"
+                ok &= met
             print(
                 f"{n:>6}  {name:38} {per_call[n][name]:4d} {med * 1000:9.2f} {n / med:10.0f}"
                 f" {ratio:10.2f}"
@@ -435,7 +494,7 @@ def main() -> int:
     for name, calls in requests.items():
         total = sum(calls.values())
         goal = ""
-        if name == "ingest" or name.startswith("POST"):
+        if name in ("ingest", SUM_CASE) or name.startswith("POST"):
             met = total <= GOAL_REQUESTS
             ok &= met
             goal = f"<= {GOAL_REQUESTS}: {'met' if met else 'NOT'}"

@@ -128,7 +128,7 @@ def test_signed_in_tenant_sees_usage_and_chart_move_live(stack: str, page: Page)
     expect(chart).to_have_attribute("data-last-minute", "7", timeout=LIVE_MS)
     expect(page.locator("#events-body")).to_contain_text(sent[-1]["id"], timeout=LIVE_MS)
     assert chart.evaluate("c => c.toDataURL()") != chart_before
-    expect(api_calls.locator(".used")).to_have_text("7")
+    expect(api_calls.locator(".used")).to_have_text("7 calls")
 
     # When query events cross 80% of the plan's 100 queries
     send(stack, key, events_of("query", 85))
@@ -240,3 +240,77 @@ def test_dashboard_assets_are_served_from_the_package(stack: str) -> None:
     # And nothing else of the package is reachable
     assert missing.status_code == 404 and other.status_code == 404
     assert other.json()["error"]["code"] == "not_found"
+
+
+@pytest.fixture
+def stack_with_openmeter(
+    aws: dict[str, str], nats_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """The dev app and dashboard with the OpenMeter stand-in, its meters synced."""
+    from meterbridge.adapters.openmeter_api import OpenMeterApi
+    from meterbridge.local.openmeter_sink import create_app as sink_app
+    from meterbridge.logic.openmeter_meters import sync
+    from meterbridge.plans import catalog
+    from meterbridge.settings import get_settings
+    from tests.conftest import reset_singletons
+
+    with BackgroundServer(sink_app()) as sink:
+        monkeypatch.setenv("OPENMETER_ENABLED", "true")
+        monkeypatch.setenv("OPENMETER_BASE_URL", sink.url)
+        reset_singletons()
+        sync(catalog(), OpenMeterApi(get_settings()))
+        app = create_dev_app()
+        include_dashboard(app)
+        with BackgroundServer(app, graceful_timeout=2.0) as server:
+            yield server.url
+
+
+def test_meters_show_their_units_days_and_top_groups(stack_with_openmeter: str, page: Page) -> None:
+    from meterbridge.logic import flush
+
+    # Given a Pro tenant whose backend sent LLM completions by model and a storage reading,
+    # delivered to OpenMeter by the flush
+    _, key = make_tenant(plan="pro", name="Tokens Inc")
+    sizes = [(1200, "gpt-small"), (300, "gpt-large"), (500, "gpt-small")]
+    completions = [
+        {
+            "id": f"c{i}",
+            "type": "llm.completion",
+            "subject": "end-user-1",
+            "data": {"tokens": n, "model": model, "user_id": f"u{i % 2}"},
+        }
+        for i, (n, model) in enumerate(sizes)
+    ]
+    send(stack_with_openmeter, key, completions)
+    send(stack_with_openmeter, key, [{"id": "s1", "type": "storage.reported", "data": {"gb": 3.5}}])
+    assert flush.flush_outbox(None).remaining == 0
+    # When the tenant signs in
+    sign_in(page, stack_with_openmeter, key)
+    # Then each meter shows its own unit
+    tokens = page.locator('[data-meter="tokens"]')
+    expect(tokens.locator(".used")).to_have_text("2,000 tokens")
+    expect(page.locator('[data-meter="storage_gb"] .used')).to_have_text("3.5 GB")
+    expect(page.locator('[data-meter="active_users"] .used')).to_have_text("2 users")
+    # And the top groups of the grouped meter, largest first
+    groups = tokens.locator(".meter-groups li")
+    expect(groups).to_have_count(2)
+    expect(groups.nth(0)).to_have_attribute("data-group", "gpt-small")
+    expect(groups.nth(0)).to_contain_text("1,700")
+    # And the period so far by day, from the history query
+    day = tokens.locator(".meter-days .day")
+    expect(day).to_have_count(1)
+    expect(day).to_have_attribute("data-value", "2000")
+    shoot(page, "dashboard-meters", 1440)
+
+
+def test_without_openmeter_the_daily_chart_says_history_is_unavailable(
+    stack: str, page: Page
+) -> None:
+    _, key = make_tenant(plan="pro")
+    send(
+        stack, key, [{"id": "c1", "type": "llm.completion", "data": {"tokens": 5, "user_id": "u"}}]
+    )
+    sign_in(page, stack, key)
+    box = page.locator('[data-meter="tokens"] .meter-days')
+    expect(box).to_have_attribute("data-state", "unavailable")
+    expect(page.locator('[data-meter="tokens"] .used')).to_have_text("5 tokens")

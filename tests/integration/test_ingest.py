@@ -105,13 +105,14 @@ def test_tenant_comes_from_the_key_not_the_body(client: TestClient, aws: dict) -
     body = _event(1, source=f"//meterbridge/tenants/{tenant_b}", subject=tenant_b)
     # When A posts it
     resp = client.post("/v1/events", json=body, headers=_auth(key_a))
-    # Then the event is A's: A's source, a subject namespaced under A
+    # Then the event is A's: A's source and subject; B's name only as A's own subject in data
     assert resp.status_code == 202
     [item] = _events_in_table(aws["EventsTable"])
     stored = json.loads(item["event"])
     assert item["tenant_id"] == tenant_a
     assert stored["source"] == f"//meterbridge/tenants/{tenant_a}"
-    assert stored["subject"] == f"{tenant_a}:{tenant_b}"
+    assert stored["subject"] == tenant_a
+    assert stored["data"]["meterbridge_subject"] == tenant_b
 
 
 @pytest.mark.parametrize(

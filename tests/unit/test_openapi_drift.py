@@ -48,4 +48,8 @@ def test_check_mode_flags_a_stale_copy(tmp_path) -> None:
     fresh_exit = main(["--output", str(stale), "--check"])
     # Then the stale copy fails the check and the written one passes
     assert (stale_exit, fresh_exit) == (1, 0)
-    assert json.loads(stale.read_text())["paths"].keys() == {"/v1/events", "/v1/usage"}
+    assert json.loads(stale.read_text())["paths"].keys() == {
+        "/v1/events",
+        "/v1/usage",
+        "/v1/usage/query",
+    }

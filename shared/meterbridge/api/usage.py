@@ -3,7 +3,7 @@
 # No ``from __future__ import annotations``: FastAPI would evaluate each route's and
 # dependency's annotation strings when it builds the routes at import (cold start).
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 
@@ -11,10 +11,15 @@ from meterbridge.api.blocking import run_blocking
 from meterbridge.api.errors import error_responses, install_error_handlers
 from meterbridge.api.tenant_auth import require_tenant
 from meterbridge.errors import PayloadTooLarge, UnsupportedMediaType
-from meterbridge.logic import ingest, rate, usage_query
+from meterbridge.logic import history, ingest, rate, usage_query
 from meterbridge.logic.auth import TenantPrincipal
 from meterbridge.models.cloudevent import CloudEvent
-from meterbridge.models.usage import INBOUND_EVENT_SCHEMA, IngestResult, UsageReport
+from meterbridge.models.usage import (
+    INBOUND_EVENT_SCHEMA,
+    IngestResult,
+    UsageHistory,
+    UsageReport,
+)
 from meterbridge.plans import Plan, catalog
 from meterbridge.settings import Settings, get_settings
 
@@ -103,18 +108,67 @@ async def get_usage(
         str | None,
         Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="Last past period, YYYY-MM"),
     ] = None,
+    group_by: Annotated[
+        list[str] | None,
+        Query(
+            max_length=8,
+            description="Dimension(s) to list each grouped meter's current-period groups by",
+        ),
+    ] = None,
 ) -> UsageReport:
-    """This period per meter (used, limit, remaining, overage) and the estimated charge."""
+    """This period per meter (aggregation, unit, used, limit, remaining, overage and its
+    charge) and the estimated charge; ``?group_by=model`` adds each grouped meter's groups."""
     plan = catalog().plan(principal.plan)
-    return await run_blocking(request, _usage_request, principal, plan, from_, to)
+    groups = tuple(dict.fromkeys(group_by or ()))
+    return await run_blocking(request, _usage_request, principal, plan, from_, to, groups)
 
 
 def _usage_request(
-    principal: TenantPrincipal, plan: Plan, first: str | None, last: str | None
+    principal: TenantPrincipal,
+    plan: Plan,
+    first: str | None,
+    last: str | None,
+    group_by: tuple[str, ...],
 ) -> UsageReport:
     """The read budget's window, then the report: one thread hop for the blocking work."""
     rate.take_shared(principal.tenant_id, plan, get_settings(), datetime.now(UTC), "read")
-    return usage_query.usage_report(principal.tenant_id, principal.plan, first=first, last=last)
+    return usage_query.usage_report(
+        principal.tenant_id, principal.plan, first=first, last=last, group_by=group_by
+    )
+
+
+@router.get(
+    "/usage/query",
+    response_model=UsageHistory,
+    responses=error_responses(400, 401, 403, 503),
+)
+async def get_usage_history(
+    request: Request,
+    principal: Annotated[TenantPrincipal, Depends(require_tenant)],
+    meter: Annotated[str, Query(min_length=1, max_length=64, description="The meter's key")],
+    from_: Annotated[datetime, Query(alias="from", description="RFC 3339, inclusive")],
+    to: Annotated[datetime, Query(description="RFC 3339, exclusive")],
+    window_size: Annotated[
+        Literal["MINUTE", "HOUR", "DAY", "MONTH"], Query(description="Window of each row")
+    ] = "DAY",
+    group_by: Annotated[
+        list[str] | None,
+        Query(max_length=8, description="Dimension(s) of the meter, or subject (repeatable)"),
+    ] = None,
+) -> UsageHistory:
+    """The meter's history from OpenMeter, for the key's tenant only: one row per window
+    (and group). ``503 history_unavailable`` when OpenMeter is disabled or down."""
+    answer = await run_blocking(
+        request,
+        history.query,
+        principal.tenant_id,
+        meter,
+        from_,
+        to,
+        window_size,
+        tuple(dict.fromkeys(group_by or ())),
+    )
+    return UsageHistory.model_validate(answer)
 
 
 def _ingest_request(

@@ -10,6 +10,7 @@ import typer
 from meterbridge.cli import backfill as backfill_cli
 from meterbridge.cli import deadletters as deadletters_cli
 from meterbridge.cli import keys as keys_cli
+from meterbridge.cli import openmeter as openmeter_cli
 from meterbridge.cli import tenants as tenants_cli
 from meterbridge.cli.dev import dev
 from meterbridge.cli.invoke import invoke
@@ -32,6 +33,7 @@ app.add_typer(stripe_app, name="stripe")
 app.add_typer(deadletters_cli.app, name="deadletters")
 app.command()(backfill_cli.backfill)
 app.command(name="status")(status_cmd)
+app.add_typer(openmeter_cli.app, name="openmeter")
 
 
 @app.callback()

@@ -15,6 +15,7 @@ from typing import Any
 
 from meterbridge.dal import dynamo, outbox
 from meterbridge.dal.outbox import EVENT_SK
+from meterbridge.dal.usage import CellOp
 from meterbridge.errors import StorageUnavailable
 
 BATCH_GET_MAX = 100
@@ -51,13 +52,16 @@ class ChunkOutcome:
     written: bool
     duplicate_pks: set[str] = field(default_factory=set)
     over_cap: bool = False
+    # Indexes (into ``counters``) of droppable cell ops whose condition failed: a MAX/MIN/
+    # LATEST cell already as good, a UNIQUE_COUNT value already seen (dal.usage.CellOp).
+    dropped: set[int] = field(default_factory=set)
     # DynamoDB cancels transactions that touch an item another transaction is writing
     # (TransactionConflict), typically a hard-limit counter: the caller retries the chunk.
     conflict: bool = False
 
 
 def write_chunk(
-    table: str, items: Sequence[dict[str, Any]], counters: Sequence[CounterUpdate]
+    table: str, items: Sequence[dict[str, Any]], counters: Sequence[CounterUpdate | CellOp]
 ) -> ChunkOutcome:
     """Store ``items`` (new events only) with their segment and apply ``counters``, in one
     transaction.
@@ -85,14 +89,20 @@ def write_chunk(
                 if index < len(items):
                     outcome.duplicate_pks.add(items[index]["pk"])
                 elif index > len(items):
-                    outcome.over_cap = True
+                    op = counters[index - len(items) - 1]
+                    if isinstance(op, CellOp) and op.droppable:
+                        outcome.dropped.add(index - len(items) - 1)
+                    else:
+                        outcome.over_cap = True
                 else:
                     failed = True  # the segment's fresh key: never stored before
             elif code == "TransactionConflict":
                 outcome.conflict = True
             elif code != "None":
                 failed = True
-        if failed and not (outcome.duplicate_pks or outcome.over_cap or outcome.conflict):
+        if failed and not (
+            outcome.duplicate_pks or outcome.over_cap or outcome.conflict or outcome.dropped
+        ):
             # Throttling or another storage failure: nothing written, the client retries.
             raise StorageUnavailable(
                 "storage is busy, retry the request", headers={"Retry-After": "1"}

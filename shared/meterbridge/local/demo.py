@@ -222,7 +222,7 @@ class _DemoLoop:
         from meterbridge.local.stripe_fake import webhook_request
         from meterbridge.plans import catalog
 
-        limit = catalog().plan(DEMO_PLAN).limit("queries") or 1000
+        limit = int(catalog().plan(DEMO_PLAN).limit("queries") or 1000)
         usage = UsageGenerator(run_id=uuid.uuid4().hex[:8], query_limit=limit)
         auth = {"Authorization": f"Bearer {tenant.api_key}"}
         next_stripe = time.monotonic() + min(self.stripe_every_s, 15.0)

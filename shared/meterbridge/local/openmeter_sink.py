@@ -468,6 +468,10 @@ def create_app(state: SinkState | None = None) -> FastAPI:
         title="OpenMeter ingest sink (meterbridge local stand-in)", docs_url=None, redoc_url=None
     )
     app.state.sink = sink
+    # Meters and their query API (local/openmeter_query.py), over what was recorded.
+    from meterbridge.local import openmeter_query
+
+    openmeter_query.install(app, sink.events, sink.api_key)
 
     @app.get("/health")
     async def health() -> dict[str, str]:

@@ -157,6 +157,15 @@ class LocalStack:
         self.say(f"OpenMeter  {url} (embedded OpenMeter-compatible sink)")
         if self.openmeter_reject:
             self.say(f"           rejects event ids: {', '.join(self.openmeter_reject)} (400)")
+        # The stand-in starts empty: give it the catalogue's meters, so history works.
+        from meterbridge.adapters.openmeter_api import OpenMeterApi
+        from meterbridge.logic.openmeter_meters import sync
+        from meterbridge.plans import catalog
+        from meterbridge.settings import get_settings
+
+        get_settings.cache_clear()
+        created = sync(catalog(), OpenMeterApi(get_settings())).create
+        self.say(f"OpenMeter  {len(created)} meters synced from the catalogue")
 
     def _check_stripe(self) -> None:
         if not os.environ.get("STRIPE_WEBHOOK_SECRET"):

@@ -20,9 +20,9 @@ import re
 import sys
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
@@ -38,7 +38,7 @@ from meterbridge.errors import (
     StorageUnavailable,
     ValidationFailed,
 )
-from meterbridge.logic import rate
+from meterbridge.logic import meters, rate
 from meterbridge.logic.periods import period_of, seconds_until_end
 from meterbridge.models.cloudevent import (
     ALERTS_SOURCE,
@@ -49,7 +49,7 @@ from meterbridge.models.cloudevent import (
 )
 from meterbridge.models.usage import InboundEvent, IngestResult
 from meterbridge.observability import logger, metrics
-from meterbridge.plans import Plan, catalog
+from meterbridge.plans import Plan, as_number, catalog
 from meterbridge.settings import Settings, get_settings
 
 MAX_BODY_BYTES = 1_000_000
@@ -63,19 +63,20 @@ COUNTER_TTL_S = 400 * 86400
 
 @dataclass
 class Batch:
-    """A validated batch: CloudEvents in request order, with their meters."""
+    """A validated batch: CloudEvents in request order, with what each feeds (its meters'
+    values, logic/meters.py)."""
 
     events: list[CloudEvent]
-    meters: list[str]
+    feeds: list[list[meters.Feed]]
     repeats: int = 0
 
 
 @dataclass
 class _Pending:
-    """Events to store, each with the counter it moves: (period, meter)."""
+    """Events to store, each with the meter cells it moves (``meters.Fed``)."""
 
     items: list[dict[str, Any]] = field(default_factory=list)
-    meters: list[tuple[str, str]] = field(default_factory=list)
+    fed: list[list[meters.Fed]] = field(default_factory=list)
     events: list[CloudEvent] = field(default_factory=list)
 
 
@@ -248,31 +249,31 @@ def validate(
         )
     source = usage_source(tenant_id)
     cat = catalog()
+    fed = meters.resolve_batch(cat, parsed, len(raw_events))
     seen: set[str] = set()
-    batch = Batch(events=[], meters=[])
-    for _, event in parsed:
+    batch = Batch(events=[], feeds=[])
+    for (_, event), event_feeds in zip(parsed, fed, strict=True):
         if event.id in seen:
             batch.repeats += 1
             continue
         seen.add(event.id)
         moment = event.time or now
-        # OpenMeter bills by subject: the tenant's own subject is namespaced under the tenant,
-        # so no event can ever be counted for another tenant.
-        subject = tenant_id if event.subject is None else f"{tenant_id}:{event.subject}"
+        # OpenMeter's subject is the tenant (the customer it bills); the tenant's own subject
+        # travels in data as the ``subject`` dimension (docs/meters.md).
         batch.events.append(
             CloudEvent(
                 id=event.id,
                 source=source,
                 type=event.type,
-                subject=subject,
+                subject=tenant_id,
                 time=moment.astimezone(UTC)
                 .isoformat(timespec="milliseconds")
                 .replace("+00:00", "Z"),
-                data=event.data,
+                data=meters.with_subject(event.data, event.subject),
                 dataschema=event.dataschema,
             )
         )
-        batch.meters.append(cat.meter_for_type(event.type))
+        batch.feeds.append(event_feeds)
     return batch
 
 
@@ -344,24 +345,23 @@ def ingest(
     duplicates = batch.repeats
     accepted_at = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     new = _Pending()
-    for event, meter in zip(batch.events, batch.meters, strict=True):
+    for event, event_feeds in zip(batch.events, batch.feeds, strict=True):
         # Stored as waiting for NATS too (when NATS is on): publish() clears that for what
         # JetStream acknowledged, so a crash between the two leaves work for the flush.
         new.items.append(
             outbox.outbox_item(event, tenant_id=tenant_id, kind="usage", accepted_at=accepted_at)
         )
         counted_in = period_of(_event_time(event)) if backfill else period
-        new.meters.append((counted_in, meter))
+        new.fed.append([meters.Fed(counted_in, feed, event.time, event.id) for feed in event_feeds])
         new.events.append(event)
-    written, more_duplicates, refused = _store(tenant_id, plan, period, new, settings)
+    written, more_duplicates, refused = _store(tenant_id, plan, period, new, settings, now)
     duplicates += more_duplicates
     result = IngestResult(accepted=len(written), duplicates=duplicates)
     metrics.add_metric(name="EventsAccepted", unit="Count", value=result.accepted)
     metrics.add_metric(name="EventsDuplicate", unit="Count", value=result.duplicates)
     alerts: list[CloudEvent] = []
     if written and not backfill:
-        added = Counter(meter for (_, meter), _ in written)
-        alerts = _thresholds(tenant_id, plan, period, added, settings, now)
+        alerts = _thresholds(tenant_id, plan, period, _added(written), settings, now)
     if refused:
         metrics.add_metric(name="QuotaRejections", unit="Count", value=1)
         metrics.add_metric(name="EventsRejected", unit="Count", value=refused)
@@ -379,73 +379,75 @@ def ingest(
 
 
 def _chunks(pending: _Pending) -> list[_Pending]:
-    """Groups of events that fit one transaction with their segment and counters (<= 100
+    """Groups of events that fit one transaction with their segment and cell writes (<= 100
     items), and one segment (<= ``SEGMENT_MAX_BYTES`` of events)."""
     chunks: list[_Pending] = []
     current = _Pending()
+    budget = meters.OpsBudget()
     size = 0
-    for item, meter, event in zip(pending.items, pending.meters, pending.events, strict=True):
-        meters = set(current.meters) | {meter}
+    for item, fed, event in zip(pending.items, pending.fed, pending.events, strict=True):
         grown = size + len(item["event"]) + 1
         if current.items and (
-            len(current.items) + 2 + len(meters) > events_dal.TRANSACT_MAX
+            len(current.items) + 2 + budget.with_(fed) > events_dal.TRANSACT_MAX
             or grown > outbox.SEGMENT_MAX_BYTES
         ):
             chunks.append(current)
             current = _Pending()
+            budget = meters.OpsBudget()
             grown = len(item["event"]) + 1
         size = grown
+        budget.add(fed)
         current.items.append(item)
-        current.meters.append(meter)
+        current.fed.append(fed)
         current.events.append(event)
     if current.items:
         chunks.append(current)
     return chunks
 
 
-def _counters(
-    tenant_id: str, plan: Plan, period: str, meters: list[tuple[str, str]], settings: Settings
-) -> list[events_dal.CounterUpdate]:
-    """One counter update per (period, meter); capped only for this period's hard limits."""
-    updates = []
-    for (counted_in, meter), amount in Counter(meters).items():
-        limit = plan.limit(meter)
-        hard = plan.hard_limit and limit is not None and counted_in == period
-        period_key = counted_in
-        shard = 0 if hard else random.randrange(usage_dal.SOFT_SHARDS)
-        updates.append(
-            events_dal.CounterUpdate(
-                table=settings.usage_table,
-                key=usage_dal.counter_key(tenant_id, period_key, meter, shard),
-                amount=amount,
-                cap=limit if hard else None,
-            )
-        )
-    return updates
+Written = list[tuple[list[meters.Fed], CloudEvent]]
+_ADDITIVE = ("COUNT", "SUM", "UNIQUE_COUNT")
 
 
 def _store(
-    tenant_id: str, plan: Plan, period: str, pending: _Pending, settings: Settings
-) -> tuple[list[tuple[tuple[str, str], CloudEvent]], int, int]:
-    """Write chunks; returns (meter, event) stored, late duplicates, and events refused by quota.
+    tenant_id: str, plan: Plan, period: str, pending: _Pending, settings: Settings, now: datetime
+) -> tuple[Written, int, int]:
+    """Write chunks; returns (feeds, event) stored, late duplicates, and events refused by
+    quota.
 
     A cancelled transaction names its reasons: events stored meanwhile (by an earlier or a
-    concurrent request) leave the chunk as duplicates; a hard-limit counter that refuses the
-    amount shrinks the chunk to the room left, in request order, and ends the batch there.
+    concurrent request) leave the chunk as duplicates; a MAX/MIN/LATEST cell already as good
+    or a UNIQUE_COUNT value already seen leaves out that write; a hard-limit counter that
+    refuses the amount shrinks the chunk to the room left, in request order, and ends the
+    batch there.
     """
-    written: list[tuple[tuple[str, str], CloudEvent]] = []
+    cat = catalog()
+    expires = int(now.timestamp()) + COUNTER_TTL_S
+    written: Written = []
     duplicates = refused = 0
     chunks = _chunks(pending)
     for position, first_try in enumerate(chunks):
         chunk, full = first_try, False
-        for _ in range(20):  # each round removes duplicates or shrinks to the room left
+        state = meters.CellState()
+        for _ in range(40):  # each round removes duplicates, drops settled writes or shrinks
             if not chunk.items:
                 break
-            counters = _counters(tenant_id, plan, period, chunk.meters, settings)
-            outcome = events_dal.write_chunk(settings.events_table, chunk.items, counters)
+            fed = [f for fs in chunk.fed for f in fs]
+            ops = meters.cell_ops(
+                tenant_id, cat, plan, period, fed, state, settings.usage_table, expires
+            )
+            outcome = events_dal.write_chunk(settings.events_table, chunk.items, ops)
             if outcome.written:
-                written.extend(zip(chunk.meters, chunk.events, strict=True))
+                meters.remember_markers(tenant_id, settings.usage_table, meters.written_marks(ops))
+                written.extend(zip(chunk.fed, chunk.events, strict=True))
                 break
+            meters.learn(state, ops, outcome.dropped)
+            if outcome.dropped:
+                meters.remember_markers(
+                    tenant_id,
+                    settings.usage_table,
+                    [ops[i].tag for i in outcome.dropped if ops[i].kind == "mark"],
+                )
             if outcome.duplicate_pks:
                 keep = [
                     i
@@ -454,13 +456,15 @@ def _store(
                 ]
                 duplicates += len(chunk.items) - len(keep)
                 chunk = _select(chunk, keep)
-            elif outcome.conflict and not outcome.over_cap:
-                time.sleep(random.uniform(0.005, 0.05))  # let the other transaction finish
             elif outcome.over_cap:
-                keep = _within_room(tenant_id, plan, period, chunk, settings)
+                keep = meters.within_room(
+                    tenant_id, cat, plan, period, chunk.fed, settings.usage_table
+                )
                 refused += len(chunk.items) - len(keep)
                 full = full or len(keep) < len(chunk.items)
                 chunk = _select(chunk, keep)
+            elif outcome.conflict and not outcome.dropped:
+                time.sleep(random.uniform(0.005, 0.05))  # let the other transaction finish
         else:
             raise StorageUnavailable(
                 "too much contention on these events; retry the request",
@@ -475,29 +479,28 @@ def _store(
 def _select(chunk: _Pending, keep: list[int]) -> _Pending:
     return _Pending(
         items=[chunk.items[i] for i in keep],
-        meters=[chunk.meters[i] for i in keep],
+        fed=[chunk.fed[i] for i in keep],
         events=[chunk.events[i] for i in keep],
     )
 
 
-def _within_room(
-    tenant_id: str, plan: Plan, period: str, chunk: _Pending, settings: Settings
-) -> list[int]:
-    """Indexes of the chunk's events that still fit their meters' hard limits, in order."""
-    room: dict[tuple[str, str], int] = {}
-    for counted_in, meter in set(chunk.meters):
-        limit = plan.limit(meter)
-        if plan.hard_limit and limit is not None and counted_in == period:
-            used = usage_dal.used(settings.usage_table, tenant_id, period, meter)
-            room[(counted_in, meter)] = max(0, limit - used)
-    keep = []
-    for index, counter in enumerate(chunk.meters):
-        if counter not in room:
-            keep.append(index)
-        elif room[counter] > 0:
-            room[counter] -= 1
-            keep.append(index)
-    return keep
+def _added(written: Written) -> dict[str, Decimal | None]:
+    """Per meter, what the stored events added this period: an upper bound of the increase
+    for COUNT, SUM and UNIQUE_COUNT; ``None`` (read the value) for the others."""
+    cat = catalog()
+    added: dict[str, Decimal | None] = {}
+    for fed, _ in written:
+        for f in fed:
+            meter, agg = f.feed.meter, cat.meters[f.feed.meter].aggregation
+            step = Decimal(1) if agg in ("COUNT", "UNIQUE_COUNT") else f.feed.value
+            previous = added.get(meter, Decimal(0))
+            # MAX/MIN/LATEST are not additive, and a credit (a negative SUM) could make the
+            # estimate overshoot: those read the value.
+            if previous is None or step is None or step < 0 or agg not in _ADDITIVE:
+                added[meter] = None
+            else:
+                added[meter] = previous + step
+    return added
 
 
 # Totals this process read recently, per (table, tenant, period, meter): while the estimate
@@ -506,11 +509,15 @@ def _within_room(
 # alert fires at most TOTALS_TTL_S after the crossing. Past the last threshold, never again.
 TOTALS_TTL_S = 60.0
 _NEAR_PERCENT = THRESHOLDS[0] - 10
-_totals: dict[tuple[str, str, str, str], tuple[float, int]] = {}
+_totals: dict[tuple[str, str, str, str], tuple[float, Decimal]] = {}
 _totals_lock = threading.Lock()
 
 
-def _far_from_thresholds(key: tuple[str, str, str, str], added: int, limit: int) -> bool:
+def _far_from_thresholds(
+    key: tuple[str, str, str, str], added: Decimal | None, limit: Decimal
+) -> bool:
+    if added is None:
+        return False
     with _totals_lock:
         hit = _totals.get(key)
         if hit is None or time.monotonic() - hit[0] >= TOTALS_TTL_S:
@@ -522,25 +529,34 @@ def _far_from_thresholds(key: tuple[str, str, str, str], added: int, limit: int)
     return estimate * 100 < limit * _NEAR_PERCENT
 
 
-def _remember_total(key: tuple[str, str, str, str], total: int) -> None:
+def _remember_total(key: tuple[str, str, str, str], total: Decimal) -> None:
     with _totals_lock:
         _totals[key] = (time.monotonic(), total)
 
 
 def _thresholds(
-    tenant_id: str, plan: Plan, period: str, added: Counter[str], settings: Settings, now: datetime
+    tenant_id: str,
+    plan: Plan,
+    period: str,
+    added: dict[str, Decimal | None],
+    settings: Settings,
+    now: datetime,
 ) -> list[CloudEvent]:
-    """``usage.threshold_reached`` once per period, meter and threshold (80% and 100%)."""
+    """``usage.threshold_reached`` once per period, meter and threshold (80% and 100%), for
+    every aggregation: the meter's value against the plan's limit."""
     alerts: list[CloudEvent] = []
     expires = int(now.timestamp()) + COUNTER_TTL_S
+    cat = catalog()
     for meter in added:
         limit = plan.limit(meter)
-        if not limit:
+        if not limit or limit <= 0:
             continue
         key = (settings.usage_table, tenant_id, period, meter)
         if _far_from_thresholds(key, added[meter], limit):
             continue
-        total = usage_dal.used(settings.usage_table, tenant_id, period, meter)
+        total = usage_dal.total(
+            settings.usage_table, tenant_id, period, meter, cat.meters[meter].aggregation
+        )
         _remember_total(key, total)
         for pct in THRESHOLDS:
             if total * 100 < limit * pct:
@@ -558,8 +574,8 @@ def _thresholds(
                     "tenant_id": tenant_id,
                     "meter": meter,
                     "threshold_percent": pct,
-                    "used": total,
-                    "limit": limit,
+                    "used": as_number(total),
+                    "limit": as_number(limit),
                     "period": period,
                     "plan": plan.id,
                 },

@@ -2,32 +2,50 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from meterbridge.dal import usage as usage_dal
 from meterbridge.logic.periods import bounds, month_range, period_of
-from meterbridge.models.usage import MeterUsage, PeriodUsage, UsageReport
-from meterbridge.plans import Plan, catalog
+from meterbridge.models.usage import GroupUsage, MeterUsage, PeriodUsage, UsageReport
+from meterbridge.plans import Plan, as_number, catalog
 from meterbridge.settings import Settings, get_settings
 
 
-def period_usage(tenant_id: str, plan: Plan, period: str, settings: Settings) -> PeriodUsage:
+def period_usage(
+    tenant_id: str,
+    plan: Plan,
+    period: str,
+    settings: Settings,
+    group_by: Sequence[str] = (),
+) -> PeriodUsage:
+    cat = catalog()
     meters = []
     overage_total = 0
-    for meter in catalog().meters:
-        used = usage_dal.used(settings.usage_table, tenant_id, period, meter)
-        limit = plan.limit(meter)
-        overage = max(0, used - limit) if limit is not None and not plan.hard_limit else 0
-        charge = plan.overage_cents(meter, used)
+    for name, spec in cat.meters.items():
+        state = usage_dal.meter_state(
+            settings.usage_table, tenant_id, period, name, spec.aggregation
+        )
+        used = state.total.value or Decimal(0)
+        limit = plan.limit(name)
+        hard = cat.hard_capped(plan, name)
+        overage = max(Decimal(0), used - limit) if limit is not None and not hard else Decimal(0)
+        charge = plan.overage_cents(name, used)
         overage_total += charge
         meters.append(
             MeterUsage(
-                meter=meter,
-                used=used,
-                limit=limit,
-                remaining=None if limit is None else max(0, limit - used),
-                overage=overage,
+                meter=name,
+                aggregation=spec.aggregation,
+                unit=spec.unit,
+                used=as_number(used),
+                limit=None if limit is None else as_number(limit),
+                remaining=None if limit is None else as_number(max(Decimal(0), limit - used)),
+                overage=as_number(overage),
                 overage_charge_cents=charge,
+                dimensions=list(spec.group_by),
+                groups=_groups(spec.aggregation, spec.group_by, state, group_by),
             )
         )
     start, end = bounds(period)
@@ -53,12 +71,41 @@ def _first_period(tenant_id: str, settings: Settings) -> str | None:
     return created[:7] if len(created) >= 7 else None
 
 
+def _groups(
+    aggregation: str,
+    dims: Mapping[str, str],
+    state: usage_dal.MeterState,
+    asked: Sequence[str],
+) -> list[GroupUsage] | None:
+    """The meter's groups by the ``asked`` dimensions, merged from its stored groups; None
+    when the meter lacks one of them. UNIQUE_COUNT merges only by all its dimensions (values
+    seen in two groups would count twice), so a subset of them lists no groups."""
+    if not asked or any(d not in dims for d in asked):
+        return None
+    if aggregation == "UNIQUE_COUNT" and set(asked) != set(dims):
+        return None
+    merged: dict[tuple[str | None, ...], usage_dal.CellValue] = {}
+    for group, cell in state.groups.values():
+        if cell.value is None:
+            continue
+        key = tuple(group.get(d) for d in asked)
+        into = merged.setdefault(key, usage_dal.CellValue())
+        usage_dal.merge_cell(into, cell, aggregation)
+    rows = [
+        GroupUsage(group_by=dict(zip(asked, key, strict=True)), used=as_number(cell.value))
+        for key, cell in merged.items()
+        if cell.value is not None
+    ]
+    return sorted(rows, key=lambda g: (-g.used, json.dumps(g.group_by, sort_keys=True)))
+
+
 def usage_report(
     tenant_id: str,
     plan_id: str,
     *,
     first: str | None = None,
     last: str | None = None,
+    group_by: Sequence[str] = (),
     settings: Settings | None = None,
     now: datetime | None = None,
 ) -> UsageReport:
@@ -79,6 +126,6 @@ def usage_report(
                 periods.append(period_usage(tenant_id, plan, period, settings))
     return UsageReport(
         tenant_id=tenant_id,
-        current=period_usage(tenant_id, plan, current, settings),
+        current=period_usage(tenant_id, plan, current, settings, group_by),
         periods=periods,
     )

@@ -112,15 +112,34 @@ class IngestResult(BaseModel):
     duplicates: int = Field(description="Events already stored (same id), counted once before")
 
 
+class GroupUsage(BaseModel):
+    group_by: dict[str, str | None] = Field(
+        description="The group's dimension values (null: the event did not carry it)"
+    )
+    used: int | float
+
+
 class MeterUsage(BaseModel):
     meter: str
-    used: int
-    limit: int | None = Field(
+    aggregation: str = Field(description="COUNT, SUM, MAX, MIN, UNIQUE_COUNT or LATEST")
+    unit: str
+    used: int | float = Field(description="The meter's aggregated value this period")
+    limit: int | float | None = Field(
         description="Units included in the plan this period; null = unlimited"
     )
-    remaining: int | None
-    overage: int = Field(description="Units above the limit (paid plans accept and bill them)")
-    overage_charge_cents: int
+    remaining: int | float | None
+    overage: int | float = Field(
+        description="Units above the limit (paid plans accept and bill them)"
+    )
+    overage_charge_cents: int = Field(
+        description="The meter's charge this period: its price rule, rounded half up once"
+    )
+    dimensions: list[str] = Field(
+        default_factory=list, description="The meter's group_by dimensions (for ?group_by=)"
+    )
+    groups: list[GroupUsage] | None = Field(
+        default=None, description="With ?group_by=: the meter's value per group, largest first"
+    )
 
 
 class PeriodUsage(BaseModel):
@@ -142,3 +161,18 @@ class UsageReport(BaseModel):
     periods: list[PeriodUsage] = Field(
         default_factory=list, description="Requested past periods (?from=&to=), oldest first"
     )
+
+
+class HistoryRow(BaseModel):
+    window_start: datetime
+    window_end: datetime
+    value: int | float
+    group_by: dict[str, str | None]
+
+
+class UsageHistory(BaseModel):
+    meter: str
+    from_: datetime = Field(alias="from", serialization_alias="from")
+    to: datetime
+    window_size: str
+    data: list[HistoryRow]

@@ -36,6 +36,7 @@
   };
 
   const fmt = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
+  const qtyFmt = new Intl.NumberFormat(undefined, { maximumFractionDigits: 3 }); // GB, credits
   const pctFmt = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
   const timeFmt = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
   const dayFmt = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", timeZone: "UTC" });
@@ -174,11 +175,76 @@
   }
 
   async function fetchUsage(key) {
-    const resp = await fetch(api("/v1/usage"), {
-      headers: { Authorization: "Bearer " + key }, cache: "no-store",
-    });
-    if (!resp.ok) throw await errorOf(resp);
-    return resp.json();
+    const get = async (query) => {
+      const resp = await fetch(api("/v1/usage" + query), {
+        headers: { Authorization: "Bearer " + key }, cache: "no-store",
+      });
+      if (!resp.ok) throw await errorOf(resp);
+      return resp.json();
+    };
+    const report = await get("");
+    // Grouped meters: one more read per first dimension, for their top groups.
+    const dims = new Set();
+    for (const m of (report.current || {}).meters || []) if (m.dimensions && m.dimensions.length) dims.add(m.dimensions[0]);
+    for (const dim of dims) {
+      try {
+        const grouped = await get("?group_by=" + encodeURIComponent(dim));
+        for (const g of grouped.current.meters) {
+          const m = report.current.meters.find((x) => x.meter === g.meter);
+          if (m && g.groups) { m.groups = g.groups; m.groupDim = dim; }
+        }
+      } catch (_) { /* groups are extra: the totals still show */ }
+    }
+    return report;
+  }
+
+  // The period so far by day, per meter, from the history query (OpenMeter); refreshed at
+  // most once a minute. 503 (OpenMeter off or down) shows a note instead.
+  const HISTORY_MS = 60000;
+  async function refreshHistory(session, u) {
+    if (!u.periodStart || Date.now() - (session.historyAt || 0) < HISTORY_MS) return;
+    session.historyAt = Date.now();
+    const to = new Date(Date.now() + 60000).toISOString();
+    for (const m of u.meters) {
+      if (m.name === "events") continue;
+      const q = "?meter=" + encodeURIComponent(m.name) + "&from=" + encodeURIComponent(u.periodStart) +
+        "&to=" + encodeURIComponent(to) + "&window_size=DAY";
+      let days = null;
+      try {
+        const resp = await fetch(api("/v1/usage/query" + q), {
+          headers: { Authorization: "Bearer " + session.key }, cache: "no-store",
+        });
+        if (resp.ok) days = (await resp.json()).data;
+      } catch (_) { days = null; }
+      if (session !== S) return;
+      renderHistory(m, days);
+    }
+  }
+
+  function renderHistory(m, days) {
+    const li = el.meters.querySelector('[data-meter="' + CSS.escape(m.name) + '"]');
+    if (!li) return;
+    const box = li.querySelector(".meter-days");
+    box.innerHTML = "";
+    if (days === null) { box.dataset.state = "unavailable"; box.textContent = "Daily history unavailable"; return; }
+    box.dataset.state = "ok";
+    const byDay = new Map();
+    for (const row of days) {
+      const day = String(row.window_start).slice(0, 10);
+      byDay.set(day, (byDay.get(day) || 0) + Number(row.value));
+    }
+    const max = Math.max(1, ...byDay.values());
+    for (const [day, value] of [...byDay.entries()].sort()) {
+      const bar = document.createElement("span");
+      bar.className = "day";
+      bar.dataset.day = day;
+      bar.dataset.value = String(value);
+      bar.title = day + ": " + fmt.format(value) + (m.unit ? " " + m.unit : "");
+      bar.style.height = Math.max(8, (value / max) * 100) + "%";
+      box.appendChild(bar);
+    }
+    box.setAttribute("aria-label", meterLabel(m.name) + " by day: " +
+      [...byDay.entries()].map(([d, v]) => d + " " + fmt.format(v)).join(", "));
   }
 
   async function refreshUsage() {
@@ -187,7 +253,7 @@
     S.lastUsageAt = Date.now();
     try {
       const usage = await fetchUsage(session.key);
-      if (session === S) renderUsage(usage);
+      if (session === S) { renderUsage(usage); refreshHistory(session, S.usage); }
     } catch (err) {
       if (session !== S) return;
       if (err instanceof HttpError && err.status === 401) { signOut("Your API key is no longer valid. Sign in with another key."); return; }
@@ -447,6 +513,7 @@
       const limit = num(m.limit, m.included, m.quota);
       return {
         name: String(name), used, limit, unit: m.unit || "",
+        groups: Array.isArray(m.groups) ? m.groups : null, groupDim: m.groupDim || null,
         remaining: num(m.remaining) ?? (limit === null ? null : Math.max(0, limit - used)),
         overageCents: num(m.overage_charge_cents, m.overage_cents),
       };
@@ -512,6 +579,26 @@
     el.usageUpdated.textContent = "updated " + timeFmt.format(new Date());
   }
 
+  function unitOf(m) {
+    // "token" -> "tokens"; units such as GB stay as they are.
+    return m.used === 1 || /^[A-Z]/.test(m.unit) || m.unit.endsWith("s") ? m.unit : m.unit + "s";
+  }
+
+  const TOP_GROUPS = 3;
+  function renderGroups(li, m) {
+    const list = li.querySelector(".meter-groups");
+    list.innerHTML = "";
+    if (!m.groups || !m.groups.length) return;
+    list.setAttribute("aria-label", "Top " + m.groupDim + " by " + meterLabel(m.name));
+    for (const g of m.groups.slice(0, TOP_GROUPS)) {
+      const item = document.createElement("li");
+      const name = g.group_by[m.groupDim];
+      item.dataset.group = name == null ? "" : String(name);
+      item.textContent = (name == null ? "(none)" : String(name)) + " · " + fmt.format(g.used);
+      list.appendChild(item);
+    }
+  }
+
   function renderUsageError(err) {
     el.usageUpdated.textContent = "usage totals unavailable" + (err && err.message ? ": " + err.message : "");
   }
@@ -526,12 +613,14 @@
         '<div class="meter-top"><span class="meter-name"></span>' +
         '<span class="meter-figures"><span class="used"></span> <span class="of"></span></span></div>' +
         '<div class="bar" role="progressbar" aria-valuemin="0" aria-valuemax="100"><div class="bar-fill"></div></div>' +
-        '<p class="meter-note"></p>';
+        '<p class="meter-note"></p>' +
+        '<div class="meter-days" role="img"></div><ol class="meter-groups"></ol>';
       el.meters.appendChild(li);
     }
+    renderGroups(li, m);
     const label = meterLabel(m.name);
     li.querySelector(".meter-name").textContent = label;
-    li.querySelector(".used").textContent = fmt.format(m.used);
+    li.querySelector(".used").textContent = qtyFmt.format(m.used) + (m.unit ? " " + unitOf(m) : "");
     li.dataset.used = String(m.used);
     const bar = li.querySelector(".bar");
     const note = li.querySelector(".meter-note");
@@ -563,15 +652,14 @@
   }
 
   // -- latest events ----------------------------------------------------------------------
-  // Usage subjects are stored as "<tenant>:<your subject>" (OpenMeter bills by subject):
-  // show the part the tenant sent; the tenant's own id alone means "no subject".
   function subjectOf(ev, kind) {
-    if (ev.subject == null) return "–";
-    const subject = String(ev.subject);
-    const tenant = String(ev.source || "").split("/").pop();
-    if (kind === "usage" && tenant && subject.startsWith(tenant + ":")) return subject.slice(tenant.length + 1);
-    if (kind === "usage" && subject === tenant) return "–";
-    return subject;
+    // Usage events carry the tenant as subject (OpenMeter bills it); the tenant's own subject
+    // travels in data.meterbridge_subject.
+    if (kind === "usage") {
+      const own = ev.data && ev.data.meterbridge_subject;
+      return own == null ? "–" : String(own);
+    }
+    return ev.subject == null ? "–" : String(ev.subject);
   }
 
   function addEventRow(ev, type, kind) {
