@@ -279,12 +279,23 @@ def recorded_fixture(
     settings = get_settings()
 
     # The usage API: a free-plan tenant sends 85 queries (crossing the 80% threshold of its
-    # 100) and two other events, reads its usage; NATS is on, so markers are cleared.
+    # 100), other events and value-meter events, reads its usage; NATS is on, so markers are
+    # cleared.
     tenant_id, key = make_tenant(plan="free")
     from meterbridge.api.usage import create_app as usage_app
 
     events = [{"id": f"q-{i}", "type": "query", "data": {}} for i in range(85)]
     events += [{"id": "e-1", "type": "page.view", "data": {}}, {"id": "c-1", "type": "api.call"}]
+    # Value meters too: a SUM by model, a UNIQUE_COUNT's markers (one user twice), a MAX.
+    events += [
+        {
+            "id": f"l-{i}",
+            "type": "llm.completion",
+            "data": {"tokens": 10 + i, "model": "m", "user_id": "u-1"},
+        }
+        for i in range(2)
+    ]
+    events += [{"id": "s-1", "type": "storage.reported", "data": {"gb": 0.5}}]
     with TestClient(usage_app()) as http, recorder.acting_as("UsageApiFunction"):
         bearer = {"Authorization": f"Bearer {key}"}
         assert http.post("/v1/events", json=events, headers=bearer).status_code == 202
@@ -371,8 +382,9 @@ def test_the_evaluator_refuses_what_the_grants_do_not_cover(recorded: Recorder) 
     # When they are authorized against it
     refused = denied(narrowed, requests)
 
-    # Then the rate-window updates (which set count and expires_at) are refused: the check
-    # is as narrow as the grant
+    # Then the rate-window updates (which set count and expires_at) and the value-meter cells
+    # (group, LATEST's t and eid) are refused: the check is as narrow as the grant
     assert refused
     assert {(r.table, r.action) for r in refused} == {("UsageTable", "UpdateItem")}
-    assert all(r.leading_keys and r.leading_keys[0].startswith("RATE#") for r in refused)
+    firsts = {r.leading_keys[0].split("#")[0] for r in refused if r.leading_keys}
+    assert "RATE" in firsts and any(f.startswith("t_") for f in firsts)

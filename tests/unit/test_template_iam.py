@@ -98,7 +98,16 @@ ATTRIBUTES: dict[tuple[str, str, str], set[str]] = {
     ("UsageApiFunction", "TenantsTable", "UpdateItem"): {"pk", "sk", "last_used_at"},
     ("UsageApiFunction", "EventsTable", "UpdateItem"): {"pk", "sk", "republish_shard"},
     ("UsageApiFunction", "UsageTable", "PutItem"): {"pk", "sk", "expires_at"},
-    ("UsageApiFunction", "UsageTable", "UpdateItem"): {"pk", "sk", "used", "count", "expires_at"},
+    ("UsageApiFunction", "UsageTable", "UpdateItem"): {
+        "pk",
+        "sk",
+        "used",
+        "group",
+        "t",
+        "eid",
+        "count",
+        "expires_at",
+    },
     ("TenantAdminFunction", "EventsTable", "UpdateItem"): {
         "pk",
         "sk",
