@@ -27,7 +27,9 @@ PY=$(find_python312) || {
   exit 1
 }
 
-if ! command -v uv >/dev/null 2>&1; then
+# `uv --version`, not `command -v uv`: a pyenv shim answers the latter even where its uv lives
+# only under another Python version, and then fails when run.
+if ! uv --version >/dev/null 2>&1; then
   echo "bootstrap: installing uv" >&2
   "$PY" -m pip install --quiet --disable-pip-version-check "uv==0.13.8" >&2
   UV="$("$PY" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/uv"
