@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 
 from meterbridge.local.processes import (
+    LOCAL_DYNAMODB_ENV,
     ManagedProcess,
     MotoServer,
     NatsServer,
@@ -141,6 +142,7 @@ class Stack:
                 "AWS_DEFAULT_REGION": "us-east-1",
                 "AWS_ACCESS_KEY_ID": "testing",
                 "AWS_SECRET_ACCESS_KEY": "testing",
+                **LOCAL_DYNAMODB_ENV,
                 "NATS_ENABLED": "true",
                 "NATS_SERVERS": self.nats.url,
                 "OPENMETER_ENABLED": "true",

@@ -133,6 +133,12 @@ class ManagedProcess:
         self.stop()
 
 
+# The DynamoDB client's timeouts towards a local moto server. The product defaults (2 s
+# connect, 5 s read) fit DynamoDB on AWS; a moto server on a loaded 2-core machine can take
+# many seconds over one large call. Set by the local stack, the chaos run and the tests.
+LOCAL_DYNAMODB_ENV = {"DYNAMODB_CONNECT_TIMEOUT_S": "10", "DYNAMODB_READ_TIMEOUT_S": "60"}
+
+
 class MotoServer(ManagedProcess):
     """``moto_server`` over HTTP: the same boto3 code path as DynamoDB on AWS.
 
