@@ -360,9 +360,9 @@ def test_republishes_to_nats_with_a_tenant_unique_msg_id(aws, sink, nats_server)
     async def stream_messages() -> list[Any]:
         nc = await nats.connect(nats_server.url)
         try:
-            js = nc.jetstream()
+            js = nc.jetstream(timeout=30)
             sub = await js.pull_subscribe("meterbridge.tenant.t7.usage", stream=STREAM_NAME)
-            return await sub.fetch(12, timeout=5)
+            return await sub.fetch(12, timeout=30)
         finally:
             await nc.close()
 
