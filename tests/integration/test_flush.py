@@ -15,6 +15,8 @@ from meterbridge.settings import get_settings
 from tests.factories import events_table_items, scan_items
 from tests.integration import test_flush_support
 from tests.integration.test_flush_support import (
+    CLIENT_TIMEOUT_S,
+    HANG_S,
     fast_client,
     fast_config,
     fill_outbox,
@@ -24,8 +26,8 @@ from tests.integration.test_flush_support import (
 sink = test_flush_support.sink  # the OpenMeter fake fixture
 
 
-def run_flush(url: str, **kw: Any) -> flush.FlushResult:
-    client = kw.pop("client", None) or fast_client(url)
+def run_flush(url: str, timeout_s: float = CLIENT_TIMEOUT_S, **kw: Any) -> flush.FlushResult:
+    client = kw.pop("client", None) or fast_client(url, timeout_s=timeout_s)
     config = kw.pop("config", None) or fast_config()
     return flush.flush_outbox(kw.pop("remaining_ms", None), config=config, client=client, **kw)
 
@@ -74,13 +76,14 @@ def test_faults_and_a_poison_event_end_with_each_good_event_once_and_the_poison_
     fill_outbox(table, events)
     poison = events[417]
     state.poison(poison.id)
-    state.script(Fault("hang", seconds=1.0), "throttle", "record_then_fail", "unavailable")
+    state.script(Fault("hang", seconds=HANG_S), "throttle", "record_then_fail", "unavailable")
     state.set_probabilities(
         error=0.3, throttle=0.04, unavailable=0.03, hang=0.04, record_then_fail=0.03
     )
 
     # When
-    results = drain(url, config=fast_config(batch_size=50, concurrency=4))
+    # (a client timeout well below the hangs, well above a loaded machine's normal answer)
+    results = drain(url, config=fast_config(batch_size=50, concurrency=4), timeout_s=5.0)
 
     # Then: every good event is in OpenMeter, the poison is dead-lettered, nothing pending
     good = {(e.source, e.id) for e in events if e.id != poison.id}
