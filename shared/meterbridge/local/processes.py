@@ -66,7 +66,7 @@ class ManagedProcess:
     def command(self) -> list[str]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def start(self, timeout: float = 20.0) -> Self:
+    def start(self, timeout: float = 90.0) -> Self:
         out = self.log_path.open("ab") if self.log_path else self._log
         self.proc = subprocess.Popen(
             self.command(),
@@ -122,7 +122,7 @@ class ManagedProcess:
         except subprocess.TimeoutExpired:
             self.kill()
 
-    def restart(self, timeout: float = 20.0) -> Self:
+    def restart(self, timeout: float = 90.0) -> Self:
         self.stop()
         return self.start(timeout)
 
