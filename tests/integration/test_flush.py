@@ -67,6 +67,21 @@ def test_ten_thousand_events_with_ten_percent_duplicates_reach_openmeter_once_ea
     assert min(i["expires_at"] - int(time.time()) for i in records) >= 40 * 24 * 3600
 
 
+def _wait_for_hangs_to_end(state: Any) -> None:
+    """Until no hanging request is in flight (the sink logs a hang when it ends): the first,
+    scripted hang has ended, then a whole hang's length passes with no request logged."""
+    bound = time.monotonic() + 10 * HANG_S
+    while "hang" not in state.stats()["faults_injected"]:
+        assert time.monotonic() < bound, "the scripted hang never ended"
+        time.sleep(0.2)
+    seen, quiet_since = len(state.requests()), time.monotonic()
+    while time.monotonic() - quiet_since < HANG_S + 1:
+        assert time.monotonic() < bound, "the sink kept answering after the runs"
+        time.sleep(0.2)
+        if len(state.requests()) != seen:
+            seen, quiet_since = len(state.requests()), time.monotonic()
+
+
 def test_faults_and_a_poison_event_end_with_each_good_event_once_and_the_poison_dead(aws, sink):
     # Given: 30% 500s, some 429/503 with Retry-After, some hangs past the client timeout,
     # some stored-then-500 answers, and one event OpenMeter always rejects
@@ -84,6 +99,7 @@ def test_faults_and_a_poison_event_end_with_each_good_event_once_and_the_poison_
     # When
     # (a client timeout well below the hangs, well above a loaded machine's normal answer)
     results = drain(url, config=fast_config(batch_size=50, concurrency=4), timeout_s=5.0)
+    _wait_for_hangs_to_end(state)
 
     # Then: every good event is in OpenMeter, the poison is dead-lettered, nothing pending
     good = {(e.source, e.id) for e in events if e.id != poison.id}

@@ -74,7 +74,7 @@ def fill_outbox(
 # would re-send a stored batch that no fault lost. Hangs (HANG_S) outlast a fault test's
 # shorter timeout many times over.
 CLIENT_TIMEOUT_S = 30.0
-HANG_S = 20.0
+HANG_S = 15.0
 
 
 def fast_client(url: str, **kw: Any) -> OpenMeterClient:
