@@ -14,7 +14,7 @@ order (one of them suspends a tenant for a moment); SSE clients drop and resume 
 - tenant plan and status match the final Stripe state.
 
 Bounded: the run gives up at its budget: ``CHAOS_BUDGET_S`` if set, else 270 s scaled by a
-calibration of the machine taken at the start (``harness.chaos_budget``, at most 1500 s), and
+calibration of the machine taken at the start (``harness.chaos_budget``, at most 2700 s), and
 pytest-timeout stops it past the largest budget; every process is killed in ``finally``. The
 budget and the figures are printed whatever the outcome.
 """
