@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from meterbridge.local.lambda_runtime import LocalLambdaContext
-from meterbridge.local.processes import MotoServer, NatsServer
+from meterbridge.local.processes import LOCAL_DYNAMODB_ENV, MotoServer, NatsServer
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS_DIR = ROOT / "events"
@@ -78,6 +78,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None
     monkeypatch.setenv("METERBRIDGE_KEY_PEPPER", "test-pepper-not-secret")
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Meterbridge")
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    for var, value in LOCAL_DYNAMODB_ENV.items():  # moto on a loaded machine: see there
+        monkeypatch.setenv(var, value)
     reset_singletons()
     yield
     reset_singletons()

@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     events_table: str = Field("meterbridge-events", alias="EVENTS_TABLE")
     usage_table: str = Field("meterbridge-usage", alias="USAGE_TABLE")
     idempotency_table: str = Field("meterbridge-idempotency", alias="IDEMPOTENCY_TABLE")
+    # The DynamoDB client: sized for DynamoDB on AWS; tests and the local stack raise the
+    # timeouts for a moto server on a loaded machine (docs/testing.md)
+    dynamodb_connect_timeout_s: float = Field(2.0, alias="DYNAMODB_CONNECT_TIMEOUT_S", gt=0, le=300)
+    dynamodb_read_timeout_s: float = Field(5.0, alias="DYNAMODB_READ_TIMEOUT_S", gt=0, le=900)
+    dynamodb_max_attempts: int = Field(5, alias="DYNAMODB_MAX_ATTEMPTS", ge=1, le=20)
 
     # NATS JetStream
     nats_enabled: bool = Field(False, alias="NATS_ENABLED")

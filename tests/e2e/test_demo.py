@@ -17,7 +17,7 @@ from meterbridge.local.devapp import create_dev_app
 from meterbridge.local.servers import BackgroundServer
 
 # Bounds for waiting on the demo thread (not assertions on speed).
-WAIT_S = 30.0
+WAIT_S = 120.0
 
 
 @pytest.fixture

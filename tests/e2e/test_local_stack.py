@@ -64,10 +64,10 @@ def dev_stack(tmp_path: Path):
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # a cold start of the whole stack on a loaded machine
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{base}/health/live", timeout=1).status_code == 200:
+            if httpx.get(f"{base}/health/live", timeout=5).status_code == 200:
                 break
         except httpx.HTTPError:
             time.sleep(0.2)

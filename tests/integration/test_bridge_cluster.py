@@ -63,7 +63,7 @@ async def test_killing_one_node_mid_stream_loses_and_duplicates_nothing(
         service = app.state.stream_service
         await wait_until(lambda: service.bridge.connected, timeout=60)
         publisher = await nats.connect([n.url for n in cluster], max_reconnect_attempts=-1)
-        js = publisher.jetstream(timeout=2)
+        js = publisher.jetstream(timeout=10)
         info = await js.stream_info("METERBRIDGE")
         events = [usage_event(tenant, n, "cluster") for n in range(60)]
         async with (

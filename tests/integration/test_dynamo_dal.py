@@ -114,3 +114,43 @@ def test_update_if_answers_whether_the_condition_held(aws: dict[str, str]) -> No
     # Then only the first applied, and the second changed nothing
     assert (first, second) == (True, False)
     assert dynamo.get(table, key)["state"] == "done"
+
+
+def _fresh_client() -> None:
+    from meterbridge.settings import get_settings
+
+    get_settings.cache_clear()
+    dynamo.reset_clients()
+
+
+def test_client_timeouts_and_attempts_come_from_the_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given DYNAMODB_* set as a loaded test machine needs them
+    monkeypatch.setenv("DYNAMODB_CONNECT_TIMEOUT_S", "7")
+    monkeypatch.setenv("DYNAMODB_READ_TIMEOUT_S", "45")
+    monkeypatch.setenv("DYNAMODB_MAX_ATTEMPTS", "6")
+    _fresh_client()
+    # When the client is made
+    config = dynamo.client().meta.config
+    # Then it uses them
+    assert (config.connect_timeout, config.read_timeout) == (7.0, 45.0)
+    assert config.retries["total_max_attempts"] == 6
+
+
+def test_client_defaults_fit_dynamodb_on_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given no DYNAMODB_* variable (a deployed function)
+    for var in ("DYNAMODB_CONNECT_TIMEOUT_S", "DYNAMODB_READ_TIMEOUT_S", "DYNAMODB_MAX_ATTEMPTS"):
+        monkeypatch.delenv(var, raising=False)
+    _fresh_client()
+    # When the client is made / Then short timeouts, five attempts (four retries)
+    config = dynamo.client().meta.config
+    assert (config.connect_timeout, config.read_timeout) == (2.0, 5.0)
+    assert config.retries["total_max_attempts"] == 5
+
+
+def test_tests_and_the_local_stack_give_moto_generous_timeouts() -> None:
+    # Given the test environment (conftest sets the local stack's values)
+    # When the client is made / Then it waits long enough for a loaded machine
+    config = dynamo.client().meta.config
+    assert config.connect_timeout >= 10 and config.read_timeout >= 60

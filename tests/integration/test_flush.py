@@ -15,6 +15,8 @@ from meterbridge.settings import get_settings
 from tests.factories import events_table_items, scan_items
 from tests.integration import test_flush_support
 from tests.integration.test_flush_support import (
+    CLIENT_TIMEOUT_S,
+    HANG_S,
     fast_client,
     fast_config,
     fill_outbox,
@@ -24,8 +26,8 @@ from tests.integration.test_flush_support import (
 sink = test_flush_support.sink  # the OpenMeter fake fixture
 
 
-def run_flush(url: str, **kw: Any) -> flush.FlushResult:
-    client = kw.pop("client", None) or fast_client(url)
+def run_flush(url: str, timeout_s: float = CLIENT_TIMEOUT_S, **kw: Any) -> flush.FlushResult:
+    client = kw.pop("client", None) or fast_client(url, timeout_s=timeout_s)
     config = kw.pop("config", None) or fast_config()
     return flush.flush_outbox(kw.pop("remaining_ms", None), config=config, client=client, **kw)
 
@@ -65,6 +67,21 @@ def test_ten_thousand_events_with_ten_percent_duplicates_reach_openmeter_once_ea
     assert min(i["expires_at"] - int(time.time()) for i in records) >= 40 * 24 * 3600
 
 
+def _wait_for_hangs_to_end(state: Any) -> None:
+    """Until no hanging request is in flight (the sink logs a hang when it ends): the first,
+    scripted hang has ended, then a whole hang's length passes with no request logged."""
+    bound = time.monotonic() + 10 * HANG_S
+    while "hang" not in state.stats()["faults_injected"]:
+        assert time.monotonic() < bound, "the scripted hang never ended"
+        time.sleep(0.2)
+    seen, quiet_since = len(state.requests()), time.monotonic()
+    while time.monotonic() - quiet_since < HANG_S + 1:
+        assert time.monotonic() < bound, "the sink kept answering after the runs"
+        time.sleep(0.2)
+        if len(state.requests()) != seen:
+            seen, quiet_since = len(state.requests()), time.monotonic()
+
+
 def test_faults_and_a_poison_event_end_with_each_good_event_once_and_the_poison_dead(aws, sink):
     # Given: 30% 500s, some 429/503 with Retry-After, some hangs past the client timeout,
     # some stored-then-500 answers, and one event OpenMeter always rejects
@@ -74,13 +91,15 @@ def test_faults_and_a_poison_event_end_with_each_good_event_once_and_the_poison_
     fill_outbox(table, events)
     poison = events[417]
     state.poison(poison.id)
-    state.script(Fault("hang", seconds=1.0), "throttle", "record_then_fail", "unavailable")
+    state.script(Fault("hang", seconds=HANG_S), "throttle", "record_then_fail", "unavailable")
     state.set_probabilities(
         error=0.3, throttle=0.04, unavailable=0.03, hang=0.04, record_then_fail=0.03
     )
 
     # When
-    results = drain(url, config=fast_config(batch_size=50, concurrency=4))
+    # (a client timeout well below the hangs, well above a loaded machine's normal answer)
+    results = drain(url, config=fast_config(batch_size=50, concurrency=4), timeout_s=5.0)
+    _wait_for_hangs_to_end(state)
 
     # Then: every good event is in OpenMeter, the poison is dead-lettered, nothing pending
     good = {(e.source, e.id) for e in events if e.id != poison.id}
@@ -360,9 +379,9 @@ def test_republishes_to_nats_with_a_tenant_unique_msg_id(aws, sink, nats_server)
     async def stream_messages() -> list[Any]:
         nc = await nats.connect(nats_server.url)
         try:
-            js = nc.jetstream()
+            js = nc.jetstream(timeout=30)
             sub = await js.pull_subscribe("meterbridge.tenant.t7.usage", stream=STREAM_NAME)
-            return await sub.fetch(12, timeout=5)
+            return await sub.fetch(12, timeout=30)
         finally:
             await nc.close()
 

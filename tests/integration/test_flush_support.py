@@ -70,12 +70,19 @@ def fill_outbox(
     return segments
 
 
+# A request to the loopback sink can take seconds on a loaded machine; a client timeout there
+# would re-send a stored batch that no fault lost. Hangs (HANG_S) outlast a fault test's
+# shorter timeout many times over.
+CLIENT_TIMEOUT_S = 30.0
+HANG_S = 15.0
+
+
 def fast_client(url: str, **kw: Any) -> OpenMeterClient:
-    """Short timeouts and backoffs so fault tests stay bounded."""
+    """Short backoffs so fault tests stay bounded; a timeout sized for a loaded machine."""
     return OpenMeterClient(
         url,
         API_KEY,
-        timeout_s=kw.pop("timeout_s", 0.5),
+        timeout_s=kw.pop("timeout_s", CLIENT_TIMEOUT_S),
         retry=kw.pop("retry", RetryPolicy(max_attempts=6, backoff_base_s=0.01, backoff_cap_s=0.1)),
         breaker=kw.pop(
             "breaker", CircuitBreaker("openmeter-test", failure_threshold=8, reset_timeout_s=0.2)
@@ -94,7 +101,7 @@ def sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[SinkState, str]]:
     """The OpenMeter fake on loopback, and the env pointing the flush at it."""
     from tests.conftest import reset_singletons
 
-    state = SinkState(API_KEY, seed=11, retry_after=1, hang_seconds=1.0)
+    state = SinkState(API_KEY, seed=11, retry_after=1, hang_seconds=HANG_S)
     with BackgroundServer(create_app(state)) as server:
         monkeypatch.setenv("OPENMETER_ENABLED", "true")
         monkeypatch.setenv("OPENMETER_BASE_URL", server.url)

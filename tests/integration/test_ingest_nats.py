@@ -60,7 +60,7 @@ async def _stream_ids(url: str, subject: str) -> list[str]:
     """The event ids of every message the stream holds on ``subject``, in stream order."""
     nc = await nats.connect(url)
     try:
-        js = nc.jetstream()
+        js = nc.jetstream(timeout=30)
         info = await js.stream_info(STREAM_NAME, subjects_filter=subject)
         count = int((info.state.subjects or {}).get(subject, 0))
         if count == 0:
@@ -68,7 +68,7 @@ async def _stream_ids(url: str, subject: str) -> list[str]:
         sub = await js.pull_subscribe(subject, stream=STREAM_NAME)
         ids: list[str] = []
         while len(ids) < count:
-            for msg in await sub.fetch(count - len(ids), timeout=5):
+            for msg in await sub.fetch(count - len(ids), timeout=30):
                 ids.append(json.loads(msg.data)["id"])
                 await msg.ack()
         return ids

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -218,21 +217,20 @@ def test_record_then_fail_stores_the_batch_but_answers_500(sink):
 
 
 def test_hang_exceeds_client_timeout_without_blocking_other_requests(sink):
-    # Given
+    # Given a hang far longer than the client waits (a margin no loaded machine eats up)
     state, client = sink
-    state.script(Fault("hang", seconds=1.5, then="ok"))
+    state.script(Fault("hang", seconds=10, then="ok"))
 
     # When
     with pytest.raises(httpx.TimeoutException):
-        post_batch(client, [cloudevent("slow")], timeout=0.5)
-    started = time.monotonic()
-    health = client.get("/health", timeout=0.5)
-    other = post_batch(client, [cloudevent("fast")], timeout=0.5)
+        post_batch(client, [cloudevent("slow")], timeout=1.0)
+    health = client.get("/health", timeout=30)
+    other = post_batch(client, [cloudevent("fast")], timeout=30)
 
-    # Then
+    # Then the others are served while the first still hangs (it has not stored yet)
     assert health.status_code == 200 and other.status_code == 204
-    assert time.monotonic() - started < 0.5
-    assert state.wait_for_events(2, timeout=3.0)
+    assert [e["id"] for e in state.events()] == ["fast"]
+    assert state.wait_for_events(2, timeout=60)
     assert {e["id"] for e in state.events()} == {"slow", "fast"}
 
 

@@ -62,7 +62,7 @@ class SSEReader:
     async def __aexit__(self, *exc: object) -> None:
         await self._cm.__aexit__(*exc)
 
-    async def next_event(self, timeout: float = 15.0) -> SSEEvent | None:
+    async def next_event(self, timeout: float = 60.0) -> SSEEvent | None:
         """The next event, or None when the server ended the response."""
         return await asyncio.wait_for(self._next(), timeout)
 
@@ -88,7 +88,7 @@ class SSEReader:
                 fields.setdefault(name, []).append(value)
         return None
 
-    async def take(self, count: int, timeout: float = 20.0) -> list[SSEEvent]:
+    async def take(self, count: int, timeout: float = 60.0) -> list[SSEEvent]:
         out: list[SSEEvent] = []
         while len(out) < count:
             event = await self.next_event(timeout)
@@ -122,7 +122,7 @@ async def js_publish(js: Any, tenant_id: str, event: CloudEvent, kind: str = "us
     return int(ack.seq)
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+async def wait_until(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

@@ -170,9 +170,9 @@ async def _read_subject(url: str, subject: str, count: int) -> list[dict[str, An
 
     nc = await nats.connect(url)
     try:
-        js = nc.jetstream()
+        js = nc.jetstream(timeout=30)
         sub = await js.pull_subscribe(subject, durable="lifecycle-test")
-        msgs = await sub.fetch(count, timeout=5)
+        msgs = await sub.fetch(count, timeout=30)
         return [json.loads(m.data) for m in msgs]
     finally:
         await nc.close()

@@ -112,7 +112,7 @@ class MoneyPathModel(RuleBasedStateMachine):
         return OpenMeterClient(
             self.sink_url,
             API_KEY,
-            timeout_s=2.0,
+            timeout_s=30.0,  # a timeout would be a lost answer the model did not plan
             retry=RetryPolicy(max_attempts=attempts, backoff_base_s=0.005, backoff_cap_s=0.02),
             breaker=CircuitBreaker("openmeter-model", failure_threshold=50, reset_timeout_s=0.1),
         )

@@ -36,7 +36,10 @@ THROTTLING_CODES = frozenset(
 
 
 def client() -> DynamoDBClient:
-    """The process-wide low-level DynamoDB client (thread-safe, created once)."""
+    """The process-wide low-level DynamoDB client (thread-safe, created once).
+
+    Timeouts and attempts come from the settings (``DYNAMODB_*``).
+    """
     global _client
     if _client is None:
         with _lock:
@@ -44,13 +47,19 @@ def client() -> DynamoDBClient:
                 import boto3
                 from botocore.config import Config
 
+                from meterbridge.settings import get_settings
+
+                settings = get_settings()
                 _client = boto3.client(
                     "dynamodb",
                     config=Config(
-                        retries={"max_attempts": 4, "mode": "adaptive"},
+                        retries={
+                            "total_max_attempts": settings.dynamodb_max_attempts,
+                            "mode": "adaptive",
+                        },
                         max_pool_connections=50,
-                        connect_timeout=2,
-                        read_timeout=5,
+                        connect_timeout=settings.dynamodb_connect_timeout_s,
+                        read_timeout=settings.dynamodb_read_timeout_s,
                     ),
                 )
     return _client

@@ -66,7 +66,7 @@ class ManagedProcess:
     def command(self) -> list[str]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def start(self, timeout: float = 20.0) -> Self:
+    def start(self, timeout: float = 90.0) -> Self:
         out = self.log_path.open("ab") if self.log_path else self._log
         self.proc = subprocess.Popen(
             self.command(),
@@ -122,7 +122,7 @@ class ManagedProcess:
         except subprocess.TimeoutExpired:
             self.kill()
 
-    def restart(self, timeout: float = 20.0) -> Self:
+    def restart(self, timeout: float = 90.0) -> Self:
         self.stop()
         return self.start(timeout)
 
@@ -131,6 +131,12 @@ class ManagedProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# The DynamoDB client's timeouts towards a local moto server. The product defaults (2 s
+# connect, 5 s read) fit DynamoDB on AWS; a moto server on a loaded 2-core machine can take
+# many seconds over one large call. Set by the local stack, the chaos run and the tests.
+LOCAL_DYNAMODB_ENV = {"DYNAMODB_CONNECT_TIMEOUT_S": "10", "DYNAMODB_READ_TIMEOUT_S": "60"}
 
 
 class MotoServer(ManagedProcess):

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from meterbridge.local.processes import MotoServer, NatsServer
+from meterbridge.local.processes import LOCAL_DYNAMODB_ENV, MotoServer, NatsServer
 
 Say = Callable[[str], None]
 
@@ -80,6 +80,8 @@ class LocalStack:
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+        for var, value in LOCAL_DYNAMODB_ENV.items():
+            os.environ.setdefault(var, value)
         try:
             self._start_dynamodb()
             self._start_nats()
@@ -109,7 +111,9 @@ class LocalStack:
         for lid, name in table_names().items():
             os.environ[TABLE_ENV[lid]] = name
         from meterbridge.dal import dynamo
+        from meterbridge.settings import get_settings
 
+        get_settings.cache_clear()  # the client reads its timeouts from the settings
         dynamo.reset_clients()
         created = ensure_tables()
         self.say(
