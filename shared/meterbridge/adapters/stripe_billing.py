@@ -22,6 +22,11 @@ from meterbridge.settings import Settings
 
 T = TypeVar("T")
 STRIPE_TIMEOUT_S = 10.0
+# Every subscription renews at 00:00:00 UTC on the 1st: its invoice periods are calendar months.
+CALENDAR_MONTH_ANCHOR: dict[str, Any] = {
+    "billing_cycle_anchor_config": {"day_of_month": 1, "hour": 0, "minute": 0, "second": 0},
+    "proration_behavior": "create_prorations",
+}
 
 
 class BillingGateway(Protocol):
@@ -99,6 +104,9 @@ class StripeBilling:
                     "customer": customer_id,
                     "items": [{"price": price_id}],
                     "metadata": {"tenant_id": tenant_id},
+                    # The period rule (docs/billing.md): Stripe's periods are meterbridge's
+                    # calendar months (UTC), the first one prorated.
+                    **CALENDAR_MONTH_ANCHOR,
                 },
                 options={"idempotency_key": idempotency_key},
             ),
