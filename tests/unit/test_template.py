@@ -64,7 +64,7 @@ SECRET_PARAMETERS: dict[str, tuple[str, ...]] = {
 TABLE_ACCESS: dict[str, set[str]] = {
     "UsageApiFunction": {"TenantsTable", "EventsTable", "UsageTable"},
     "TenantAdminFunction": {"TenantsTable", "EventsTable"},
-    "StripeWebhookFunction": {"TenantsTable", "EventsTable", "IdempotencyTable"},
+    "StripeWebhookFunction": {"TenantsTable", "EventsTable", "IdempotencyTable", "UsageTable"},
     "OpenMeterFlushFunction": {"EventsTable", "IdempotencyTable"},
 }
 DYNAMODB_POLICY_TEMPLATES = {

@@ -23,8 +23,9 @@ from meterbridge.settings import Settings
 T = TypeVar("T")
 STRIPE_TIMEOUT_S = 10.0
 # Every subscription renews at 00:00:00 UTC on the 1st: its invoice periods are calendar months.
+ANCHOR_CONFIG = {"day_of_month": 1, "hour": 0, "minute": 0, "second": 0}
 CALENDAR_MONTH_ANCHOR: dict[str, Any] = {
-    "billing_cycle_anchor_config": {"day_of_month": 1, "hour": 0, "minute": 0, "second": 0},
+    "billing_cycle_anchor_config": ANCHOR_CONFIG,
     "proration_behavior": "create_prorations",
 }
 
@@ -106,7 +107,13 @@ class StripeBilling:
                     "metadata": {"tenant_id": tenant_id},
                     # The period rule (docs/billing.md): Stripe's periods are meterbridge's
                     # calendar months (UTC), the first one prorated.
-                    **CALENDAR_MONTH_ANCHOR,
+                    "billing_cycle_anchor_config": {
+                        "day_of_month": ANCHOR_CONFIG["day_of_month"],
+                        "hour": ANCHOR_CONFIG["hour"],
+                        "minute": ANCHOR_CONFIG["minute"],
+                        "second": ANCHOR_CONFIG["second"],
+                    },
+                    "proration_behavior": "create_prorations",
                 },
                 options={"idempotency_key": idempotency_key},
             ),

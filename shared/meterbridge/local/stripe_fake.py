@@ -1689,6 +1689,42 @@ class StripeState:
         with self._lock:
             return copy.deepcopy(self._deliveries)
 
+    def add_draft_invoice(
+        self,
+        customer_id: str,
+        period_start: int,
+        period_end: int,
+        *,
+        billing_reason: str = "subscription_cycle",
+        emit: bool = True,
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """A draft invoice for ``customer_id`` (no subscription lines) and, with ``emit``, its
+        ``invoice.created`` event: for tests that do not run a test clock."""
+        with self._lock:
+            customer = self._customer(customer_id, "customer")
+            invoice = self._new_invoice(
+                customer["id"],
+                "usd",
+                created=period_end,
+                period=(period_start, period_end),
+                billing_reason=billing_reason,
+                subscription=None,
+                lines=[],
+            )
+            event = self.add_event("invoice.created", invoice, created=period_end) if emit else None
+            return copy.deepcopy(invoice), event
+
+    def expire_idempotency_keys(self) -> None:
+        """Forget every stored response, as Stripe does after 24 hours."""
+        with self._lock:
+            self._idempotency_store.clear()
+
+    def finalize_invoice(self, invoice_id: str) -> dict[str, Any]:
+        with self._lock:
+            invoice = self._invoice(invoice_id)
+            self._finalize(invoice)
+            return copy.deepcopy(invoice)
+
     def invoices(self) -> list[dict[str, Any]]:
         with self._lock:
             return copy.deepcopy(list(self._invoices.values()))
