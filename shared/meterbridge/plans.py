@@ -37,6 +37,8 @@ class Plan(BaseModel):
     id: str
     name: str
     base_price_cents: int | None
+    # ISO 4217, lower case as Stripe writes it: the invoice items' currency (docs/billing.md).
+    currency: str = Field("usd", pattern=r"^[a-z]{3}$")
     stripe_price_id: str | None
     hard_limit: bool
     requests_per_minute: int

@@ -3,8 +3,12 @@ stand-in's test clock across the period end, signed webhooks redelivered, the in
 
 from __future__ import annotations
 
+import json
 import threading
 
+from typer.testing import CliRunner
+
+from meterbridge.cli.main import app
 from tests.integration.billing_support import (
     Stack,
     advance,
@@ -85,3 +89,12 @@ def test_the_invoice_carries_each_meters_overage_once_and_late_usage_once_on_the
     assert late["metadata"]["period"] == period and late["metadata"]["meter"] == "queries"
     assert late["description"].startswith(f"Late usage for {period}: ")
     assert len(overage_items(stack, draft["id"])) == 2  # the first invoice was not touched
+
+    # And reconcile reports zero difference for P: every metered cent is on an invoice
+    done = CliRunner().invoke(app, ["billing", "reconcile", "--period", period, "--json"])
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.output)
+    rows = {r["meter"]: r for r in report["rows"] if r["tenant_id"] == tenant.tenant_id}
+    assert rows["api_calls"]["invoiced_cents"] == rows["api_calls"]["metered_cents"] == 10
+    assert rows["queries"]["invoiced_cents"] == rows["queries"]["metered_cents"] == 200
+    assert report["difference_cents"] == 0

@@ -323,6 +323,8 @@ def recorded_fixture(
         retried = admin.post("/admin/deadletters/retry", json={"all": True}, headers=AUTH)
         assert retried.status_code == 200 and retried.json()["retried"], retried.text
         assert admin.delete(f"/admin/tenants/{tid}", headers=AUTH).is_success
+        reconciled = admin.get("/admin/billing/reconcile?period=2026-01", headers=AUTH)
+        assert reconciled.status_code == 200, reconciled.text
 
     # The webhook: a linked tenant's subscription starts, then a payment fails.
     linked, _ = make_tenant(plan="basic")

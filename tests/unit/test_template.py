@@ -63,7 +63,7 @@ SECRET_PARAMETERS: dict[str, tuple[str, ...]] = {
 # The tables each function may touch, and no others.
 TABLE_ACCESS: dict[str, set[str]] = {
     "UsageApiFunction": {"TenantsTable", "EventsTable", "UsageTable"},
-    "TenantAdminFunction": {"TenantsTable", "EventsTable"},
+    "TenantAdminFunction": {"TenantsTable", "EventsTable", "UsageTable"},
     "StripeWebhookFunction": {"TenantsTable", "EventsTable", "IdempotencyTable", "UsageTable"},
     "OpenMeterFlushFunction": {"EventsTable", "IdempotencyTable"},
 }

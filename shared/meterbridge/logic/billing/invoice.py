@@ -160,6 +160,8 @@ def _counted(record: dict[str, Any], stripe: StripeInvoices, settings: Settings)
     if found:
         billing_dal.mark_billed(settings.usage_table, _key(record), found, _now())
         return int(record["amount_cents"])
+    if not record.get("invoice_id"):
+        return 0  # a reconcile --fix that never reached Stripe: nothing was invoiced
     if stripe.invoice(str(record["invoice_id"])).get("status") == "draft":
         return int(record["amount_cents"])  # its own delivery may still complete it
     return 0
@@ -181,7 +183,13 @@ def item_metadata(record: dict[str, Any]) -> dict[str, str]:
 def find_item(record: dict[str, Any], stripe: StripeInvoices) -> str | None:
     """The id of the item this record already made on its invoice, if any."""
     wanted = item_metadata(record)
-    for item in stripe.invoice_items(invoice=str(record["invoice_id"])):
+    # A pending item (reconcile --fix) may have moved onto an invoice since: search the customer.
+    where = (
+        {"invoice": str(record["invoice_id"])}
+        if record.get("invoice_id")
+        else {"customer": str(record["customer_id"])}
+    )
+    for item in stripe.invoice_items(**where):
         metadata = item.get("metadata") or {}
         if all(metadata.get(k) == v for k, v in wanted.items()):
             return str(item["id"])
@@ -204,7 +212,7 @@ def item_params(record: dict[str, Any]) -> dict[str, Any]:
 
 def resume(record: dict[str, Any], stripe: StripeInvoices, settings: Settings) -> str:
     """Make the record's invoice item exist exactly once, then mark the record billed."""
-    item_id = find_item(record, stripe) if record.get("invoice_id") else None
+    item_id = find_item(record, stripe)
     if item_id is None:
         item_id = stripe.create_invoice_item(item_params(record), str(record["idempotency_key"]))
     billing_dal.mark_billed(settings.usage_table, _key(record), item_id, _now())
