@@ -37,6 +37,11 @@ def test_the_invoice_carries_each_meters_overage_once_and_late_usage_once_on_the
     period = current["period"]
     expected = {m["meter"]: m["overage_charge_cents"] for m in current["meters"]}
     assert expected["api_calls"] == 10 and expected["queries"] == 100
+    preview = current["next_invoice"]  # what the tenant is told the invoice will carry
+    assert preview["base_price_cents"] == 9900 and preview["total_cents"] == 9900 + 110
+    assert {line["meter"]: line["amount_cents"] for line in preview["lines"]} == {
+        meter: cents for meter, cents in expected.items() if cents
+    }
     end = period_end(stack, tenant)
     assert utc_month(end - 1) == period and utc_month(end) != period  # Stripe's period is P
 
@@ -69,6 +74,8 @@ def test_the_invoice_carries_each_meters_overage_once_and_late_usage_once_on_the
         assert item["metadata"]["period"] == period
         assert item["metadata"]["meterbridge_tenant"] == tenant.tenant_id
         assert item["amount"] == expected[item["metadata"]["meter"]]
+        [told] = [line for line in preview["lines"] if line["meter"] == item["metadata"]["meter"]]
+        assert item["description"] == told["description"]
     queries = next(i for i in items if i["metadata"]["meter"] == "queries")
     assert queries["description"] == "Queries over 3: 2 \u00d7 $0.50"
     assert paid["total"] == 9900 + 10 + 100

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from meterbridge.logic.usage_query import period_usage
+from meterbridge.models.usage import InvoiceLine, NextInvoice, PeriodUsage
 from meterbridge.plans import Plan, catalog
 from meterbridge.settings import Settings
 
@@ -50,7 +51,10 @@ def currency_of(plan: Plan) -> str:
 
 def overage_lines(tenant_id: str, plan: Plan, period: str, settings: Settings) -> list[OverageLine]:
     """One line per priced meter with a charge above zero for ``period`` (``YYYY-MM``)."""
-    usage = period_usage(tenant_id, plan, period, settings)
+    return lines_of(plan, period_usage(tenant_id, plan, period, settings))
+
+
+def lines_of(plan: Plan, usage: PeriodUsage) -> list[OverageLine]:
     lines = []
     for meter in usage.meters:
         cents = int(meter.overage_charge_cents)
@@ -69,3 +73,15 @@ def overage_lines(tenant_id: str, plan: Plan, period: str, settings: Settings) -
 
 def plan_of(profile: dict[str, object]) -> Plan:
     return catalog().plan(str(profile.get("plan") or "free"))
+
+
+def next_invoice(plan: Plan, usage: PeriodUsage) -> NextInvoice:
+    """``current.next_invoice`` of ``GET /v1/usage``: the base price and the overage lines the
+    invoice closing ``usage``'s period would carry if it closed now."""
+    lines = [
+        InvoiceLine(meter=line.meter, description=line.description, amount_cents=line.amount_cents)
+        for line in lines_of(plan, usage)
+    ]
+    base = plan.base_price_cents
+    total = None if base is None else base + sum(line.amount_cents for line in lines)
+    return NextInvoice(base_price_cents=base, lines=lines, total_cents=total)
