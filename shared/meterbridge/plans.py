@@ -85,7 +85,13 @@ class Catalog(BaseModel):
                 return name
         return "events"
 
-    def plan_for_price(self, price_id: str) -> Plan | None:
+    def plan_for_price(self, price_id: str, lookup_key: str | None = None) -> Plan | None:
+        """The plan of a Stripe price: by its lookup key ``meterbridge_<plan id>`` (synced by
+        ``meterbridge stripe sync-catalog``), else by ``stripe_price_id``."""
+        if lookup_key and lookup_key.startswith("meterbridge_"):
+            found = self.plans.get(lookup_key.removeprefix("meterbridge_"))
+            if found is not None:
+                return found
         for plan in self.plans.values():
             if plan.stripe_price_id and plan.stripe_price_id == price_id:
                 return plan

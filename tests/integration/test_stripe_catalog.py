@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -66,3 +68,34 @@ def test_sync_creates_once_writes_nothing_when_stripe_agrees_and_moves_the_looku
     keyed = [p for p in fake_stripe.state.prices() if p["lookup_key"] == "meterbridge_basic"]
     assert [p["unit_amount"] for p in keyed] == [12900]
     assert len(fake_stripe.state.prices()) == 3
+
+
+admin = test_tenants_helpers.admin
+
+
+def test_provisioning_subscribes_to_the_synced_price_anchored_to_the_calendar_month(
+    aws: dict[str, str], fake_stripe: FakeStripe, admin: Any
+) -> None:
+    # Given the catalogue synced to Stripe
+    sync()
+    basic = next(p for p in fake_stripe.state.prices() if p["lookup_key"] == "meterbridge_basic")
+
+    # When a Basic tenant is provisioned
+    created = admin.post(
+        "/admin/tenants",
+        json=test_tenants_helpers.body(),
+        headers=test_tenants_helpers.idem(),
+    )
+    assert created.status_code == 201, created.text
+
+    # Then its subscription is on the price found by lookup key, renewing on the 1st (UTC)
+    [sub] = fake_stripe.state.subscriptions()
+    assert (
+        sub["items"]["data"][0]["price"]["id"] == basic["id"] != "price_meterbridge_basic_monthly"
+    )
+    end = datetime.fromtimestamp(sub["current_period_end"], UTC)
+    assert (end.day, end.hour, end.minute, end.second) == (1, 0, 0, 0)
+    # And the webhook maps that price back to Basic by its lookup key
+    from meterbridge.plans import catalog
+
+    assert catalog().plan_for_price(basic["id"], basic["lookup_key"]).id == "basic"  # type: ignore[union-attr]

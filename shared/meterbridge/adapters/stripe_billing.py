@@ -47,6 +47,20 @@ class BillingGateway(Protocol):
 
     def cancel_subscription(self, *, subscription_id: str, idempotency_key: str) -> None: ...
 
+    def price_for_lookup_key(self, lookup_key: str) -> str | None: ...
+
+
+def plan_price(gateway: BillingGateway, plan_id: str) -> str | None:
+    """The Stripe price a plan subscribes to: the one holding lookup key ``meterbridge_<plan
+    id>`` (docs/billing.md#prices-in-stripe), else ``plans.json``'s ``stripe_price_id`` for a
+    Stripe account the catalogue was not synced to. None: the plan has no price (free, custom)."""
+    from meterbridge.plans import catalog
+
+    plan = catalog().plan(plan_id)
+    if not plan.base_price_cents:
+        return None
+    return gateway.price_for_lookup_key(f"meterbridge_{plan_id}") or plan.stripe_price_id
+
 
 class StripeBilling:
     """``BillingGateway`` on the real ``stripe`` client (``STRIPE_API_BASE``: e.g. a fake)."""
@@ -138,6 +152,16 @@ class StripeBilling:
                 options={"idempotency_key": idempotency_key},
             ),
         )
+
+    def price_for_lookup_key(self, lookup_key: str) -> str | None:
+        """The active price holding ``lookup_key`` (``meterbridge stripe sync-catalog``)."""
+        page = self._call(
+            "find the plan's price",
+            lambda: self._client.v1.prices.list(
+                params={"lookup_keys": [lookup_key], "active": True, "limit": 1}
+            ),
+        )
+        return str(page.data[0].id) if page.data else None
 
     def cancel_subscription(self, *, subscription_id: str, idempotency_key: str) -> None:
         try:
