@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from meterbridge.errors import UpstreamUnavailable
 from meterbridge.observability import logger
 from meterbridge.settings import Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    import stripe
 
 T = TypeVar("T")
 STRIPE_TIMEOUT_S = 10.0
@@ -50,6 +53,18 @@ class BillingGateway(Protocol):
     def price_for_lookup_key(self, lookup_key: str) -> str | None: ...
 
 
+def stripe_client(api_key: str, api_base: str = "") -> stripe.StripeClient:
+    """A ``stripe.StripeClient`` that never retries on its own (``STRIPE_API_BASE``: a fake)."""
+    import stripe
+
+    return stripe.StripeClient(
+        api_key,
+        base_addresses={"api": api_base} if api_base else None,
+        max_network_retries=0,
+        http_client=stripe.HTTPXClient(timeout=STRIPE_TIMEOUT_S, allow_sync_methods=True),
+    )
+
+
 def plan_price(gateway: BillingGateway, plan_id: str) -> str | None:
     """The Stripe price a plan subscribes to: the one holding lookup key ``meterbridge_<plan
     id>`` (docs/billing.md#prices-in-stripe), else ``plans.json``'s ``stripe_price_id`` for a
@@ -69,12 +84,7 @@ class StripeBilling:
         import stripe
 
         self._stripe = stripe
-        self._client = stripe.StripeClient(
-            api_key,
-            base_addresses={"api": api_base} if api_base else None,
-            max_network_retries=0,
-            http_client=stripe.HTTPXClient(timeout=STRIPE_TIMEOUT_S, allow_sync_methods=True),
-        )
+        self._client = stripe_client(api_key, api_base)
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:

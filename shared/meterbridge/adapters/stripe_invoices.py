@@ -15,7 +15,6 @@ from meterbridge.observability import logger
 from meterbridge.settings import Settings
 
 T = TypeVar("T")
-STRIPE_TIMEOUT_S = 10.0
 PAGE_SIZE = 100
 
 
@@ -23,13 +22,10 @@ class StripeInvoices:
     def __init__(self, api_key: str, api_base: str = "") -> None:
         import stripe
 
+        from meterbridge.adapters.stripe_billing import stripe_client
+
         self._stripe = stripe
-        self._client = stripe.StripeClient(
-            api_key,
-            base_addresses={"api": api_base} if api_base else None,
-            max_network_retries=0,
-            http_client=stripe.HTTPXClient(timeout=STRIPE_TIMEOUT_S, allow_sync_methods=True),
-        )
+        self._client = stripe_client(api_key, api_base)
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:

@@ -887,18 +887,7 @@ class StripeState:
             )
         recurring = params.get("recurring")
         lookup_key = params.get("lookup_key")
-        if lookup_key:
-            holder = next(
-                (p for p in self._prices.values() if p.get("lookup_key") == lookup_key), None
-            )
-            if holder is not None:
-                if not _bool(params.get("transfer_lookup_key", False), "transfer_lookup_key"):
-                    raise StripeError(
-                        400,
-                        f"A price (`{holder['id']}`) already uses that lookup key.",
-                        param="lookup_key",
-                    )
-                holder["lookup_key"] = None
+        self._take_lookup_key(lookup_key, params, None)
         product = params.get("product")
         product_data = params.get("product_data")
         if not product and isinstance(product_data, dict):
@@ -1622,6 +1611,22 @@ class StripeState:
         self._emit("product.updated", product, ctx)
         return copy.deepcopy(product)
 
+    def _take_lookup_key(
+        self, key: str | None, params: dict[str, Any], price: dict[str, Any] | None
+    ) -> None:
+        """Free ``key`` for ``price`` (a new one when None): another price holding it gives it
+        up with ``transfer_lookup_key``, else the request fails as Stripe's does."""
+        holder = next(
+            (p for p in self._prices.values() if key and p.get("lookup_key") == key), None
+        )
+        if holder is None or holder is price:
+            return
+        if not _bool(params.get("transfer_lookup_key", False), "transfer_lookup_key"):
+            raise StripeError(
+                400, f"A price (`{holder['id']}`) already uses that lookup key.", param="lookup_key"
+            )
+        holder["lookup_key"] = None
+
     def _update_price(
         self, price_id: str, *, params: dict[str, Any], ctx: dict[str, Any]
     ) -> dict[str, Any]:
@@ -1636,17 +1641,7 @@ class StripeState:
             price["metadata"] = _merge_metadata(price["metadata"], params["metadata"])
         if "lookup_key" in params:
             key = params["lookup_key"] or None
-            holder = next(
-                (p for p in self._prices.values() if key and p.get("lookup_key") == key), None
-            )
-            if holder is not None and holder is not price:
-                if not _bool(params.get("transfer_lookup_key", False), "transfer_lookup_key"):
-                    raise StripeError(
-                        400,
-                        f"A price (`{holder['id']}`) already uses that lookup key.",
-                        param="lookup_key",
-                    )
-                holder["lookup_key"] = None
+            self._take_lookup_key(key, params, price)
             price["lookup_key"] = key
         self._emit("price.updated", price, ctx)
         return copy.deepcopy(price)
