@@ -334,8 +334,6 @@ class StripeState:
         self._invoices: dict[str, dict[str, Any]] = {}
         self._invoiceitems: dict[str, dict[str, Any]] = {}
         self._test_clocks: dict[str, dict[str, Any]] = {}
-        # Events waiting for delivery to the webhook endpoint, oldest first.
-        self._outbox: list[dict[str, Any]] = []
         self._deliveries: list[dict[str, Any]] = []
 
     def reset(self) -> None:
@@ -458,8 +456,6 @@ class StripeState:
                 "type": type,
             }
             self._events.append(event)
-            if self.webhook_url:
-                self._outbox.append(event)
             return copy.deepcopy(event)
 
     # -- faults --------------------------------------------------------------------------
@@ -1234,12 +1230,14 @@ class StripeState:
             with self._lock:
                 clock = self._test_clocks[clock_id]
                 step = self._next_clock_action(clock_id, target)
+                seen = len(self._events)
                 if step is None:
                     clock["frozen_time"] = target
                 else:
                     clock["frozen_time"] = step[0]
                     step[1]()
-                pending, self._outbox = self._outbox, []
+                # The clock's own events (renewals, invoices) go to the webhook endpoint.
+                pending = copy.deepcopy(self._events[seen:]) if self.webhook_url else []
             for event in pending:
                 self.deliver(event)
             if step is None:
@@ -1652,7 +1650,6 @@ class StripeState:
         """Deliver every later event to ``url``, signed with ``secret`` (None: stop)."""
         with self._lock:
             self.webhook_url, self.webhook_secret = url, secret
-            self._outbox = []
 
     def deliver(self, event: dict[str, Any], attempts: int = 3) -> int:
         """POST ``event`` to the webhook endpoint, signed, as Stripe does; returns the status.
