@@ -186,6 +186,8 @@ class Plan(BaseModel):
     id: str
     name: str
     base_price_cents: int | None
+    # ISO 4217, lower case as Stripe writes it: the invoice items' currency (docs/billing.md).
+    currency: str = Field("usd", pattern=r"^[a-z]{3}$")
     stripe_price_id: str | None
     hard_limit: bool
     requests_per_minute: int
@@ -195,7 +197,6 @@ class Plan(BaseModel):
     limits: dict[str, Quantity]
     overage: dict[str, PriceRule] = Field(default_factory=dict)
     storage_overage_cents_per_gb: int | None = None
-    currency: str = "usd"
 
     def limit(self, meter: str) -> Decimal | None:
         return self.limits.get(meter)
@@ -264,7 +265,13 @@ class Catalog(BaseModel):
             and self.meters[meter].aggregation in HARD_CAPABLE
         )
 
-    def plan_for_price(self, price_id: str) -> Plan | None:
+    def plan_for_price(self, price_id: str, lookup_key: str | None = None) -> Plan | None:
+        """The plan of a Stripe price: by its lookup key ``meterbridge_<plan id>`` (synced by
+        ``meterbridge stripe sync-catalog``), else by ``stripe_price_id``."""
+        if lookup_key and lookup_key.startswith("meterbridge_"):
+            found = self.plans.get(lookup_key.removeprefix("meterbridge_"))
+            if found is not None:
+                return found
         for plan in self.plans.values():
             if plan.stripe_price_id and plan.stripe_price_id == price_id:
                 return plan

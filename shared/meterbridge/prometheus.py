@@ -138,3 +138,11 @@ def observe_flush(result: dict[str, object]) -> None:
         OPENMETER_FLUSH_ERRORS.inc(failed)
     if isinstance(duration, int | float):
         OPENMETER_FLUSH_LATENCY.observe(duration / 1000.0)
+
+
+BILLING_UNBILLED_CENTS = Gauge(
+    "meterbridge_billing_unbilled_cents",
+    "Overage metered but not on any Stripe invoice, per period, at the last reconcile",
+    ["period"],
+    registry=REGISTRY,
+)

@@ -27,9 +27,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from meterbridge.dal import dynamo, tenant_state
+from meterbridge.dal import usage as usage_dal
 from meterbridge.local import lambda_runtime
 from meterbridge.local.tables import load_template
 from meterbridge.logic import auth
+from meterbridge.logic.periods import bounds
 from meterbridge.settings import get_settings
 from tests.conftest import reset_singletons
 from tests.factories import make_tenant
@@ -332,6 +334,8 @@ def recorded_fixture(
         retried = admin.post("/admin/deadletters/retry", json={"all": True}, headers=AUTH)
         assert retried.status_code == 200 and retried.json()["retried"], retried.text
         assert admin.delete(f"/admin/tenants/{tid}", headers=AUTH).is_success
+        reconciled = admin.get("/admin/billing/reconcile?period=2026-01", headers=AUTH)
+        assert reconciled.status_code == 200, reconciled.text
 
     # The webhook: a linked tenant's subscription starts, then a payment fails.
     linked, _ = make_tenant(plan="basic")
@@ -341,6 +345,25 @@ def recorded_fixture(
         for name in ("customer.subscription.created", "invoice.payment_failed"):
             status, outcome = deliver(stripe_event(name, customer=customer))
             assert status == 200 and outcome["outcome"] == "applied", outcome
+    # ... and its cycle invoice closes a period with overage (the billing records).
+    billed, _ = make_tenant(plan="basic")
+    stripe_customer = fake_stripe.state.handle(
+        "POST", "/v1/customers", {"name": billed}, {"authorization": "Bearer sk_test_meterbridge"}
+    )[1]["id"]
+    tenant_state.link_customer(settings.tenants_table, billed, stripe_customer)
+    period_start, period_end = (int(t.timestamp()) for t in bounds("2026-01"))
+    dynamo.update(
+        settings.usage_table,
+        usage_dal.counter_key(billed, "2026-01", "queries", 0),
+        set_="ADD used :n",
+        vals={":n": 1005},
+    )
+    _, created_event = fake_stripe.state.add_draft_invoice(
+        stripe_customer, period_start, period_end
+    )
+    with recorder.acting_as("StripeWebhookFunction"):
+        status, outcome = deliver(created_event)
+        assert status == 200 and outcome["outcome"] == "applied", outcome
     yield recorder
     boto3.DEFAULT_SESSION.events.unregister("before-parameter-build.dynamodb", recorder)
     boto3.DEFAULT_SESSION = None

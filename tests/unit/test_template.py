@@ -63,8 +63,8 @@ SECRET_PARAMETERS: dict[str, tuple[str, ...]] = {
 # The tables each function may touch, and no others.
 TABLE_ACCESS: dict[str, set[str]] = {
     "UsageApiFunction": {"TenantsTable", "EventsTable", "UsageTable"},
-    "TenantAdminFunction": {"TenantsTable", "EventsTable"},
-    "StripeWebhookFunction": {"TenantsTable", "EventsTable", "IdempotencyTable"},
+    "TenantAdminFunction": {"TenantsTable", "EventsTable", "UsageTable"},
+    "StripeWebhookFunction": {"TenantsTable", "EventsTable", "IdempotencyTable", "UsageTable"},
     "OpenMeterFlushFunction": {"EventsTable", "IdempotencyTable"},
 }
 DYNAMODB_POLICY_TEMPLATES = {

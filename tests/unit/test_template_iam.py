@@ -85,6 +85,9 @@ WRITES: dict[str, Needs] = {
         ("EventsTable", "UpdateItem"): {STRIPE_EVENT},
         ("IdempotencyTable", "PutItem"): {WEBHOOK_RECORD},
         ("IdempotencyTable", "DeleteItem"): {WEBHOOK_RECORD},
+        # overage billing records beside the counters (dal/billing.py)
+        ("UsageTable", "PutItem"): {COUNTER},
+        ("UsageTable", "UpdateItem"): {COUNTER},
     },
     "OpenMeterFlushFunction": {
         ("EventsTable", "UpdateItem"): {ANY_EVENT, SEGMENT},
@@ -119,6 +122,13 @@ ATTRIBUTES: dict[tuple[str, str, str], set[str]] = {
         "republish_shard",
     },
     ("StripeWebhookFunction", "EventsTable", "UpdateItem"): {"pk", "sk", "republish_shard"},
+    ("StripeWebhookFunction", "UsageTable", "UpdateItem"): {
+        "pk",
+        "sk",
+        "state",
+        "item_id",
+        "billed_at",
+    },
 }
 FUNCTIONS = sorted(WRITES)
 

@@ -14,14 +14,23 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from meterbridge.errors import UpstreamUnavailable
 from meterbridge.observability import logger
 from meterbridge.settings import Settings
 
+if TYPE_CHECKING:  # pragma: no cover
+    import stripe
+
 T = TypeVar("T")
 STRIPE_TIMEOUT_S = 10.0
+# Every subscription renews at 00:00:00 UTC on the 1st: its invoice periods are calendar months.
+ANCHOR_CONFIG = {"day_of_month": 1, "hour": 0, "minute": 0, "second": 0}
+CALENDAR_MONTH_ANCHOR: dict[str, Any] = {
+    "billing_cycle_anchor_config": ANCHOR_CONFIG,
+    "proration_behavior": "create_prorations",
+}
 
 
 class BillingGateway(Protocol):
@@ -41,6 +50,32 @@ class BillingGateway(Protocol):
 
     def cancel_subscription(self, *, subscription_id: str, idempotency_key: str) -> None: ...
 
+    def price_for_lookup_key(self, lookup_key: str) -> str | None: ...
+
+
+def stripe_client(api_key: str, api_base: str = "") -> stripe.StripeClient:
+    """A ``stripe.StripeClient`` that never retries on its own (``STRIPE_API_BASE``: a fake)."""
+    import stripe
+
+    return stripe.StripeClient(
+        api_key,
+        base_addresses={"api": api_base} if api_base else None,
+        max_network_retries=0,
+        http_client=stripe.HTTPXClient(timeout=STRIPE_TIMEOUT_S, allow_sync_methods=True),
+    )
+
+
+def plan_price(gateway: BillingGateway, plan_id: str) -> str | None:
+    """The Stripe price a plan subscribes to: the one holding lookup key ``meterbridge_<plan
+    id>`` (docs/billing.md#prices-in-stripe), else ``plans.json``'s ``stripe_price_id`` for a
+    Stripe account the catalogue was not synced to. None: the plan has no price (free, custom)."""
+    from meterbridge.plans import catalog
+
+    plan = catalog().plan(plan_id)
+    if not plan.base_price_cents:
+        return None
+    return gateway.price_for_lookup_key(f"meterbridge_{plan_id}") or plan.stripe_price_id
+
 
 class StripeBilling:
     """``BillingGateway`` on the real ``stripe`` client (``STRIPE_API_BASE``: e.g. a fake)."""
@@ -49,12 +84,7 @@ class StripeBilling:
         import stripe
 
         self._stripe = stripe
-        self._client = stripe.StripeClient(
-            api_key,
-            base_addresses={"api": api_base} if api_base else None,
-            max_network_retries=0,
-            http_client=stripe.HTTPXClient(timeout=STRIPE_TIMEOUT_S, allow_sync_methods=True),
-        )
+        self._client = stripe_client(api_key, api_base)
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:
@@ -99,6 +129,15 @@ class StripeBilling:
                     "customer": customer_id,
                     "items": [{"price": price_id}],
                     "metadata": {"tenant_id": tenant_id},
+                    # The period rule (docs/billing.md): Stripe's periods are meterbridge's
+                    # calendar months (UTC), the first one prorated.
+                    "billing_cycle_anchor_config": {
+                        "day_of_month": ANCHOR_CONFIG["day_of_month"],
+                        "hour": ANCHOR_CONFIG["hour"],
+                        "minute": ANCHOR_CONFIG["minute"],
+                        "second": ANCHOR_CONFIG["second"],
+                    },
+                    "proration_behavior": "create_prorations",
                 },
                 options={"idempotency_key": idempotency_key},
             ),
@@ -123,6 +162,16 @@ class StripeBilling:
                 options={"idempotency_key": idempotency_key},
             ),
         )
+
+    def price_for_lookup_key(self, lookup_key: str) -> str | None:
+        """The active price holding ``lookup_key`` (``meterbridge stripe sync-catalog``)."""
+        page = self._call(
+            "find the plan's price",
+            lambda: self._client.v1.prices.list(
+                params={"lookup_keys": [lookup_key], "active": True, "limit": 1}
+            ),
+        )
+        return str(page.data[0].id) if page.data else None
 
     def cancel_subscription(self, *, subscription_id: str, idempotency_key: str) -> None:
         try:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Header, Path, Query, Response
 
-from meterbridge.api import admin_deadletters
+from meterbridge.api import admin_billing, admin_deadletters
 from meterbridge.api.admin_auth import require_admin
 from meterbridge.api.errors import error_responses, install_error_handlers
 from meterbridge.logic import keys as keys_logic
@@ -156,4 +156,5 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(admin_deadletters.router)
+    app.include_router(admin_billing.router)
     return app

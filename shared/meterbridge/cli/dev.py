@@ -162,6 +162,8 @@ def dev(
             f"HTTP       {base}  (/v1/events  /v1/usage  /v1/stream  /admin/...  "
             "/stripe/webhook  /health/live  /health/ready  /metrics)"
         )
+        if stack.connect_stripe_webhook(base):
+            console.print("Webhooks   the Stripe stand-in delivers its events to /stripe/webhook")
         console.print(f"API docs   {base}/docs (Swagger UI)")
         console.print(f"Dashboard  {base}/")
         if admin_auth == "iam":

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from meterbridge.cli import backfill as backfill_cli
+from meterbridge.cli import billing as billing_cli
 from meterbridge.cli import deadletters as deadletters_cli
 from meterbridge.cli import keys as keys_cli
 from meterbridge.cli import openmeter as openmeter_cli
@@ -31,6 +32,7 @@ app.add_typer(tenants_cli.app, name="tenants")
 app.add_typer(keys_cli.app, name="keys")
 app.add_typer(stripe_app, name="stripe")
 app.add_typer(deadletters_cli.app, name="deadletters")
+app.add_typer(billing_cli.billing_app, name="billing")
 app.command()(backfill_cli.backfill)
 app.command(name="status")(status_cmd)
 app.add_typer(openmeter_cli.app, name="openmeter")

@@ -127,3 +127,27 @@ def trigger(
         typer.echo(
             f"{event_type} {event['id']} -> {answer.status_code} {payload.get('outcome', '')}"
         )
+
+
+@stripe_app.command("sync-catalog")
+def sync_catalog(
+    dry_run: bool = typer.Option(False, "--dry-run", help="say what would change; write nothing"),
+) -> None:
+    """Create or update Stripe products and monthly prices for every priced plan (by lookup key
+    meterbridge_<plan id>); writes nothing when Stripe already agrees."""
+    from meterbridge.cli.state import use_local_stack
+    from meterbridge.errors import MeterbridgeError
+
+    use_local_stack()
+    from meterbridge.logic.billing.catalog import sync_catalog as run
+
+    try:
+        changes = run(dry_run=dry_run)
+    except MeterbridgeError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(code=2) from exc
+    verb = "would" if dry_run else "did"
+    for change in changes:
+        typer.echo(f"{change.plan}: {verb} {change.action.replace('_', ' ')} ({change.detail})")
+    if not changes:
+        typer.echo("Stripe agrees with plans.json: nothing to do")

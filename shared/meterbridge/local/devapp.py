@@ -18,7 +18,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from meterbridge.api import admin, admin_deadletters, health, stream, usage
+from meterbridge.api import admin, admin_billing, admin_deadletters, health, stream, usage
 from meterbridge.api.errors import install_error_handlers
 from meterbridge.api.limits import BodyLimit
 from meterbridge.dashboard.routes import include_dashboard
@@ -138,6 +138,7 @@ def create_dev_app(
     app.include_router(usage.router)
     app.include_router(admin.router)
     app.include_router(admin_deadletters.router)
+    app.include_router(admin_billing.router)
     app.include_router(stream.router)
     app.include_router(health.router)
     include_dashboard(app)

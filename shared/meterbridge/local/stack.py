@@ -202,6 +202,16 @@ class LocalStack:
                 " Stripe customer or subscription"
             )
 
+    def connect_stripe_webhook(self, base_url: str) -> str | None:
+        """Have the embedded Stripe stand-in deliver its events (test clocks' invoices among
+        them) to ``base_url``'s ``/stripe/webhook``, signed with the first webhook secret."""
+        if self._stripe_fake is None:
+            return None
+        url = base_url.rstrip("/") + "/stripe/webhook"
+        secret = os.environ.get("STRIPE_WEBHOOK_SECRET", "").split(",")[0].strip()
+        self._stripe_fake.app.state.stripe.set_webhook(url, secret)
+        return url
+
     def _refresh_settings(self) -> None:
         from meterbridge.bus.publisher import reset_publisher
         from meterbridge.settings import get_settings

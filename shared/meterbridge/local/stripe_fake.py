@@ -67,6 +67,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -255,6 +256,32 @@ def _add_months(timestamp: int, months: int) -> int:
     return int(dt.replace(year=year, month=month, day=day).timestamp())
 
 
+def _anchor_after(now: int, config: dict[str, Any]) -> int:
+    """The first instant after ``now`` matching ``billing_cycle_anchor_config`` (UTC), as
+    Stripe computes it: day_of_month (clamped to the month's end), hour, minute, second."""
+    import calendar
+    from datetime import UTC, datetime
+
+    day = _int(config.get("day_of_month"), "billing_cycle_anchor_config[day_of_month]")
+    if not 1 <= day <= 31:
+        raise StripeError(
+            400, "Invalid day_of_month", param="billing_cycle_anchor_config[day_of_month]"
+        )
+    hms = [
+        _int(config.get(f, 0), f"billing_cycle_anchor_config[{f}]")
+        for f in ("hour", "minute", "second")
+    ]
+    dt = datetime.fromtimestamp(now, UTC)
+    year, month = dt.year, dt.month
+    for _ in range(3):
+        last = calendar.monthrange(year, month)[1]
+        candidate = datetime(year, month, min(day, last), hms[0], hms[1], hms[2], tzinfo=UTC)
+        if candidate.timestamp() > now:
+            return int(candidate.timestamp())
+        year, month = year + (month == 12), month % 12 + 1
+    raise AssertionError("unreachable")
+
+
 def _period_end(start: int, recurring: dict[str, Any] | None) -> int:
     interval = (recurring or {}).get("interval", "month")
     count = int((recurring or {}).get("interval_count", 1) or 1)
@@ -293,6 +320,8 @@ class StripeState:
 
     def _reset_locked(self) -> None:
         self._rng = random.Random(self._seed)
+        self.webhook_url: str | None = getattr(self, "webhook_url", None)
+        self.webhook_secret: str | None = getattr(self, "webhook_secret", None)
         self._customers: dict[str, dict[str, Any]] = {}
         self._prices: dict[str, dict[str, Any]] = {}
         self._subscriptions: dict[str, dict[str, Any]] = {}
@@ -301,6 +330,11 @@ class StripeState:
         self._idempotency_store: dict[str, dict[str, Any]] = {}
         self._requests: list[dict[str, Any]] = []
         self._faults: list[Fault] = []
+        self._products: dict[str, dict[str, Any]] = {}
+        self._invoices: dict[str, dict[str, Any]] = {}
+        self._invoiceitems: dict[str, dict[str, Any]] = {}
+        self._test_clocks: dict[str, dict[str, Any]] = {}
+        self._deliveries: list[dict[str, Any]] = []
 
     def reset(self) -> None:
         """Forget every object, event, key, request and fault."""
@@ -312,7 +346,15 @@ class StripeState:
 
     def new_id(self, prefix: str) -> str:
         with self._lock:
-            taken = set(self._customers) | set(self._prices) | set(self._subscriptions)
+            taken = (
+                set(self._customers)
+                | set(self._prices)
+                | set(self._subscriptions)
+                | set(self._products)
+                | set(self._invoices)
+                | set(self._invoiceitems)
+                | set(self._test_clocks)
+            )
             while True:
                 candidate = (
                     prefix + "_" + "".join(self._rng.choice(_ID_ALPHABET) for _ in range(14))
@@ -598,6 +640,20 @@ class StripeState:
             ("POST", "subscriptions", 2): self._update_subscription,
             ("DELETE", "subscriptions", 2): self._cancel_subscription,
             ("GET", "events", 1): self._list_events,
+            ("POST", "products", 1): self._create_product,
+            ("GET", "products", 1): self._list_products,
+            ("GET", "products", 2): self._get_product,
+            ("POST", "products", 2): self._update_product,
+            ("POST", "prices", 2): self._update_price,
+            ("POST", "invoiceitems", 1): self._create_invoiceitem,
+            ("GET", "invoiceitems", 1): self._list_invoiceitems,
+            ("GET", "invoiceitems", 2): self._get_invoiceitem,
+            ("GET", "invoices", 1): self._list_invoices,
+            ("GET", "invoices", 2): self._get_invoice,
+            ("POST", "invoices", 3): self._invoice_action,
+            ("POST", "test_helpers", 2): self._create_test_clock,
+            ("GET", "test_helpers", 3): self._get_test_clock,
+            ("POST", "test_helpers", 4): self._advance_test_clock,
             ("GET", "events", 2): self._get_event,
         }
         handler = routes.get((method, parts[0], len(parts))) if parts else None
@@ -678,6 +734,8 @@ class StripeState:
 
     def _create_customer(self, *, params: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
         now = self._now()
+        if params.get("test_clock"):
+            now = self._clock(params["test_clock"], "test_clock")["frozen_time"]
         customer: dict[str, Any] = {
             "id": self.new_id("cus"),
             "object": "customer",
@@ -703,7 +761,7 @@ class StripeState:
             "preferred_locales": [],
             "shipping": None,
             "tax_exempt": "none",
-            "test_clock": None,
+            "test_clock": self._clock_param(params.get("test_clock")),
         }
         self._customers[customer["id"]] = customer
         self._emit("customer.created", customer, ctx)
@@ -824,13 +882,21 @@ class StripeState:
                 400, "Missing required param: currency.", code="parameter_missing", param="currency"
             )
         recurring = params.get("recurring")
+        lookup_key = params.get("lookup_key")
+        self._take_lookup_key(lookup_key, params, None)
+        product = params.get("product")
+        product_data = params.get("product_data")
+        if not product and isinstance(product_data, dict):
+            product = self._create_product(params=product_data, ctx=ctx)["id"]
+        elif product:
+            self._product(product, "product")
         price = self._make_price(
             self.new_id("price"),
             unit_amount=_int(params.get("unit_amount", 0), "unit_amount"),
             currency=params["currency"],
             recurring=recurring if isinstance(recurring, dict) else None,
-            product=params.get("product"),
-            lookup_key=params.get("lookup_key"),
+            product=product,
+            lookup_key=lookup_key,
             nickname=params.get("nickname"),
             metadata=_merge_metadata({}, params.get("metadata")),
         )
@@ -845,7 +911,17 @@ class StripeState:
         return copy.deepcopy(self._prices[price_id])
 
     def _list_prices(self, *, params: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
-        return self._list(list(reversed(self._prices.values())), params, "/v1/prices")
+        items = list(reversed(self._prices.values()))
+        keys = params.get("lookup_keys")
+        if keys is not None:
+            wanted = set(keys if isinstance(keys, list) else [keys])
+            items = [p for p in items if p.get("lookup_key") in wanted]
+        if "active" in params:
+            active = _bool(params["active"], "active")
+            items = [p for p in items if p["active"] == active]
+        if params.get("product"):
+            items = [p for p in items if p["product"] == params["product"]]
+        return self._list(items, params, "/v1/prices")
 
     # subscriptions
 
@@ -900,16 +976,19 @@ class StripeState:
             raise StripeError(
                 400, "Missing required param: items.", code="parameter_missing", param="items"
             )
-        now = self._now()
+        now = self._customer_now(customer)
         trial_days = params.get("trial_period_days")
         trial_end = now + 86400 * _int(trial_days, "trial_period_days") if trial_days else None
         first_price = self._price(specs[0].get("price", ""), "items[0][price]")
         period_end = trial_end or _period_end(now, first_price.get("recurring"))
+        anchor_config = params.get("billing_cycle_anchor_config")
+        if isinstance(anchor_config, dict) and not trial_end:
+            period_end = _anchor_after(now, anchor_config)
         subscription: dict[str, Any] = {
             "id": self.new_id("sub"),
             "object": "subscription",
             "application": None,
-            "billing_cycle_anchor": period_end if trial_end else now,
+            "billing_cycle_anchor": period_end if trial_end or anchor_config else now,
             "cancel_at": None,
             "cancel_at_period_end": _bool(
                 params.get("cancel_at_period_end", False), "cancel_at_period_end"
@@ -932,7 +1011,7 @@ class StripeState:
             "metadata": _merge_metadata({}, params.get("metadata")),
             "start_date": now,
             "status": "trialing" if trial_end else "active",
-            "test_clock": None,
+            "test_clock": customer.get("test_clock"),
             "trial_end": trial_end,
             "trial_start": now if trial_end else None,
         }
@@ -1069,6 +1148,586 @@ class StripeState:
             }
         self._emit("customer.subscription.deleted", subscription, ctx)
         return copy.deepcopy(subscription)
+
+    # test clocks, products, invoices (issue 15)
+
+    def _clock(self, clock_id: str, param: str = "id") -> dict[str, Any]:
+        clock = self._test_clocks.get(clock_id)
+        if clock is None:
+            raise _missing("test_helpers.test_clock", clock_id, param)
+        return clock
+
+    def _clock_param(self, clock_id: Any) -> str | None:
+        return str(clock_id) if clock_id else None
+
+    def _customer_now(self, customer: dict[str, Any]) -> int:
+        """Now for ``customer``: its test clock's frozen time, else the wall clock."""
+        clock_id = customer.get("test_clock")
+        if clock_id and clock_id in self._test_clocks:
+            return int(self._test_clocks[clock_id]["frozen_time"])
+        return self._now()
+
+    def _create_test_clock(
+        self, kind: str, *, params: dict[str, Any], ctx: dict[str, Any]
+    ) -> dict[str, Any]:
+        if kind != "test_clocks":
+            raise StripeError(404, f"Unrecognized request URL (POST: /v1/test_helpers/{kind}).")
+        if "frozen_time" not in params:
+            raise StripeError(
+                400,
+                "Missing required param: frozen_time.",
+                code="parameter_missing",
+                param="frozen_time",
+            )
+        frozen = _int(params["frozen_time"], "frozen_time")
+        clock: dict[str, Any] = {
+            "id": self.new_id("clock"),
+            "object": "test_helpers.test_clock",
+            "created": self._now(),
+            "deletes_after": self._now() + 30 * 86400,
+            "frozen_time": frozen,
+            "livemode": False,
+            "name": params.get("name"),
+            "status": "ready",
+            "status_details": {},
+        }
+        self._test_clocks[clock["id"]] = clock
+        return copy.deepcopy(clock)
+
+    def _get_test_clock(
+        self, kind: str, clock_id: str, *, params: dict[str, Any], ctx: dict[str, Any]
+    ) -> dict[str, Any]:
+        return copy.deepcopy(self._clock(clock_id))
+
+    def _advance_test_clock(
+        self, kind: str, clock_id: str, action: str, *, params: dict[str, Any], ctx: dict[str, Any]
+    ) -> dict[str, Any]:
+        clock = self._clock(clock_id)
+        if action != "advance":
+            raise StripeError(404, f"Unrecognized request URL (POST: {action}).")
+        target = _int(params.get("frozen_time"), "frozen_time")
+        if clock["status"] != "ready":
+            raise StripeError(
+                400, "The test clock is already advancing.", code="test_clock_advancing"
+            )
+        if target <= clock["frozen_time"]:
+            raise StripeError(
+                400,
+                "The frozen_time must be after the test clock's current frozen_time.",
+                param="frozen_time",
+            )
+        clock["status"] = "advancing"
+        clock["status_details"] = {"advancing": {"target_frozen_time": target}}
+        # As Stripe: the answer says "advancing"; the clock is "ready" once every renewal,
+        # finalization and payment up to the target is done and its webhooks were delivered.
+        threading.Thread(
+            target=self._run_advance, args=(clock_id, target), daemon=True, name="test-clock"
+        ).start()
+        return copy.deepcopy(clock)
+
+    def _run_advance(self, clock_id: str, target: int) -> None:
+        while True:
+            with self._lock:
+                clock = self._test_clocks[clock_id]
+                step = self._next_clock_action(clock_id, target)
+                seen = len(self._events)
+                if step is None:
+                    clock["frozen_time"] = target
+                else:
+                    clock["frozen_time"] = step[0]
+                    step[1]()
+                # The clock's own events (renewals, invoices) go to the webhook endpoint.
+                pending = copy.deepcopy(self._events[seen:]) if self.webhook_url else []
+            for event in pending:
+                self.deliver(event)
+            if step is None:
+                with self._lock:
+                    clock["status"] = "ready"
+                    clock["status_details"] = {}
+                return
+
+    def _next_clock_action(
+        self, clock_id: str, target: int
+    ) -> tuple[int, Callable[[], None]] | None:
+        on_clock = {c for c, v in self._customers.items() if v.get("test_clock") == clock_id}
+        steps: list[tuple[int, Callable[[], None]]] = []
+        for sub in self._subscriptions.values():
+            if (
+                sub["customer"] in on_clock
+                and sub["status"] in ("active", "trialing", "past_due")
+                and sub["current_period_end"] <= target
+            ):
+                steps.append((sub["current_period_end"], partial(self._renew, sub)))
+        for invoice in self._invoices.values():
+            due = invoice["created"] + 3600
+            if (
+                invoice["customer"] in on_clock
+                and invoice["status"] == "draft"
+                and invoice["auto_advance"]
+                and due <= target
+            ):
+                steps.append((due, partial(self._finalize_and_pay, invoice)))
+        return min(steps, key=lambda s: s[0]) if steps else None
+
+    def _clock_time(self, customer_id: str) -> int:
+        return self._customer_now(self._customers[customer_id])
+
+    def _renew(self, sub: dict[str, Any]) -> None:
+        """A subscription crosses its period end: the draft cycle invoice, then the new period."""
+        start, end = sub["current_period_start"], sub["current_period_end"]
+        if sub["cancel_at_period_end"]:
+            sub.update(status="canceled", canceled_at=end, ended_at=end)
+            self.add_event("customer.subscription.deleted", sub, created=end)
+            return
+        first = sub["items"]["data"][0]["price"]
+        new_end = _period_end(end, first.get("recurring"))
+        lines = [
+            {
+                "id": self.new_id("il"),
+                "object": "line_item",
+                "amount": int(item["price"]["unit_amount"] or 0) * int(item["quantity"]),
+                "currency": item["price"]["currency"],
+                "description": f"{item['quantity']} x subscription",
+                "metadata": dict(item["metadata"]),
+                "period": {"start": end, "end": new_end},
+                "parent": {
+                    "type": "subscription_item_details",
+                    "subscription_item_details": {
+                        "subscription": sub["id"],
+                        "subscription_item": item["id"],
+                        "proration": False,
+                    },
+                },
+            }
+            for item in sub["items"]["data"]
+        ]
+        invoice = self._new_invoice(
+            sub["customer"],
+            sub["currency"],
+            created=end,
+            period=(start, end),
+            billing_reason="subscription_cycle",
+            subscription=sub,
+            lines=lines,
+        )
+        for item in self._invoiceitems.values():
+            if item["customer"] == sub["customer"] and item["invoice"] is None:
+                self._attach_item(invoice, item)
+        sub["current_period_start"], sub["current_period_end"] = end, new_end
+        sub["latest_invoice"] = invoice["id"]
+        for item in sub["items"]["data"]:
+            item["current_period_start"], item["current_period_end"] = end, new_end
+        self.add_event("invoice.created", invoice, created=end)
+        self.add_event(
+            "customer.subscription.updated",
+            sub,
+            previous_attributes={"current_period_start": start, "current_period_end": end},
+            created=end,
+        )
+
+    def _new_invoice(
+        self,
+        customer_id: str,
+        currency: str,
+        *,
+        created: int,
+        period: tuple[int, int],
+        billing_reason: str,
+        subscription: dict[str, Any] | None,
+        lines: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        invoice_id = self.new_id("in")
+        for line in lines:
+            line["invoice"] = invoice_id
+        invoice: dict[str, Any] = {
+            "id": invoice_id,
+            "object": "invoice",
+            "amount_due": 0,
+            "amount_paid": 0,
+            "amount_remaining": 0,
+            "auto_advance": True,
+            "billing_reason": billing_reason,
+            "collection_method": "charge_automatically",
+            "created": created,
+            "currency": currency,
+            "customer": customer_id,
+            "effective_at": None,
+            "lines": {
+                "object": "list",
+                "data": lines,
+                "has_more": False,
+                "total_count": len(lines),
+                "url": f"/v1/invoices/{invoice_id}/lines",
+            },
+            "livemode": False,
+            "metadata": {},
+            "number": None,
+            "parent": (
+                {
+                    "type": "subscription_details",
+                    "quote_details": None,
+                    "subscription_details": {
+                        "subscription": subscription["id"],
+                        "metadata": dict(subscription["metadata"]),
+                    },
+                }
+                if subscription
+                else None
+            ),
+            "period_start": period[0],
+            "period_end": period[1],
+            "status": "draft",
+            "status_transitions": {"finalized_at": None, "paid_at": None, "voided_at": None},
+            "subtotal": 0,
+            "test_clock": self._customers[customer_id].get("test_clock"),
+            "total": 0,
+        }
+        self._invoices[invoice_id] = invoice
+        self._total(invoice)
+        return invoice
+
+    @staticmethod
+    def _total(invoice: dict[str, Any]) -> None:
+        total = sum(int(line["amount"]) for line in invoice["lines"]["data"])
+        invoice["lines"]["total_count"] = len(invoice["lines"]["data"])
+        paid = invoice["status"] == "paid"
+        invoice.update(
+            subtotal=total,
+            total=total,
+            amount_due=total,
+            amount_paid=total if paid else 0,
+            amount_remaining=0 if paid else total,
+        )
+
+    def _attach_item(self, invoice: dict[str, Any], item: dict[str, Any]) -> None:
+        item["invoice"] = invoice["id"]
+        invoice["lines"]["data"].append(
+            {
+                "id": self.new_id("il"),
+                "object": "line_item",
+                "amount": item["amount"],
+                "currency": item["currency"],
+                "description": item["description"],
+                "invoice": invoice["id"],
+                "metadata": dict(item["metadata"]),
+                "period": dict(item["period"]),
+                "parent": {
+                    "type": "invoice_item_details",
+                    "invoice_item_details": {"invoice_item": item["id"], "proration": False},
+                },
+            }
+        )
+        self._total(invoice)
+
+    def _finalize(self, invoice: dict[str, Any]) -> None:
+        if invoice["status"] != "draft":
+            raise StripeError(
+                400,
+                f"This invoice is already finalized, you can't re-finalize a non-draft invoice "
+                f"({invoice['id']}).",
+                code="invoice_not_editable",
+            )
+        now = self._clock_time(invoice["customer"])
+        invoice["status"] = "open"
+        invoice["number"] = f"MB-{len([i for i in self._invoices.values() if i['number']]) + 1:04d}"
+        invoice["effective_at"] = now
+        invoice["status_transitions"]["finalized_at"] = now
+        self._total(invoice)
+        self.add_event("invoice.finalized", invoice, created=now)
+
+    def _pay(self, invoice: dict[str, Any]) -> None:
+        if invoice["status"] == "draft":
+            self._finalize(invoice)
+        if invoice["status"] != "open":
+            raise StripeError(400, "Invoice is already paid", code="invoice_already_paid")
+        now = self._clock_time(invoice["customer"])
+        invoice["status"] = "paid"
+        invoice["status_transitions"]["paid_at"] = now
+        self._total(invoice)
+        self.add_event("invoice.paid", invoice, created=now)
+
+    def _finalize_and_pay(self, invoice: dict[str, Any]) -> None:
+        self._finalize(invoice)
+        self._pay(invoice)
+
+    def _invoice(self, invoice_id: str, param: str = "id") -> dict[str, Any]:
+        invoice = self._invoices.get(invoice_id)
+        if invoice is None:
+            raise _missing("invoice", invoice_id, param)
+        return invoice
+
+    def _get_invoice(
+        self, invoice_id: str, *, params: dict[str, Any], ctx: dict[str, Any]
+    ) -> dict[str, Any]:
+        return copy.deepcopy(self._invoice(invoice_id))
+
+    def _list_invoices(self, *, params: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+        items = list(reversed(self._invoices.values()))
+        for field in ("customer", "status"):
+            if params.get(field):
+                items = [i for i in items if i[field] == params[field]]
+        if params.get("subscription"):
+            items = [
+                i
+                for i in items
+                if (i["parent"] or {}).get("subscription_details", {}).get("subscription")
+                == params["subscription"]
+            ]
+        return self._list(items, params, "/v1/invoices")
+
+    def _invoice_action(
+        self, invoice_id: str, action: str, *, params: dict[str, Any], ctx: dict[str, Any]
+    ) -> dict[str, Any]:
+        invoice = self._invoice(invoice_id)
+        if action == "finalize":
+            self._finalize(invoice)
+        elif action == "pay":
+            self._pay(invoice)
+        else:
+            raise StripeError(404, f"Unrecognized request URL (POST: {action}).")
+        return copy.deepcopy(invoice)
+
+    def _create_invoiceitem(self, *, params: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+        if not params.get("customer"):
+            raise StripeError(
+                400, "Missing required param: customer.", code="parameter_missing", param="customer"
+            )
+        customer = self._customer(params["customer"], "customer")
+        invoice = None
+        if params.get("invoice"):
+            invoice = self._invoice(params["invoice"], "invoice")
+            if invoice["customer"] != customer["id"]:
+                raise StripeError(400, "The invoice belongs to another customer.", param="invoice")
+            if invoice["status"] != "draft":
+                raise StripeError(
+                    400,
+                    "You can only add invoice items to draft invoices.",
+                    code="invoice_not_editable",
+                    param="invoice",
+                )
+        if "amount" not in params:
+            raise StripeError(
+                400, "Missing required param: amount.", code="parameter_missing", param="amount"
+            )
+        now = self._customer_now(customer)
+        raw_period = params.get("period")
+        period: dict[str, Any] = raw_period if isinstance(raw_period, dict) else {}
+        item: dict[str, Any] = {
+            "id": self.new_id("ii"),
+            "object": "invoiceitem",
+            "amount": _int(params["amount"], "amount"),
+            "currency": params.get("currency") or (invoice or {}).get("currency") or "usd",
+            "customer": customer["id"],
+            "date": now,
+            "description": params.get("description"),
+            "discountable": True,
+            "invoice": None,
+            "livemode": False,
+            "metadata": _merge_metadata({}, params.get("metadata")),
+            "period": {
+                "start": _int(period.get("start", now), "period[start]"),
+                "end": _int(period.get("end", now), "period[end]"),
+            },
+            "proration": False,
+            "quantity": 1,
+            "test_clock": customer.get("test_clock"),
+        }
+        self._invoiceitems[item["id"]] = item
+        if invoice is not None:
+            self._attach_item(invoice, item)
+        self._emit("invoiceitem.created", item, ctx)
+        return copy.deepcopy(item)
+
+    def _get_invoiceitem(
+        self, item_id: str, *, params: dict[str, Any], ctx: dict[str, Any]
+    ) -> dict[str, Any]:
+        item = self._invoiceitems.get(item_id)
+        if item is None:
+            raise _missing("invoiceitem", item_id)
+        return copy.deepcopy(item)
+
+    def _list_invoiceitems(self, *, params: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+        items = list(reversed(self._invoiceitems.values()))
+        for field in ("customer", "invoice"):
+            if params.get(field):
+                items = [i for i in items if i[field] == params[field]]
+        if "pending" in params and _bool(params["pending"], "pending"):
+            items = [i for i in items if i["invoice"] is None]
+        return self._list(items, params, "/v1/invoiceitems")
+
+    def _product(self, product_id: str, param: str = "id") -> dict[str, Any]:
+        product = self._products.get(product_id)
+        if product is None:
+            raise _missing("product", product_id, param)
+        return product
+
+    def _create_product(self, *, params: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+        if not params.get("name"):
+            raise StripeError(
+                400, "Missing required param: name.", code="parameter_missing", param="name"
+            )
+        product_id = params.get("id") or self.new_id("prod")
+        if product_id in self._products:
+            raise StripeError(
+                400, f"Product already exists: '{product_id}'", code="resource_already_exists"
+            )
+        product = {
+            "id": product_id,
+            "object": "product",
+            "active": True,
+            "created": self._now(),
+            "description": params.get("description"),
+            "livemode": False,
+            "metadata": _merge_metadata({}, params.get("metadata")),
+            "name": params["name"],
+            "updated": self._now(),
+        }
+        self._products[product_id] = product
+        self._emit("product.created", product, ctx)
+        return copy.deepcopy(product)
+
+    def _get_product(
+        self, product_id: str, *, params: dict[str, Any], ctx: dict[str, Any]
+    ) -> dict[str, Any]:
+        return copy.deepcopy(self._product(product_id))
+
+    def _list_products(self, *, params: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+        return self._list(list(reversed(self._products.values())), params, "/v1/products")
+
+    def _update_product(
+        self, product_id: str, *, params: dict[str, Any], ctx: dict[str, Any]
+    ) -> dict[str, Any]:
+        product = self._product(product_id)
+        for field in ("name", "description"):
+            if field in params:
+                product[field] = params[field]
+        if "active" in params:
+            product["active"] = _bool(params["active"], "active")
+        if "metadata" in params:
+            product["metadata"] = _merge_metadata(product["metadata"], params["metadata"])
+        product["updated"] = self._now()
+        self._emit("product.updated", product, ctx)
+        return copy.deepcopy(product)
+
+    def _take_lookup_key(
+        self, key: str | None, params: dict[str, Any], price: dict[str, Any] | None
+    ) -> None:
+        """Free ``key`` for ``price`` (a new one when None): another price holding it gives it
+        up with ``transfer_lookup_key``, else the request fails as Stripe's does."""
+        holder = next(
+            (p for p in self._prices.values() if key and p.get("lookup_key") == key), None
+        )
+        if holder is None or holder is price:
+            return
+        if not _bool(params.get("transfer_lookup_key", False), "transfer_lookup_key"):
+            raise StripeError(
+                400, f"A price (`{holder['id']}`) already uses that lookup key.", param="lookup_key"
+            )
+        holder["lookup_key"] = None
+
+    def _update_price(
+        self, price_id: str, *, params: dict[str, Any], ctx: dict[str, Any]
+    ) -> dict[str, Any]:
+        if price_id not in self._prices:
+            raise _missing("price", price_id)
+        price = self._prices[price_id]
+        if "active" in params:
+            price["active"] = _bool(params["active"], "active")
+        if "nickname" in params:
+            price["nickname"] = params["nickname"] or None
+        if "metadata" in params:
+            price["metadata"] = _merge_metadata(price["metadata"], params["metadata"])
+        if "lookup_key" in params:
+            key = params["lookup_key"] or None
+            self._take_lookup_key(key, params, price)
+            price["lookup_key"] = key
+        self._emit("price.updated", price, ctx)
+        return copy.deepcopy(price)
+
+    # webhook delivery
+
+    def set_webhook(self, url: str | None, secret: str | None) -> None:
+        """Deliver every later event to ``url``, signed with ``secret`` (None: stop)."""
+        with self._lock:
+            self.webhook_url, self.webhook_secret = url, secret
+
+    def deliver(self, event: dict[str, Any], attempts: int = 3) -> int:
+        """POST ``event`` to the webhook endpoint, signed, as Stripe does; returns the status.
+
+        Non-2xx answers are retried (``attempts`` in all) after a short pause; every attempt is
+        recorded in ``deliveries()``."""
+        import httpx
+
+        url, secret = self.webhook_url, self.webhook_secret
+        if not url or not secret:
+            raise RuntimeError("no webhook endpoint configured (set_webhook)")
+        status = 0
+        for attempt in range(attempts):
+            body, headers = webhook_request(event, secret)
+            try:
+                status = httpx.post(url, content=body, headers=headers, timeout=30.0).status_code
+            except httpx.HTTPError:
+                status = 0
+            with self._lock:
+                self._deliveries.append(
+                    {"event": event["id"], "type": event["type"], "status": status}
+                )
+            if 200 <= status < 300:
+                break
+            time.sleep(0.2 * (attempt + 1))
+        return status
+
+    def deliveries(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self._deliveries)
+
+    def add_draft_invoice(
+        self,
+        customer_id: str,
+        period_start: int,
+        period_end: int,
+        *,
+        billing_reason: str = "subscription_cycle",
+        emit: bool = True,
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """A draft invoice for ``customer_id`` (no subscription lines) and, with ``emit``, its
+        ``invoice.created`` event: for tests that do not run a test clock."""
+        with self._lock:
+            customer = self._customer(customer_id, "customer")
+            invoice = self._new_invoice(
+                customer["id"],
+                "usd",
+                created=period_end,
+                period=(period_start, period_end),
+                billing_reason=billing_reason,
+                subscription=None,
+                lines=[],
+            )
+            event = self.add_event("invoice.created", invoice, created=period_end) if emit else None
+            return copy.deepcopy(invoice), event
+
+    def expire_idempotency_keys(self) -> None:
+        """Forget every stored response, as Stripe does after 24 hours."""
+        with self._lock:
+            self._idempotency_store.clear()
+
+    def finalize_invoice(self, invoice_id: str) -> dict[str, Any]:
+        with self._lock:
+            invoice = self._invoice(invoice_id)
+            self._finalize(invoice)
+            return copy.deepcopy(invoice)
+
+    def invoices(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(list(self._invoices.values()))
+
+    def invoiceitems(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(list(self._invoiceitems.values()))
+
+    def products(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(list(self._products.values()))
 
     # events
 
@@ -1207,7 +1866,22 @@ def create_app(state: StripeState | None = None) -> FastAPI:
             "prices": fake.prices(),
             "subscriptions": fake.subscriptions(),
             "events": fake.events(),
+            "products": fake.products(),
+            "invoices": fake.invoices(),
+            "invoiceitems": fake.invoiceitems(),
+            "deliveries": fake.deliveries(),
         }
+
+    @app.post("/_control/webhook")
+    async def post_webhook(request: Request) -> Response:
+        spec = json.loads(await request.body() or b"{}")
+        if not isinstance(spec, dict):
+            return JSONResponse(
+                {"error": {"type": "invalid_request_error", "message": "body must be an object"}},
+                status_code=400,
+            )
+        fake.set_webhook(spec.get("url"), spec.get("secret"))
+        return JSONResponse({"url": spec.get("url")})
 
     @app.get("/_control/idempotency_keys")
     async def get_keys() -> dict[str, Any]:

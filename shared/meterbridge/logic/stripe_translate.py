@@ -159,13 +159,23 @@ def _invoice_price(invoice: dict[str, Any]) -> str | None:
     return None
 
 
-def plan_for(price_id: str | None, status: str | None, ended: bool) -> str | None:
+def _subscription_lookup_key(subscription: dict[str, Any]) -> str | None:
+    for item in (subscription.get("items") or {}).get("data") or []:
+        price = item.get("price")
+        if isinstance(price, dict) and isinstance(price.get("lookup_key"), str):
+            return str(price["lookup_key"])
+    return None
+
+
+def plan_for(
+    price_id: str | None, status: str | None, ended: bool, lookup_key: str | None = None
+) -> str | None:
     """The tenant plan a subscription state gives, or None to leave the plan unchanged."""
     if ended or status in ENDED_STATUSES:
         return FREE_PLAN
     if status not in PLAN_STATUSES or not price_id:
         return None
-    plan = catalog().plan_for_price(price_id)
+    plan = catalog().plan_for_price(price_id, lookup_key)
     return plan.id if plan else None
 
 
@@ -219,7 +229,7 @@ def _subscription(event: StripeEvent, obj: dict[str, Any], base: dict[str, Any])
     status = obj.get("status")
     ended = event.type == "customer.subscription.deleted"
     price_id = _subscription_price(obj)
-    plan = plan_for(price_id, status, ended)
+    plan = plan_for(price_id, status, ended, _subscription_lookup_key(obj))
     terminal = ended or status in ENDED_STATUSES
     previous = event.data.previous_attributes or {}
     return BillingChange(

@@ -553,6 +553,31 @@ def _publish(cloud_event: CloudEvent, tenant_id: str, settings: Settings) -> Non
         outbox.mark_published(settings.events_table, cloud_event.source, cloud_event.id)
 
 
+# -- overage on the cycle invoice (docs/billing.md) ------------------------------------------
+
+# Not translations (no tenant state changes): the invoice gets its overage lines.
+BILLING_TYPES = frozenset({"invoice.created"})
+
+
+def bill_invoice(event: StripeEvent, settings: Settings) -> WebhookResult:
+    """``invoice.created``: add the period's overage items, exactly once; a Stripe failure
+    raises ``UpstreamUnavailable`` (502) so Stripe delivers the event again."""
+    from meterbridge.logic.billing.invoice import on_invoice_created
+
+    billed = on_invoice_created(event.data.object, settings)
+    outcome: Outcome = "applied" if billed.outcome == "applied" else "ignored"
+    if billed.outcome == "unmatched":
+        outcome = "unmatched"
+    return WebhookResult(
+        outcome=outcome,
+        event_id=event.id,
+        event_type=event.type,
+        tenant_id=billed.tenant_id,
+        billing_type="invoice.overage" if billed.outcome == "applied" else None,
+        **_api_versions(event),
+    )
+
+
 # -- the HTTP surface ----------------------------------------------------------------------
 
 
@@ -577,7 +602,10 @@ def handle(raw_body: bytes, headers: Mapping[str, str]) -> tuple[int, dict[str, 
         raise
     payload = load_body(raw_body)
     reason = unhandled(payload)
-    if reason is None:
+    if payload.get("object") == "event" and payload.get("type") in BILLING_TYPES:
+        reason = None
+        result = bill_invoice(parse_event(payload), settings)
+    elif reason is None:
         result = process(parse_event(payload), settings)
     else:
         result = WebhookResult(

@@ -244,8 +244,7 @@ def _stripe_steps(
     rec: dict[str, Any], req: TenantCreate, owner: str, settings: Settings
 ) -> dict[str, Any]:
     """Customer, then subscription (if the plan has a Stripe price); each recorded when done."""
-    from meterbridge.adapters.stripe_billing import get_gateway
-    from meterbridge.plans import catalog
+    from meterbridge.adapters.stripe_billing import get_gateway, plan_price
 
     tenant_id, idem = rec["tenant_id"], rec["idempotency_key"]
     gateway = get_gateway(settings)
@@ -264,8 +263,8 @@ def _stripe_steps(
         tenants_dal.put_customer_map(table, customer_id, tenant_id)
         _record_step(settings, idem, owner, {"stripe_customer_id": customer_id})
     result: dict[str, Any] = {"stripe": "ok", "stripe_customer_id": customer_id}
-    price = catalog().plan(req.plan).stripe_price_id
     subscription_id = rec.get("stripe_subscription_id")
+    price = None if subscription_id else plan_price(gateway, req.plan)
     if price and not subscription_id:
         subscription_id = gateway.create_subscription(
             tenant_id=tenant_id,
@@ -576,14 +575,13 @@ def update_sync(
 
 def _move_subscription(tenant: Tenant, plan_id: str, settings: Settings) -> str | None:
     """The subscription id after moving to ``plan_id`` (None: no subscription)."""
-    from meterbridge.adapters.stripe_billing import get_gateway
-    from meterbridge.plans import catalog
+    from meterbridge.adapters.stripe_billing import get_gateway, plan_price
 
     gateway = get_gateway(settings)
     current = tenant.stripe_subscription_id
     if gateway is None or not tenant.stripe_customer_id:
         return current
-    price = catalog().plan(plan_id).stripe_price_id
+    price = plan_price(gateway, plan_id)
     step = f"{tenant.tenant_id}-v{tenant.version + 1}"
     if current and price:
         gateway.change_price(

@@ -124,8 +124,11 @@ def usage_report(
         for period in month_range(first or last or current, last or current):
             if since is None or period >= since:
                 periods.append(period_usage(tenant_id, plan, period, settings))
+    from meterbridge.logic.billing.overage import next_invoice
+
+    now_usage = period_usage(tenant_id, plan, current, settings, group_by)
     return UsageReport(
         tenant_id=tenant_id,
-        current=period_usage(tenant_id, plan, current, settings, group_by),
+        current=now_usage.model_copy(update={"next_invoice": next_invoice(plan, now_usage)}),
         periods=periods,
     )

@@ -142,6 +142,20 @@ class MeterUsage(BaseModel):
     )
 
 
+class InvoiceLine(BaseModel):
+    meter: str
+    description: str
+    amount_cents: int
+
+
+class NextInvoice(BaseModel):
+    """What the invoice closing this period will carry (docs/billing.md)."""
+
+    base_price_cents: int | None
+    lines: list[InvoiceLine]
+    total_cents: int | None = Field(description="Base price plus lines; null for custom plans")
+
+
 class PeriodUsage(BaseModel):
     period: str = Field(description="Billing period, YYYY-MM (calendar month, UTC)")
     start: datetime
@@ -153,6 +167,8 @@ class PeriodUsage(BaseModel):
     estimated_charge_cents: int | None = Field(
         description="Base price plus overage; null for custom-priced plans"
     )
+    # The current period only (billing's overage lines, priced as above).
+    next_invoice: NextInvoice | None = None
 
 
 class UsageReport(BaseModel):

@@ -1,0 +1,132 @@
+"""Invoices, invoice items and the price catalogue, through the real ``stripe`` client.
+
+No retries in the client (``max_network_retries=0``): a failed call fails the webhook with a
+5xx and Stripe's redelivery retries the whole step under the same idempotency key. Stripe
+errors become ``UpstreamUnavailable`` (502); their messages never carry the API key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from meterbridge.errors import UpstreamUnavailable
+from meterbridge.observability import logger
+from meterbridge.settings import Settings
+
+T = TypeVar("T")
+PAGE_SIZE = 100
+
+
+class StripeInvoices:
+    def __init__(self, api_key: str, api_base: str = "") -> None:
+        import stripe
+
+        from meterbridge.adapters.stripe_billing import stripe_client
+
+        self._stripe = stripe
+        self._client = stripe_client(api_key, api_base)
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except self._stripe.StripeError as exc:
+            status = getattr(exc, "http_status", None)
+            code = getattr(exc, "code", None)
+            logger.warning(
+                "stripe call failed",
+                extra={"stripe_call": what, "http_status": status, "stripe_code": code},
+            )
+            raise UpstreamUnavailable(
+                f"Stripe failed to {what}; retry later",
+                details={"stripe_status": status, "stripe_code": code},
+                headers={"Retry-After": "5"},
+            ) from exc
+
+    def invoice(self, invoice_id: str) -> dict[str, Any]:
+        found = self._call(
+            "read the invoice", lambda: self._client.v1.invoices.retrieve(invoice_id)
+        )
+        return found.to_dict()
+
+    def invoice_items(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Invoice items by ``invoice=``, ``customer=`` or ``pending=``, every page."""
+
+        def first() -> Any:
+            return self._client.v1.invoice_items.list(params={"limit": PAGE_SIZE, **filters})  # type: ignore[arg-type]
+
+        page = self._call("list invoice items", first)
+        try:
+            for item in page.auto_paging_iter():
+                yield item.to_dict()
+        except self._stripe.StripeError as exc:
+            raise UpstreamUnavailable("Stripe failed to list invoice items; retry later") from exc
+
+    def create_invoice_item(self, params: dict[str, Any], idempotency_key: str) -> str:
+        item = self._call(
+            "add the invoice item",
+            lambda: self._client.v1.invoice_items.create(
+                params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": idempotency_key},
+            ),
+        )
+        return str(item.id)
+
+    # the catalogue (meterbridge stripe sync-catalog)
+
+    def prices_by_lookup_key(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        page = self._call(
+            "list prices",
+            lambda: self._client.v1.prices.list(
+                params={"lookup_keys": keys, "limit": PAGE_SIZE}  # type: ignore[typeddict-item]
+            ),
+        )
+        return {str(p.lookup_key): p.to_dict() for p in page.data if p.lookup_key}
+
+    def product(self, product_id: str) -> dict[str, Any] | None:
+        try:
+            return self._client.v1.products.retrieve(product_id).to_dict()
+        except self._stripe.InvalidRequestError:
+            return None
+        except self._stripe.StripeError as exc:
+            raise UpstreamUnavailable("Stripe failed to read the product") from exc
+
+    def create_product(self, params: dict[str, Any], idempotency_key: str) -> str:
+        product = self._call(
+            "create the product",
+            lambda: self._client.v1.products.create(
+                params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": idempotency_key},
+            ),
+        )
+        return str(product.id)
+
+    def update_product(self, product_id: str, params: dict[str, Any]) -> None:
+        self._call(
+            "update the product",
+            lambda: self._client.v1.products.update(product_id, params=params),  # type: ignore[arg-type]
+        )
+
+    def create_price(self, params: dict[str, Any], idempotency_key: str) -> str:
+        price = self._call(
+            "create the price",
+            lambda: self._client.v1.prices.create(
+                params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": idempotency_key},
+            ),
+        )
+        return str(price.id)
+
+
+_clients: dict[tuple[str, str], StripeInvoices] = {}
+
+
+def get_invoices(settings: Settings) -> StripeInvoices | None:
+    """The client, or None when ``STRIPE_API_KEY`` is empty (billing is skipped)."""
+    if not settings.stripe_api_key:
+        return None
+    ident = (settings.stripe_api_key, settings.stripe_api_base)
+    if ident not in _clients:
+        _clients.clear()
+        _clients[ident] = StripeInvoices(*ident)
+    return _clients[ident]
