@@ -191,6 +191,11 @@ class Stack:
                 str(app_port),
                 "--flush-interval",
                 "3600",
+                # No Stripe behind provisioning (no STRIPE_API_KEY): the tenants start unlinked
+                # and the scenarios' signed events link them to their customers, which is what
+                # the run's ordering and redelivery faults are about.
+                "--stripe",
+                "real",
             ],
             env,
             self.workdir / "app.log",
