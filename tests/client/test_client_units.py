@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -67,26 +68,43 @@ def test_ids_are_uuid7_strictly_increasing_and_carry_the_record_time() -> None:
 
 def test_record_fixes_id_and_time_and_refuses_what_cannot_be_sent() -> None:
     server = Server(accept)
-    client = server.client(flush_interval=60)
-    # When events are recorded, one with the caller's own id
-    mine = client.record("api.call", {"n": 1}, id="my-id-1", subject="cust-1")
+    rejected: list[RejectedEvent] = []
+    client = server.client(flush_interval=60, on_rejected=rejected.append)
+    # When events are recorded, one with the caller's own id, and the caller then reuses its dict
+    data = {"n": 1}
+    mine = client.record("api.call", data, id="my-id-1", subject="cust-1")
+    data["n"] = 2
     auto = client.record("api.call")
     assert client.flush(timeout=WAIT_S)
-    # Then they are sent as recorded, with a time zone
+    # Then they are sent as recorded (not as mutated after the call), with a time zone
     sent = {e["id"]: e for e in server.batches[0]}
     assert (
         mine == "my-id-1" and sent[mine]["subject"] == "cust-1" and sent[mine]["data"] == {"n": 1}
     )
     assert sent[auto]["time"].endswith("Z") and "data" not in sent[auto]
-    # And events that can never be sent raise at once, and change nothing
+    # And arguments of the wrong shape raise at once, and change nothing
     with pytest.raises(ValueError):
         client.record("")
-    with pytest.raises(ValueError):
-        client.record("api.call", {"blob": "x" * 70_000})
     with pytest.raises(TypeError):
-        client.record("api.call", {"not json": object()})
-    client.close()
+        client.record("api.call", ["not", "a", "dict"])  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        client.record("api.call", time=datetime(2026, 1, 1))
     assert client.stats().recorded == 2
+    # And events the sender cannot encode (too large, not JSON) are refused and reported, with
+    # their ids, never sent; the good event recorded between them is delivered
+    big = client.record("api.call", {"blob": "x" * 70_000})
+    good = client.record("api.call", {"n": 3})
+    odd = client.record("api.call", {"not json": object()})
+    assert client.flush(timeout=WAIT_S)
+    client.close()
+    assert [(r.event["id"], r.status, r.code) for r in rejected] == [
+        (big, 0, "unencodable"),
+        (odd, 0, "unencodable"),
+    ]
+    assert "65536" in rejected[0].message and "not JSON" in rejected[1].message
+    assert server.ids() == [mine, auto, good]
+    stats = client.stats()
+    assert (stats.recorded, stats.sent, stats.rejected, stats.buffered) == (5, 3, 2, 0)
 
 
 def test_a_batch_goes_out_at_the_count_at_the_byte_size_and_at_the_interval() -> None:
