@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 import uuid
@@ -338,3 +339,47 @@ def test_on_rejected_may_record_an_event_of_its_own() -> None:
     # Then the callback's event went out too (no deadlock on the client's lock)
     notes = [e for b in server.batches for e in b if e["type"] == "client.rejected"]
     assert [e["data"]["id"] for e in notes] == [bad]
+
+
+def test_a_tight_loop_from_four_threads_is_delivered_whole_within_the_bound() -> None:
+    # Given a small buffer (2,000 events) and a blocking policy with room to wait
+    server = Server(accept)
+    client = server.client(max_buffer_events=2000, on_full="block", block_timeout=WAIT_S)
+    ids: list[str] = []
+
+    def burst() -> None:
+        mine = [client.record("api.call", {"i": i}) for i in range(5000)]
+        with server.lock:
+            ids.extend(mine)
+
+    # When 4 threads record 5,000 events each back to back, far faster than one per ms
+    threads = [threading.Thread(target=burst) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert client.flush(timeout=WAIT_S)
+    client.close()
+    # Then every event went out exactly once, in batches within the count bound, none dropped
+    assert sorted(server.ids()) == sorted(ids) and len(set(ids)) == 20_000
+    assert max(len(b) for b in server.batches) <= 500
+    stats = client.stats()
+    assert (stats.recorded, stats.sent, stats.dropped) == (20_000, 20_000, 0)
+
+
+def test_a_forked_child_draws_its_own_id_bits() -> None:
+    # Given a parent that has made ids
+    parent = uuid7()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its ids, then exit without running the parent's atexit
+        os.write(write, ",".join(uuid7() for _ in range(3)).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 4096).decode().split(",")
+    os.close(read)
+    os.close(write)
+    # Then the child's 26 per-process random bits differ from the parent's (so their counters,
+    # copied at the fork, cannot make the same ids), and its own ids still increase
+    assert {c[14:23] for c in child} != {parent[14:23]} and child == sorted(child)
+    assert len({c[14:23] for c in child}) == 1 and uuid7() > parent

@@ -218,9 +218,10 @@ class AsyncClient:
             await asyncio.wait_for(self._changed.wait(), timeout)
 
     async def _encode_all(self) -> None:
-        """Encode what waits, a slice at a time, yielding to the loop between slices."""
+        """Encode what waits, a slice at a time, yielding to the loop between slices, until
+        the inbox is empty or a batch is due."""
         core = self._core
-        while self._inbox:
+        while self._inbox and not core.due():
             bad = core.encode_some(ENCODE_SLICE)
             if bad:
                 self._taken += len(bad)
@@ -235,18 +236,16 @@ class AsyncClient:
         assert self._wake is not None
         while not self._abort:
             await self._encode_all()
-            if self._inbox:
-                continue
             wait = core.batch_wait(self._closing, self._flush_to > self._taken)
             if wait == 0:
                 part = core.take()
                 self._taken += len(part)
                 self._announce()
                 return part
-            if wait is None and self._closing:
+            if wait is None and self._closing and not self._inbox:
                 return None
             self._wake.clear()
-            if len(self._inbox) >= core.kick_at:
+            if self._inbox and (len(self._inbox) >= core.kick_at or self._closing):
                 continue
             interval = core.config.flush_interval
             tick = min(ENCODE_TICK, interval) if self._inbox or core.ready else interval

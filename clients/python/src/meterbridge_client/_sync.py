@@ -194,10 +194,11 @@ class Client:
     # -- the sender thread ---------------------------------------------------------------
 
     def _encode_all(self) -> None:
-        """Encode what waits in the inbox, a slice at a time (the lock and the GIL are let go
-        between slices); report what cannot be encoded outside the lock."""
+        """Encode what waits in the inbox, a slice at a time (the lock is let go between
+        slices), until it is empty or a batch is due; report what cannot be encoded outside
+        the lock."""
         core = self._core
-        while self._inbox:
+        while self._inbox and not core.due():
             with self._cond:
                 bad = core.encode_some(ENCODE_SLICE)
                 self._taken += len(bad)
@@ -214,8 +215,6 @@ class Client:
         while not self._abort.is_set():
             self._encode_all()
             with self._cond:
-                if self._inbox and not self._abort.is_set():
-                    continue  # recorded meanwhile: encode first
                 wait = core.batch_wait(self._closing, self._flush_to > self._taken)
                 if wait == 0:
                     part = core.take()
@@ -223,13 +222,13 @@ class Client:
                     if self._blocked:
                         self._cond.notify_all()  # room for blocked record() calls
                     return part
-                if wait is None and self._closing:
+                if wait is None and self._closing and not self._inbox:
                     return None
                 # Sleep until a batch is due: record() wakes us at kick_at (set now, before
                 # _idle, so no wake-up is lost), flush() and close() too; meanwhile wake every
                 # tick to encode what arrives, or after the interval when nothing waits.
                 self._idle = True
-                if self._inbox and len(self._inbox) >= core.kick_at:
+                if self._inbox and (len(self._inbox) >= core.kick_at or self._closing):
                     self._idle = False
                     continue
                 interval = core.config.flush_interval
