@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -367,19 +368,30 @@ def test_a_tight_loop_from_four_threads_is_delivered_whole_within_the_bound() ->
     assert (stats.recorded, stats.sent, stats.dropped) == (20_000, 20_000, 0)
 
 
+_FORK_IDS = """
+import os
+from meterbridge_client import uuid7
+parent = uuid7()
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(write, ",".join(uuid7() for _ in range(3)).encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+print(parent, os.read(read, 4096).decode(), uuid7())
+"""
+
+
 def test_a_forked_child_draws_its_own_id_bits() -> None:
-    # Given a parent that has made ids
-    parent = uuid7()
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its ids, then exit without running the parent's atexit
-        os.write(write, ",".join(uuid7() for _ in range(3)).encode())
-        os._exit(0)
-    os.waitpid(pid, 0)
-    child = os.read(read, 4096).decode().split(",")
-    os.close(read)
-    os.close(write)
+    # Given a single-threaded process that makes an id, forks, and both make more
+    out = subprocess.run(
+        [sys.executable, "-c", _FORK_IDS], capture_output=True, text=True, timeout=WAIT_S
+    )
+    assert out.returncode == 0, out.stderr
+    parent, children, parent_after = out.stdout.split()
+    child = children.split(",")
     # Then the child's 26 per-process random bits differ from the parent's (so their counters,
     # copied at the fork, cannot make the same ids), and its own ids still increase
-    assert {c[14:23] for c in child} != {parent[14:23]} and child == sorted(child)
-    assert len({c[14:23] for c in child}) == 1 and uuid7() > parent
+    assert len(child) == 3 and child == sorted(child) and parent_after > parent
+    assert len({c[14:23] for c in child}) == 1 and child[0][14:23] != parent[14:23]
+    assert parent_after[14:23] == parent[14:23]
