@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -67,26 +70,43 @@ def test_ids_are_uuid7_strictly_increasing_and_carry_the_record_time() -> None:
 
 def test_record_fixes_id_and_time_and_refuses_what_cannot_be_sent() -> None:
     server = Server(accept)
-    client = server.client(flush_interval=60)
-    # When events are recorded, one with the caller's own id
-    mine = client.record("api.call", {"n": 1}, id="my-id-1", subject="cust-1")
+    rejected: list[RejectedEvent] = []
+    client = server.client(flush_interval=60, on_rejected=rejected.append)
+    # When events are recorded, one with the caller's own id, and the caller then reuses its dict
+    data = {"n": 1}
+    mine = client.record("api.call", data, id="my-id-1", subject="cust-1")
+    data["n"] = 2
     auto = client.record("api.call")
     assert client.flush(timeout=WAIT_S)
-    # Then they are sent as recorded, with a time zone
+    # Then they are sent as recorded (not as mutated after the call), with a time zone
     sent = {e["id"]: e for e in server.batches[0]}
     assert (
         mine == "my-id-1" and sent[mine]["subject"] == "cust-1" and sent[mine]["data"] == {"n": 1}
     )
     assert sent[auto]["time"].endswith("Z") and "data" not in sent[auto]
-    # And events that can never be sent raise at once, and change nothing
+    # And arguments of the wrong shape raise at once, and change nothing
     with pytest.raises(ValueError):
         client.record("")
-    with pytest.raises(ValueError):
-        client.record("api.call", {"blob": "x" * 70_000})
     with pytest.raises(TypeError):
-        client.record("api.call", {"not json": object()})
-    client.close()
+        client.record("api.call", ["not", "a", "dict"])  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        client.record("api.call", time=datetime(2026, 1, 1))
     assert client.stats().recorded == 2
+    # And events the sender cannot encode (too large, not JSON) are refused and reported, with
+    # their ids, never sent; the good event recorded between them is delivered
+    big = client.record("api.call", {"blob": "x" * 70_000})
+    good = client.record("api.call", {"n": 3})
+    odd = client.record("api.call", {"not json": object()})
+    assert client.flush(timeout=WAIT_S)
+    client.close()
+    assert [(r.event["id"], r.status, r.code) for r in rejected] == [
+        (big, 0, "unencodable"),
+        (odd, 0, "unencodable"),
+    ]
+    assert "65536" in rejected[0].message and "not JSON" in rejected[1].message
+    assert server.ids() == [mine, auto, good]
+    stats = client.stats()
+    assert (stats.recorded, stats.sent, stats.rejected, stats.buffered) == (5, 3, 2, 0)
 
 
 def test_a_batch_goes_out_at_the_count_at_the_byte_size_and_at_the_interval() -> None:
@@ -320,3 +340,58 @@ def test_on_rejected_may_record_an_event_of_its_own() -> None:
     # Then the callback's event went out too (no deadlock on the client's lock)
     notes = [e for b in server.batches for e in b if e["type"] == "client.rejected"]
     assert [e["data"]["id"] for e in notes] == [bad]
+
+
+def test_a_tight_loop_from_four_threads_is_delivered_whole_within_the_bound() -> None:
+    # Given a small buffer (2,000 events) and a blocking policy with room to wait
+    server = Server(accept)
+    client = server.client(max_buffer_events=2000, on_full="block", block_timeout=WAIT_S)
+    ids: list[str] = []
+
+    def burst() -> None:
+        mine = [client.record("api.call", {"i": i}) for i in range(5000)]
+        with server.lock:
+            ids.extend(mine)
+
+    # When 4 threads record 5,000 events each back to back, far faster than one per ms
+    threads = [threading.Thread(target=burst) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert client.flush(timeout=WAIT_S)
+    client.close()
+    # Then every event went out exactly once, in batches within the count bound, none dropped
+    assert sorted(server.ids()) == sorted(ids) and len(set(ids)) == 20_000
+    assert max(len(b) for b in server.batches) <= 500
+    stats = client.stats()
+    assert (stats.recorded, stats.sent, stats.dropped) == (20_000, 20_000, 0)
+
+
+_FORK_IDS = """
+import os
+from meterbridge_client import uuid7
+parent = uuid7()
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(write, ",".join(uuid7() for _ in range(3)).encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+print(parent, os.read(read, 4096).decode(), uuid7())
+"""
+
+
+def test_a_forked_child_draws_its_own_id_bits() -> None:
+    # Given a single-threaded process that makes an id, forks, and both make more
+    out = subprocess.run(
+        [sys.executable, "-c", _FORK_IDS], capture_output=True, text=True, timeout=WAIT_S
+    )
+    assert out.returncode == 0, out.stderr
+    parent, children, parent_after = out.stdout.split()
+    child = children.split(",")
+    # Then the child's 26 per-process random bits differ from the parent's (so their counters,
+    # copied at the fork, cannot make the same ids), and its own ids still increase
+    assert len(child) == 3 and child == sorted(child) and parent_after > parent
+    assert len({c[14:23] for c in child}) == 1 and child[0][14:23] != parent[14:23]
+    assert parent_after[14:23] == parent[14:23]

@@ -12,16 +12,19 @@ from typing import Any
 import httpx
 
 from meterbridge_client._core import (
+    ENCODE_SLICE,
+    ENCODE_TICK,
     Abort,
     Config,
     Core,
+    Entry,
     FullPolicy,
     Pending,
     RejectedEvent,
     Stats,
     decide,
     encode_batch,
-    encode_event,
+    make_entry,
 )
 
 
@@ -73,11 +76,10 @@ class AsyncClient:
                 on_rejected=on_rejected,
             )
         )
-        self._seq = len(self._core.buffer)
+        self._inbox = self._core.inbox
         self._taken = 0
         self._settled = 0
         self._flush_to = 0
-        self._oldest_at = _time.monotonic() if self._core.buffer else 0.0
         self._closing = False
         self._abort = False
         self._owns_http = http_client is None
@@ -105,9 +107,15 @@ class AsyncClient:
         time: datetime | str | None = None,
     ) -> str:
         """Buffer one event and return its id (see ``Client.record``)."""
-        pending = encode_event(type, data, subject, id, time)
-        self._admit(pending)
-        return pending.id
+        entry = make_entry(type, data, subject, id, time)
+        inbox = self._inbox
+        if len(inbox) >= self._core.cap or self._task is None:
+            self._admit(entry)
+            return entry[0]
+        inbox.append(entry)
+        if len(inbox) >= self._core.kick_at:
+            self._poke()
+        return entry[0]
 
     async def arecord(
         self,
@@ -119,43 +127,35 @@ class AsyncClient:
         time: datetime | str | None = None,
     ) -> str:
         """Like ``record()``; with ``on_full="block"`` waits up to ``block_timeout`` for room."""
-        pending = encode_event(type, data, subject, id, time)
+        entry = make_entry(type, data, subject, id, time)
         core = self._core
-        if core.config.on_full == "block" and core.full(len(pending.body)):
+        if core.config.on_full == "block" and core.full():
             deadline = _time.monotonic() + core.config.block_timeout
-            while core.full(len(pending.body)) and not core.closed:
+            while core.full() and not core.closed:
                 left = deadline - _time.monotonic()
                 if left <= 0:
                     break
+                self._poke()
                 await self._wait_changed(left)
-        self._admit(pending)
-        return pending.id
+        self._admit(entry)
+        return entry[0]
 
-    def _admit(self, pending: Pending) -> None:
+    def _admit(self, entry: Entry) -> None:
         core = self._core
         if core.closed or self._closing:
             core.drop("the client is closed")
-        elif core.full(len(pending.body)):
+        elif core.full():
             core.drop("the buffer is full")
         else:
-            self._push(pending)
-
-    def _push(self, pending: Pending) -> None:
-        core = self._core
-        core.persist(pending)
-        was_empty = not core.buffer
-        core.push(pending)
-        self._seq += 1
-        if was_empty:
-            self._oldest_at = _time.monotonic()
-        self.start()
-        if (was_empty or core.due()) and self._wake is not None:
-            self._wake.set()
+            core.admit(entry)
+            self.start()
+            if len(core.inbox) >= core.kick_at:
+                self._poke()
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Send everything recorded so far; True when it is all settled."""
         self.start()
-        target = self._seq
+        target = self._core.moved + len(self._inbox)
         self._flush_to = max(self._flush_to, target)
         self._poke()
         deadline = None if timeout is None else _time.monotonic() + timeout
@@ -171,7 +171,7 @@ class AsyncClient:
         if self._closing:
             return
         timeout = self._core.config.close_timeout if timeout is None else timeout
-        if self._core.buffer:
+        if self._core.ready or self._inbox:
             self.start()
         self._closing = True
         self._poke()
@@ -183,6 +183,8 @@ class AsyncClient:
                 self._task.cancel()
                 await asyncio.wait({self._task}, timeout=self._core.config.timeout + 1)
         self._core.closed = True
+        self._core.refresh()
+        self._core.give_up([])  # recorded after the sender's last look: counted
         if self._owns_http:
             await self._http.aclose()
         self._core.log_close()
@@ -215,22 +217,40 @@ class AsyncClient:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout)
 
+    async def _encode_all(self) -> None:
+        """Encode what waits, a slice at a time, yielding to the loop between slices, until
+        the inbox is empty or a batch is due."""
+        core = self._core
+        while self._inbox and not core.due():
+            bad = core.encode_some(ENCODE_SLICE)
+            if bad:
+                self._taken += len(bad)
+                core.refuse(bad)
+                self._settled += len(bad)
+            self._announce()
+            if self._inbox:
+                await asyncio.sleep(0)
+
     async def _next_batch(self) -> list[Pending] | None:
         core = self._core
         assert self._wake is not None
         while not self._abort:
-            wait = core.batch_wait(self._oldest_at, self._closing, self._flush_to > self._taken)
+            await self._encode_all()
+            wait = core.batch_wait(self._closing, self._flush_to > self._taken)
             if wait == 0:
                 part = core.take()
                 self._taken += len(part)
-                self._oldest_at = _time.monotonic()
                 self._announce()
                 return part
-            if wait is None and self._closing:
+            if wait is None and self._closing and not self._inbox:
                 return None
             self._wake.clear()
+            if self._inbox and (len(self._inbox) >= core.kick_at or self._closing):
+                continue
+            interval = core.config.flush_interval
+            tick = min(ENCODE_TICK, interval) if self._inbox or core.ready else interval
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                await asyncio.wait_for(self._wake.wait(), tick if wait is None else min(wait, tick))
         return None
 
     async def _run(self) -> None:
@@ -281,6 +301,12 @@ class AsyncClient:
             if delay is None and resp is not None:
                 return resp
             attempt += 1
-            if self._abort:
-                raise Abort([])
-            await asyncio.sleep(delay or 0)
+            deadline = _time.monotonic() + (delay or 0)
+            while True:  # encode what arrives meanwhile: the byte bound stays exact
+                if self._abort:
+                    raise Abort([])
+                await self._encode_all()
+                left = deadline - _time.monotonic()
+                if left <= 0:
+                    break
+                await asyncio.sleep(min(left, ENCODE_TICK))

@@ -99,17 +99,24 @@ class Config:
 
 
 class Pending:
-    """One recorded event: its encoded JSON, and its row in the durable buffer if any."""
+    """One event, encoded: its id, its JSON, its record time (Unix ms) and its row in the
+    durable buffer if any."""
 
-    __slots__ = ("body", "id", "row")
+    __slots__ = ("body", "id", "ms", "row")
 
-    def __init__(self, event_id: str, body: bytes, row: int | None = None) -> None:
+    def __init__(self, event_id: str, body: bytes, ms: int, row: int | None = None) -> None:
         self.id = event_id
         self.body = body
+        self.ms = ms
         self.row = row
 
 
-# NaN and Infinity are not JSON; the server refuses them, so record() does.
+# What record() buffers: (id, record ms, type, data, subject, time), encoded later by the
+# sender (Core.encode_some), or a Pending already encoded (the durable buffer's path).
+Entry = tuple[str, int, str, "dict[str, Any] | None", "str | None", "datetime | str | None"]
+
+
+# NaN and Infinity are not JSON; the server refuses them, so the client does.
 _ENCODE: Callable[[Any], str] = json.JSONEncoder(
     separators=(",", ":"), ensure_ascii=False, allow_nan=False
 ).encode
@@ -156,48 +163,82 @@ def _stamp(ms: int) -> str:
     return f"{prefix}.{milli:03d}Z"
 
 
-def encode_event(
+def _bad_type(type: Any) -> None:
+    if not isinstance(type, str) or not type:
+        raise ValueError("type must be a non-empty string")
+    if len(_TYPES) < 1024:
+        _TYPES[type] = _ENCODE(type)
+
+
+def make_entry(
     type: str,
     data: dict[str, Any] | None,
     subject: str | None,
     id: str | None,
     time: datetime | str | None,
-) -> Pending:
-    """The event as the server takes it, encoded now, with its id and time fixed now (a
-    retry, or a replay after a crash, sends the same id and time: the server counts it once).
-    The time defaults to the id's own millisecond."""
-    type_json = _TYPES.get(type)
-    if type_json is None:
-        if not isinstance(type, str) or not type:
-            raise ValueError("type must be a non-empty string")
-        type_json = _ENCODE(type)
-        if len(_TYPES) < 1024:
-            _TYPES[type] = type_json
+) -> Entry:
+    """What record() does per call: the id and the record time fixed now (a retry, or a
+    replay after a crash, sends the same id and time: the server counts it once), the
+    arguments' shapes checked, a shallow copy of ``data``. No JSON, no time formatting: the
+    sender does that (``encode_entry``)."""
     if id is None:
         event_id, ms = uuid7_ms()
-        head = f'{{"id":"{event_id}","type":{type_json},"time":'
-    else:
+    elif isinstance(id, str) and id:
         event_id, ms = id, _time.time_ns() // 1_000_000
-        head = f'{{"id":{_ENCODE(id)},"type":{type_json},"time":'
-    if time is None:
-        stamp = f'"{_stamp(ms)}"'
-    elif isinstance(time, datetime):
-        if time.tzinfo is None:
-            raise ValueError("time must carry a time zone")
-        stamp = _ENCODE(time.isoformat())
     else:
-        stamp = _ENCODE(time)
-    text = head + stamp
-    if subject is not None:
-        text += ',"subject":' + _ENCODE(subject)
+        raise ValueError("id must be a non-empty string")
+    try:
+        known = type in _TYPES
+    except TypeError:
+        known = False
+    if not known:
+        _bad_type(type)
     if data is not None:
         if not isinstance(data, dict):
             raise TypeError("data must be a dict")
+        data = data.copy()  # the caller may reuse its dict; nested values are shared
+    if time is not None and not isinstance(time, str):
+        if not isinstance(time, datetime):
+            raise TypeError("time must be a datetime or an RFC 3339 string")
+        if time.tzinfo is None:
+            raise ValueError("time must carry a time zone")
+    if subject is not None and not isinstance(subject, str):
+        raise TypeError("subject must be a string")
+    return (event_id, ms, type, data, subject, time)
+
+
+def encode_entry(entry: Entry) -> Pending:
+    """The event as the server takes it; ``ValueError``/``TypeError`` when it cannot be
+    sent (data that is not JSON, over 65,536 bytes). The time defaults to the id's own
+    millisecond."""
+    event_id, ms, type, data, subject, time = entry
+    type_json = _TYPES.get(type) or _ENCODE(type)
+    if time is None:
+        stamp = f'"{_stamp(ms)}"'
+    elif isinstance(time, datetime):
+        stamp = _ENCODE(time.isoformat())
+    else:
+        stamp = _ENCODE(time)
+    text = f'{{"id":{_ENCODE(event_id)},"type":{type_json},"time":{stamp}'
+    if subject is not None:
+        text += ',"subject":' + _ENCODE(subject)
+    if data is not None:
         text += ',"data":' + _ENCODE(data)
     body = (text + "}").encode("utf-8")
     if len(body) > MAX_EVENT_BYTES:
         raise ValueError(f"an event is at most {MAX_EVENT_BYTES} bytes of JSON ({len(body)})")
-    return Pending(event_id, body)
+    return Pending(event_id, body, ms)
+
+
+def entry_event(entry: Entry) -> dict[str, Any]:
+    """An event that could not be encoded, as given to ``on_rejected``."""
+    event_id, ms, type, data, subject, time = entry
+    event: dict[str, Any] = {"id": event_id, "type": type, "time": time or _stamp(ms)}
+    if subject is not None:
+        event["subject"] = subject
+    if data is not None:
+        event["data"] = data
+    return event
 
 
 def encode_batch(part: list[Pending]) -> bytes:
@@ -293,47 +334,116 @@ def _bad_indexes(details: Any, size: int) -> dict[int, list[Any]]:
     return bad
 
 
+# The sender encodes at most this many events per slice (about 100 us of Python), then lets
+# go of its lock; while events wait unencoded it wakes every ENCODE_TICK seconds, so the
+# encoding is spread in small slices and the byte bound is made exact soon after each call.
+ENCODE_SLICE = 64
+ENCODE_TICK = 0.05
+GUESS_BYTES = 256.0  # the average event size assumed until the first events are encoded
+
+
 class Core:
-    """State and bookkeeping; the subclasses bring the locking and the sender."""
+    """State and bookkeeping; the subclasses bring the locking and the sender.
+
+    ``inbox`` holds what record() appended (entries, not yet encoded); ``ready`` what the
+    sender has encoded (exact bytes). record()'s fast path only compares ``len(inbox)`` with
+    two thresholds the sender keeps up to date: ``cap`` (room left, by count and by bytes at
+    the average encoded size; 0 sends every call to the slow path: closed, durable) and
+    ``kick_at`` (the size at which a batch is due and the sender must be woken).
+    """
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.buffer: deque[Pending] = deque()
-        self.buffered_bytes = 0
-        self.recorded = self.sent = self.duplicates = self.retried = 0
+        self.inbox: deque[Entry | Pending] = deque()
+        self.ready: deque[Pending] = deque()
+        self.ready_bytes = 0
+        self.avg_bytes = GUESS_BYTES
+        self.moved = 0  # events out of the inbox: encoded, or refused as not encodable
+        self.sent = self.duplicates = self.retried = 0
         self.dropped = self.rejected = self.replayed = self.requests = 0
         self.closed = False
         self._warned_full = False
+        self.limit = self.cap = self.kick_at = 0
         self.store: DurableBuffer | None = None
         if config.durable_path:
             self.store = DurableBuffer(config.durable_path)
+            now_ms = _time.time_ns() // 1_000_000
             for row, body in self.store.load():
                 event_id = json.loads(body).get("id", "")
-                self.buffer.append(Pending(event_id, body, row))
-                self.buffered_bytes += len(body)
-            self.replayed = len(self.buffer)
+                self.ready.append(Pending(event_id, body, now_ms, row))
+                self.ready_bytes += len(body)
+            self.replayed = self.moved = len(self.ready)
             if self.replayed:
                 logger.info(
                     "meterbridge client: replaying %d events from the durable buffer",
                     self.replayed,
                 )
+        self.refresh()
 
     # -- buffer --------------------------------------------------------------------------
 
-    def full(self, extra: int) -> bool:
-        return (
-            len(self.buffer) >= self.config.max_buffer_events
-            or self.buffered_bytes + extra > self.config.max_buffer_bytes
-        )
+    def refresh(self) -> None:
+        """The fast path's thresholds, from the encoded part's exact size and count."""
+        c = self.config
+        ready = len(self.ready)
+        room = c.max_buffer_bytes - self.ready_bytes
+        self.limit = max(0, min(c.max_buffer_events - ready, int(room // self.avg_bytes)))
+        self.cap = 0 if self.closed or self.store is not None else self.limit
+        more_bytes = c.max_batch_bytes - self.ready_bytes
+        self.kick_at = max(1, min(c.max_batch_events - ready, int(more_bytes // self.avg_bytes)))
 
-    def persist(self, pending: Pending) -> None:
-        if self.store is not None:
-            pending.row = self.store.add(pending.body)
+    def full(self) -> bool:
+        return len(self.inbox) >= self.limit
 
-    def push(self, pending: Pending) -> None:
-        self.buffer.append(pending)
-        self.buffered_bytes += len(pending.body)
-        self.recorded += 1
+    def admit(self, entry: Entry) -> None:
+        """The slow path's append (the durable buffer: encoded and stored first)."""
+        if self.store is None:
+            self.inbox.append(entry)
+            return
+        try:
+            pending = encode_entry(entry)
+        except Exception:  # noqa: BLE001 - the sender refuses and reports it, as in memory
+            self.inbox.append(entry)
+            return
+        pending.row = self.store.add(pending.body)
+        self.inbox.append(pending)
+
+    def encode_some(self, limit: int) -> list[tuple[Entry, Exception]]:
+        """Move up to ``limit`` events from the inbox to ``ready``, encoded; what cannot be
+        encoded is returned, to be reported (outside any lock) by ``refuse``."""
+        inbox, ready = self.inbox, self.ready
+        bad: list[tuple[Entry, Exception]] = []
+        moved = encoded = size = 0
+        while moved < limit:
+            try:
+                item = inbox.popleft()
+            except IndexError:
+                break
+            moved += 1
+            if isinstance(item, Pending):
+                pending = item
+            else:
+                try:
+                    pending = encode_entry(item)
+                except Exception as exc:  # noqa: BLE001 - whatever it is, never the sender's end
+                    bad.append((item, exc))
+                    continue
+                encoded += 1
+                size += len(pending.body)
+            ready.append(pending)
+            self.ready_bytes += len(pending.body)
+        if moved:
+            self.moved += moved
+            if encoded:
+                self.avg_bytes = 0.75 * self.avg_bytes + 0.25 * (size / encoded)
+            self.refresh()
+        return bad
+
+    def refuse(self, bad: list[tuple[Entry, Exception]]) -> None:
+        """Report events that can never be sent (data not JSON, too large): counted as
+        rejected, logged, given to ``on_rejected``; never sent."""
+        for entry, exc in bad:
+            self._reject(RejectedEvent(entry_event(entry), 0, "unencodable", str(exc)), entry[0])
 
     def drop(self, why: str) -> None:
         self.dropped += 1
@@ -343,32 +453,35 @@ class Core:
 
     def due(self) -> bool:
         return (
-            len(self.buffer) >= self.config.max_batch_events
-            or self.buffered_bytes >= self.config.max_batch_bytes
+            len(self.ready) >= self.config.max_batch_events
+            or self.ready_bytes >= self.config.max_batch_bytes
         )
 
-    def batch_wait(self, oldest_at: float, closing: bool, flush_wanted: bool) -> float | None:
+    def batch_wait(self, closing: bool, flush_wanted: bool) -> float | None:
         """0 when a batch should go now, else the seconds until the interval is reached for
-        the oldest buffered event; None when the buffer is empty."""
-        if not self.buffer:
+        the oldest encoded event; None when nothing is encoded."""
+        if not self.ready:
             return None
         if closing or flush_wanted or self.due():
             return 0.0
-        return max(0.0, oldest_at + self.config.flush_interval - _time.monotonic())
+        interval = self.config.flush_interval
+        return min(interval, max(0.0, self.ready[0].ms / 1000 + interval - _time.time()))
 
     def take(self) -> list[Pending]:
-        """The next batch from the head of the buffer, within the count and byte bounds."""
+        """The next batch from the head of ``ready``, within the count and byte bounds."""
         part: list[Pending] = []
         size = 2
         limit = self.config.max_batch_bytes
-        while self.buffer and len(part) < self.config.max_batch_events:
-            nxt = len(self.buffer[0].body) + 1
+        ready = self.ready
+        while ready and len(part) < self.config.max_batch_events:
+            nxt = len(ready[0].body) + 1
             if part and size + nxt > limit:
                 break
-            pending = self.buffer.popleft()
-            self.buffered_bytes -= len(pending.body)
+            pending = ready.popleft()
+            self.ready_bytes -= len(pending.body)
             part.append(pending)
             size += nxt
+        self.refresh()
         return part
 
     def forget(self, part: list[Pending]) -> None:
@@ -385,28 +498,30 @@ class Core:
             self.forget(part)
             return
         for pending, errors in out.rejected:
-            self.rejected += 1
             event = json.loads(pending.body)
-            logger.warning(
-                "meterbridge client: event %s rejected: %s %s %s",
-                pending.id,
-                out.status,
-                out.code,
-                out.message,
-            )
-            if self.config.on_rejected is not None:
-                try:
-                    self.config.on_rejected(
-                        RejectedEvent(event, out.status, out.code, out.message, errors)
-                    )
-                except Exception:  # a faulty callback must not stop delivery
-                    logger.exception("meterbridge client: on_rejected callback failed")
+            rejected = RejectedEvent(event, out.status, out.code, out.message, errors)
+            self._reject(rejected, pending.id)
         self.forget([p for p, _ in out.rejected])
+
+    def _reject(self, rejected: RejectedEvent, event_id: str) -> None:
+        self.rejected += 1
+        logger.warning(
+            "meterbridge client: event %s rejected: %s %s %s",
+            event_id,
+            rejected.status,
+            rejected.code,
+            rejected.message,
+        )
+        if self.config.on_rejected is not None:
+            try:
+                self.config.on_rejected(rejected)
+            except Exception:  # a faulty callback must not stop delivery
+                logger.exception("meterbridge client: on_rejected callback failed")
 
     def give_up(self, parts: list[list[Pending]]) -> None:
         """Closing ran out of time: in-memory events are lost (counted); durable ones stay
         in the file for the next start."""
-        left = sum(len(p) for p in parts) + len(self.buffer)
+        left = sum(len(p) for p in parts) + len(self.ready) + len(self.inbox)
         if not left:
             return
         if self.store is not None:
@@ -418,8 +533,10 @@ class Core:
         else:
             self.dropped += left
             logger.error("meterbridge client: %d events not delivered and dropped", left)
-        self.buffer.clear()
-        self.buffered_bytes = 0
+        self.ready.clear()
+        self.inbox.clear()
+        self.ready_bytes = 0
+        self.refresh()
 
     def retry_delay(
         self, piece: list[Pending], attempt: int, resp: httpx.Response | None, reason: str
@@ -445,7 +562,7 @@ class Core:
 
     def stats(self) -> Stats:
         return Stats(
-            recorded=self.recorded,
+            recorded=self.moved + len(self.inbox) - self.replayed,
             sent=self.sent,
             duplicates=self.duplicates,
             retried=self.retried,
@@ -453,7 +570,7 @@ class Core:
             rejected=self.rejected,
             replayed=self.replayed,
             requests=self.requests,
-            buffered=len(self.buffer),
+            buffered=len(self.ready) + len(self.inbox),
         )
 
     def log_close(self) -> None:

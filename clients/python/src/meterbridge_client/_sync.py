@@ -13,16 +13,19 @@ from typing import Any
 import httpx
 
 from meterbridge_client._core import (
+    ENCODE_SLICE,
+    ENCODE_TICK,
     Abort,
     Config,
     Core,
+    Entry,
     FullPolicy,
     Pending,
     RejectedEvent,
     Stats,
     decide,
     encode_batch,
-    encode_event,
+    make_entry,
 )
 
 
@@ -72,13 +75,14 @@ class Client:
             on_rejected=on_rejected,
         )
         self._core = Core(config)
+        self._inbox = self._core.inbox
         self._cond = threading.Condition(threading.Lock())
         self._abort = threading.Event()
-        self._seq = len(self._core.buffer)  # events ever buffered (replayed ones included)
-        self._taken = 0  # events handed to the sender
+        self._idle = False  # the sender waits on _cond (record() wakes it when a batch is due)
+        self._blocked = 0  # record() calls waiting for room
+        self._taken = 0  # events handed to the sender's batches (or refused)
         self._settled = 0  # events the sender is done with
         self._flush_to = 0
-        self._oldest_at = _time.monotonic() if self._core.buffer else 0.0
         self._closing = False
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(timeout=timeout)
@@ -98,47 +102,56 @@ class Client:
         id: str | None = None,
         time: datetime | str | None = None,
     ) -> str:
-        """Buffer one event; return its id. Raises only for an event that cannot be encoded
-        (``ValueError``, ``TypeError``): a programming error, not a delivery problem."""
-        pending = encode_event(type, data, subject, id, time)
+        """Buffer one event; return its id. Raises only for arguments of the wrong shape
+        (``ValueError``, ``TypeError``): a programming error, not a delivery problem.
+
+        The fast path takes no lock and encodes nothing: an id, a shallow copy of ``data``,
+        one append (atomic), two length checks. The sender encodes (docs in the README)."""
+        entry = make_entry(type, data, subject, id, time)
+        inbox = self._inbox
+        if len(inbox) >= self._core.cap:  # full, closed or durable
+            self._record_slow(entry)
+            return entry[0]
+        inbox.append(entry)
+        if len(inbox) >= self._core.kick_at and self._idle:
+            with self._cond:
+                self._idle = False
+                self._cond.notify_all()
+        return entry[0]
+
+    def _record_slow(self, entry: Entry) -> None:
         core = self._core
         with self._cond:
             if core.closed:
                 core.drop("the client is closed")
-                return pending.id
-            if (
-                len(core.buffer) >= core.config.max_buffer_events
-                or core.buffered_bytes + len(pending.body) > core.config.max_buffer_bytes
-            ) and core.full(len(pending.body)):
-                if core.config.on_full == "drop" or not self._cond.wait_for(
-                    lambda: not core.full(len(pending.body)) or core.closed,
-                    core.config.block_timeout,
-                ):
+                return
+            if core.full():
+                self._idle = False
+                self._cond.notify_all()  # the sender encodes what waits: exact room
+                self._blocked += 1
+                try:
+                    room = core.config.on_full == "block" and self._cond.wait_for(
+                        lambda: not core.full() or core.closed, core.config.block_timeout
+                    )
+                finally:
+                    self._blocked -= 1
+                if not room:
                     core.drop("the buffer is full")
-                    return pending.id
+                    return
                 if core.closed:
                     core.drop("the client is closed")
-                    return pending.id
-            if core.store is not None:
-                core.persist(pending)
-            buffer = core.buffer
-            was_empty = not buffer
-            buffer.append(pending)
-            core.buffered_bytes += len(pending.body)
-            core.recorded += 1
-            self._seq += 1
-            if was_empty:
-                self._oldest_at = _time.monotonic()
+                    return
+            core.admit(entry)
+            if len(core.inbox) >= core.kick_at and self._idle:
+                self._idle = False
                 self._cond.notify_all()
-            elif len(buffer) == core.config.max_batch_events or core.due():
-                self._cond.notify_all()
-        return pending.id
 
     def flush(self, timeout: float | None = None) -> bool:
         """Send everything recorded so far; True when it is all settled (sent or refused)."""
         with self._cond:
-            target = self._seq
+            target = self._core.moved + len(self._inbox)
             self._flush_to = max(self._flush_to, target)
+            self._idle = False
             self._cond.notify_all()
             return self._cond.wait_for(
                 lambda: self._settled >= target or not self._thread.is_alive(), timeout
@@ -151,6 +164,7 @@ class Client:
             if self._closing:
                 return
             self._closing = True
+            self._idle = False
             self._cond.notify_all()
         self._thread.join(timeout)
         if self._thread.is_alive():
@@ -160,6 +174,8 @@ class Client:
             self._thread.join(self._core.config.timeout + 1)
         with self._cond:
             self._core.closed = True
+            self._core.refresh()
+            self._core.give_up([])  # recorded after the sender's last look: counted
             self._cond.notify_all()
         if self._owns_http:
             self._http.close()
@@ -177,21 +193,49 @@ class Client:
 
     # -- the sender thread ---------------------------------------------------------------
 
+    def _encode_all(self) -> None:
+        """Encode what waits in the inbox, a slice at a time (the lock is let go between
+        slices), until it is empty or a batch is due; report what cannot be encoded outside
+        the lock."""
+        core = self._core
+        while self._inbox and not core.due():
+            with self._cond:
+                bad = core.encode_some(ENCODE_SLICE)
+                self._taken += len(bad)
+                if self._blocked:
+                    self._cond.notify_all()
+            if bad:
+                core.refuse(bad)  # on_rejected may record(): no lock held
+                with self._cond:
+                    self._settled += len(bad)
+                    self._cond.notify_all()
+
     def _next_batch(self) -> list[Pending] | None:
         core = self._core
-        with self._cond:
-            while not self._abort.is_set():
-                wait = core.batch_wait(self._oldest_at, self._closing, self._flush_to > self._taken)
+        while not self._abort.is_set():
+            self._encode_all()
+            with self._cond:
+                wait = core.batch_wait(self._closing, self._flush_to > self._taken)
                 if wait == 0:
                     part = core.take()
                     self._taken += len(part)
-                    self._oldest_at = _time.monotonic()
-                    self._cond.notify_all()  # room for blocked record() calls
+                    if self._blocked:
+                        self._cond.notify_all()  # room for blocked record() calls
                     return part
-                if wait is None and self._closing:
+                if wait is None and self._closing and not self._inbox:
                     return None
-                self._cond.wait(wait)
-            return None
+                # Sleep until a batch is due: record() wakes us at kick_at (set now, before
+                # _idle, so no wake-up is lost), flush() and close() too; meanwhile wake every
+                # tick to encode what arrives, or after the interval when nothing waits.
+                self._idle = True
+                if self._inbox and (len(self._inbox) >= core.kick_at or self._closing):
+                    self._idle = False
+                    continue
+                interval = core.config.flush_interval
+                tick = min(ENCODE_TICK, interval) if self._inbox or core.ready else interval
+                self._cond.wait(tick if wait is None else min(wait, tick))
+                self._idle = False
+        return None
 
     def _run(self) -> None:
         while True:
@@ -243,8 +287,18 @@ class Client:
             if delay is None and resp is not None:
                 return resp
             attempt += 1
-            if self._abort.wait(delay or 0):
+            if self._pause(delay or 0):
                 raise Abort
+
+    def _pause(self, delay: float) -> bool:
+        """Wait ``delay`` before a retry, encoding what arrives meanwhile (the byte bound
+        stays exact during an outage); True when close() has run out of time."""
+        deadline = _time.monotonic() + delay
+        while True:
+            self._encode_all()
+            left = deadline - _time.monotonic()
+            if left <= 0 or self._abort.wait(min(left, ENCODE_TICK)):
+                return self._abort.is_set()
 
 
 def _close_at_exit(ref: weakref.ref[Client]) -> None:
