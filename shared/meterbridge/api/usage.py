@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 
+from meterbridge.api.admission import TenantAdmission
 from meterbridge.api.blocking import run_blocking
 from meterbridge.api.errors import error_responses, install_error_handlers
 from meterbridge.api.tenant_auth import require_tenant
@@ -185,5 +186,7 @@ def _ingest_request(
 def create_app() -> FastAPI:
     app = FastAPI(title="meterbridge usage API", version="1")
     install_error_handlers(app)
+    # Outermost: a tenant out of tokens is refused before its body is read or routed.
+    app.add_middleware(TenantAdmission)
     app.include_router(router)
     return app

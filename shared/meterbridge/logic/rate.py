@@ -14,9 +14,11 @@ Three layers, cheapest first:
    rest of that minute's requests cost no write. The streaming task uses layer 1 only (its
    connects and tokens are few, and its role needs no write to the usage table).
 3. ``gate``: at most ``max_in_flight(plan)`` blocking calls of a tenant at once in a process
-   (``api/blocking.py``); the rest wait their turn without holding a thread, so what a tenant
-   is admitted to do is interleaved with other tenants' work instead of queued before it.
-   On Lambda (one request per instance) it never waits.
+   (``api/blocking.py``), and fair between tenants: a tenant spending its burst (its bucket
+   below half full, ``take_local`` says so) runs one blocking call at a time while any other
+   tenant's calls run or wait, so what a bursting tenant is admitted to do goes on in the
+   gaps of everyone else's work instead of in front of it. The rest wait their turn on the
+   event loop without holding a thread. On Lambda (one request per instance) it never waits.
 
 A refusal is ``429 rate_limited`` with ``Retry-After``. A token bucket rather than a library:
 one float pair per tenant, nothing to import at a cold start.
@@ -30,8 +32,10 @@ import random
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from meterbridge.dal import usage as usage_dal
@@ -51,10 +55,8 @@ _lock = threading.Lock()
 _buckets: dict[str, tuple[float, float]] = {}
 # (tenant, scope) -> the minute (YYYYmmddHHMM) whose shared window is known to be full
 _full: dict[tuple[str, str], str] = {}
-# event loop -> tenant -> the tenant's gate on that loop (a semaphore belongs to one loop)
-_gates: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[str, tuple[int, asyncio.Semaphore]]
-] = weakref.WeakKeyDictionary()
+# A bucket below this share of its capacity is spending its burst (``take_local``'s answer).
+BURSTING_BELOW = 0.5
 
 
 def _limited(message: str, retry_s: float) -> RateLimited:
@@ -62,8 +64,11 @@ def _limited(message: str, retry_s: float) -> RateLimited:
     return RateLimited(message, headers={"Retry-After": str(max(1, math.ceil(retry_s)))})
 
 
-def take_local(tenant_id: str, plan: Plan, now: float | None = None) -> None:
-    """One token of the tenant's in-process bucket, or ``RateLimited``."""
+def take_local(tenant_id: str, plan: Plan, now: float | None = None) -> bool:
+    """One token of the tenant's in-process bucket, or ``RateLimited``.
+
+    True when the tenant is spending its burst (fewer than ``BURSTING_BELOW`` of the bucket
+    left): ``gate`` lets such a tenant's calls run only in the gaps of other tenants' work."""
     rate = plan.requests_per_minute / 60.0
     capacity = max(MIN_BURST, rate * BURST_S)
     now = time.monotonic() if now is None else now
@@ -75,7 +80,7 @@ def take_local(tenant_id: str, plan: Plan, now: float | None = None) -> None:
             wait = (1.0 - tokens) / rate
         else:
             _buckets[tenant_id] = (tokens - 1.0, now)
-            return
+            return tokens - 1.0 < capacity * BURSTING_BELOW
     raise _limited(f"more than {plan.requests_per_minute} requests per minute", wait)
 
 
@@ -108,20 +113,117 @@ def max_in_flight(plan: Plan) -> int:
     return max(MIN_IN_FLIGHT, math.ceil(plan.requests_per_minute / 60.0 * IN_FLIGHT_S))
 
 
+@dataclass
+class _Waiter:
+    tenant_id: str
+    limit: int
+    bursting: bool
+    ready: asyncio.Future[None]
+
+
+@dataclass
+class _Fair:
+    """One event loop's blocking calls: who runs, who waits (in arrival order)."""
+
+    running: dict[str, int] = field(default_factory=dict)
+    steady: int = 0  # running calls of tenants not spending their burst
+    bursting: int = 0  # running calls of tenants spending it
+    waiting: deque[_Waiter] = field(default_factory=deque)
+    queued: dict[str, int] = field(default_factory=dict)  # waiters per tenant
+    steady_waiting: int = 0
+
+    def may_start(self, tenant_id: str, limit: int, bursting: bool) -> bool:
+        if self.running.get(tenant_id, 0) >= limit:
+            return False
+        if not bursting:
+            return True
+        # One bursting call at a time while anyone else's work runs or waits; alone, up to its
+        # limit (a bursting tenant on an idle process still uses it).
+        others = self.steady > 0 or self.steady_waiting > 0
+        return self.bursting == 0 or not others
+
+    def start(self, tenant_id: str, bursting: bool) -> None:
+        self.running[tenant_id] = self.running.get(tenant_id, 0) + 1
+        if bursting:
+            self.bursting += 1
+        else:
+            self.steady += 1
+
+    def finish(self, tenant_id: str, bursting: bool) -> None:
+        left = self.running[tenant_id] - 1
+        if left:
+            self.running[tenant_id] = left
+        else:
+            del self.running[tenant_id]
+        if bursting:
+            self.bursting -= 1
+        else:
+            self.steady -= 1
+        self.wake()
+
+    def wait(self, waiter: _Waiter) -> None:
+        self.waiting.append(waiter)
+        self.queued[waiter.tenant_id] = self.queued.get(waiter.tenant_id, 0) + 1
+        if not waiter.bursting:
+            self.steady_waiting += 1
+
+    def _leave(self, waiter: _Waiter) -> None:
+        self.waiting.remove(waiter)
+        left = self.queued[waiter.tenant_id] - 1
+        if left:
+            self.queued[waiter.tenant_id] = left
+        else:
+            del self.queued[waiter.tenant_id]
+        if not waiter.bursting:
+            self.steady_waiting -= 1
+
+    def wake(self) -> None:
+        """Start every waiter that may start now, oldest first (one pass); a tenant's own
+        waiters start in their order."""
+        blocked: set[str] = set()
+        for waiter in list(self.waiting):
+            if waiter.ready.done():  # cancelled while waiting
+                self._leave(waiter)
+            elif waiter.tenant_id in blocked:
+                continue
+            elif self.may_start(waiter.tenant_id, waiter.limit, waiter.bursting):
+                self._leave(waiter)
+                self.start(waiter.tenant_id, waiter.bursting)
+                waiter.ready.set_result(None)
+            else:
+                blocked.add(waiter.tenant_id)
+
+
+# event loop -> its blocking calls (a future belongs to one loop)
+_fair: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Fair] = weakref.WeakKeyDictionary()
+
+
 @asynccontextmanager
-async def gate(tenant_id: str, limit: int) -> AsyncIterator[None]:
-    """Hold one of the tenant's ``limit`` places on this loop while the block runs."""
+async def gate(tenant_id: str, limit: int, bursting: bool = False) -> AsyncIterator[None]:
+    """Hold one of the tenant's ``limit`` places on this loop while the block runs; a
+    ``bursting`` tenant's call waits while other tenants' work runs or waits (``_Fair``)."""
     loop = asyncio.get_running_loop()
-    gates = _gates.get(loop)
-    if gates is None:
-        gates = _gates[loop] = {}
-    held = gates.get(tenant_id)
-    if held is None or held[0] != limit:
-        # New, or the plan changed: a fresh gate (calls inside the old one finish there).
-        held = gates[tenant_id] = (limit, asyncio.Semaphore(limit))
-    semaphore = held[1]
-    async with semaphore:
+    fair = _fair.get(loop)
+    if fair is None:
+        fair = _fair[loop] = _Fair()
+    # A tenant's calls keep their order: behind its own waiters, never past them.
+    if tenant_id not in fair.queued and fair.may_start(tenant_id, limit, bursting):
+        fair.start(tenant_id, bursting)
+    else:
+        waiter = _Waiter(tenant_id, limit, bursting, loop.create_future())
+        fair.wait(waiter)
+        try:
+            await waiter.ready
+        except asyncio.CancelledError:
+            if waiter.ready.done() and not waiter.ready.cancelled():
+                fair.finish(tenant_id, bursting)  # started just as it was cancelled
+            else:
+                fair.wake()  # a steady waiter leaving may free a bursting one
+            raise
+    try:
         yield
+    finally:
+        fair.finish(tenant_id, bursting)
 
 
 def reset() -> None:
@@ -129,4 +231,4 @@ def reset() -> None:
     with _lock:
         _buckets.clear()
         _full.clear()
-        _gates.clear()
+        _fair.clear()
