@@ -12,8 +12,11 @@ without the flood, in the same run (bounded, loopback).
   A floods), and the baseline ``unthrottled`` (B while A' floods the same way on a copy of the
   plan whose rate is 10,000,000/min: what the flood costs B when nothing refuses it).
 
-Rounds are short and interleaved, and each phase's samples are pooled over the rounds, so load
-from other processes that comes and goes hits every phase alike. The goal: B's pooled p99
+Rounds are short and interleaved (each round starts with another phase), and each phase's
+samples are pooled over the rounds, so load from other processes that comes and goes, and the
+tables growing in moto, hit every phase alike. Both clients are raw HTTP/1.1 on asyncio
+(``load.py``), and the CPU each process spent in each phase is printed: the flood must load
+the server, not the machine through its own client. The goal: B's pooled p99
 under the flood within 2x of its pooled unloaded p99.
 
     python -m bench.flood [--plans free,basic] [--seconds 6] [--rounds 3] [--b-rate 20]
@@ -199,7 +202,12 @@ def main() -> int:
                         "flood": _tenant(plan),
                         "unthrottled": _tenant(f"{plan}_unthrottled"),
                     }
-                    for name, flooder in flooders.items():
+                    # Each round starts with another phase, so what grows during a run (the
+                    # tables in moto) does not always fall on the same phase.
+                    names = list(flooders)
+                    order = names[(r - 1) % 3 :] + names[: (r - 1) % 3]
+                    for name in order:
+                        flooder = flooders[name]
                         result = phase(
                             url,
                             b_key,
