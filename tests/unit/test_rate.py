@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from meterbridge.errors import RateLimited
@@ -174,3 +176,49 @@ async def test_a_call_cancelled_while_it_waits_gives_its_turn_away() -> None:
     # Then the cancelled call never ran and a's second call did
     assert started == ["b", "a", "a"]
     assert waiting.cancelled()
+
+
+async def test_a_bursting_tenant_beside_another_starts_at_most_at_its_plan_rate() -> None:
+    # Given tenant b with a call running, and tenant a bursting, paced at 50 ms
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    release_b = asyncio.Event()
+    starts: list[float] = []
+
+    async def steady() -> None:
+        async with rate.gate("b", 4):
+            await release_b.wait()
+
+    async def burst() -> None:
+        async with rate.gate("a", 4, True, 0.05):
+            starts.append(loop.time())
+
+    b_task = asyncio.create_task(steady())
+    await asyncio.sleep(0)
+
+    # When a sends 3 calls, each done at once
+    await asyncio.gather(*(burst() for _ in range(3)))
+
+    # Then each started at least a pace after the one before (the timer, not b, woke them)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert len(gaps) == 2 and min(gaps) >= 0.05
+
+    # When b's work ends, a alone is not paced: 3 held calls all run at once
+    release_b.set()
+    await b_task
+    hold = asyncio.Event()
+    running = 0
+
+    async def held() -> None:
+        nonlocal running
+        async with rate.gate("a", 4, True, 0.05):
+            running += 1
+            await hold.wait()
+
+    tasks = [asyncio.create_task(held()) for _ in range(3)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert running == 3
+    hold.set()
+    await asyncio.gather(*tasks)

@@ -31,8 +31,9 @@ async def run_blocking[**P, T](
     limit = getattr(request.state, "max_in_flight", None)
     if limit is None:
         return await run_in_threadpool(fn, *args, **kwargs)
-    bursting = getattr(request.state, "bursting", False)
-    async with rate.gate(request.state.tenant_id, limit, bursting):
+    state = request.state
+    bursting = getattr(state, "bursting", False)
+    async with rate.gate(state.tenant_id, limit, bursting, getattr(state, "pace_s", 0.0)):
         return await run_in_threadpool(fn, *args, **kwargs)
 
 

@@ -39,5 +39,6 @@ async def require_tenant(request: Request) -> TenantPrincipal:
     state.tenant_id = principal.tenant_id
     state.max_in_flight = rate.max_in_flight(plan)
     state.bursting = bursting
+    state.pace_s = rate.pace_s(plan)
     note_used(principal.key_id)  # last_used_at, at most once a minute, in the background
     return principal

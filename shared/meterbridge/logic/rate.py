@@ -15,10 +15,11 @@ Three layers, cheapest first:
    connects and tokens are few, and its role needs no write to the usage table).
 3. ``gate``: at most ``max_in_flight(plan)`` blocking calls of a tenant at once in a process
    (``api/blocking.py``), and fair between tenants: a tenant spending its burst (its bucket
-   below half full, ``take_local`` says so) runs one blocking call at a time while any other
-   tenant's calls run or wait, so what a bursting tenant is admitted to do goes on in the
-   gaps of everyone else's work instead of in front of it. The rest wait their turn on the
-   event loop without holding a thread. On Lambda (one request per instance) it never waits.
+   below half full, ``take_local`` says so) runs, while any other tenant's calls run or
+   wait, one blocking call at a time and at most at its plan's rate (``pace_s``): its burst
+   is admitted, and served from spare capacity, not in front of everyone else's work. Alone
+   it runs up to its limit. Waiting costs no thread. On Lambda (one request per instance) it
+   never waits.
 
 A refusal is ``429 rate_limited`` with ``Retry-After``. A token bucket rather than a library:
 one float pair per tenant, nothing to import at a cold start.
@@ -108,6 +109,12 @@ def take_shared(
     raise _limited(message, retry)
 
 
+def pace_s(plan: Plan) -> float:
+    """The interval of the plan's rate: how far apart a bursting tenant's calls start while
+    other tenants work (``gate``)."""
+    return 60.0 / plan.requests_per_minute if plan.requests_per_minute > 0 else 1.0
+
+
 def max_in_flight(plan: Plan) -> int:
     """How many blocking calls of a tenant on this plan run at once in a process."""
     return max(MIN_IN_FLIGHT, math.ceil(plan.requests_per_minute / 60.0 * IN_FLIGHT_S))
@@ -118,6 +125,7 @@ class _Waiter:
     tenant_id: str
     limit: int
     bursting: bool
+    pace_s: float
     ready: asyncio.Future[None]
 
 
@@ -125,29 +133,37 @@ class _Waiter:
 class _Fair:
     """One event loop's blocking calls: who runs, who waits (in arrival order)."""
 
+    loop: asyncio.AbstractEventLoop
     running: dict[str, int] = field(default_factory=dict)
     steady: int = 0  # running calls of tenants not spending their burst
     bursting: int = 0  # running calls of tenants spending it
     waiting: deque[_Waiter] = field(default_factory=deque)
     queued: dict[str, int] = field(default_factory=dict)  # waiters per tenant
     steady_waiting: int = 0
+    # tenant -> monotonic time before which its next bursting call waits while others work
+    next_start: dict[str, float] = field(default_factory=dict)
+    timer: asyncio.TimerHandle | None = None
 
     def may_start(self, tenant_id: str, limit: int, bursting: bool) -> bool:
         if self.running.get(tenant_id, 0) >= limit:
             return False
         if not bursting:
             return True
-        # One bursting call at a time while anyone else's work runs or waits; alone, up to its
-        # limit (a bursting tenant on an idle process still uses it).
-        others = self.steady > 0 or self.steady_waiting > 0
-        return self.bursting == 0 or not others
+        # Alone, a bursting tenant uses the process up to its limit. While anyone else's work
+        # runs or waits, it runs one call at a time, and at most at its plan's rate: its burst
+        # is served from spare capacity only.
+        if self.steady == 0 and self.steady_waiting == 0:
+            return True
+        return self.bursting == 0 and self.loop.time() >= self.next_start.get(tenant_id, 0.0)
 
-    def start(self, tenant_id: str, bursting: bool) -> None:
+    def start(self, tenant_id: str, bursting: bool, pace_s: float) -> None:
         self.running[tenant_id] = self.running.get(tenant_id, 0) + 1
         if bursting:
             self.bursting += 1
+            self.next_start[tenant_id] = self.loop.time() + pace_s
         else:
             self.steady += 1
+            self.next_start.pop(tenant_id, None)
 
     def finish(self, tenant_id: str, bursting: bool) -> None:
         left = self.running[tenant_id] - 1
@@ -181,6 +197,7 @@ class _Fair:
         """Start every waiter that may start now, oldest first (one pass); a tenant's own
         waiters start in their order."""
         blocked: set[str] = set()
+        paced: list[float] = []
         for waiter in list(self.waiting):
             if waiter.ready.done():  # cancelled while waiting
                 self._leave(waiter)
@@ -188,10 +205,20 @@ class _Fair:
                 continue
             elif self.may_start(waiter.tenant_id, waiter.limit, waiter.bursting):
                 self._leave(waiter)
-                self.start(waiter.tenant_id, waiter.bursting)
+                self.start(waiter.tenant_id, waiter.bursting, waiter.pace_s)
                 waiter.ready.set_result(None)
             else:
                 blocked.add(waiter.tenant_id)
+                if waiter.bursting and waiter.tenant_id in self.next_start:
+                    paced.append(self.next_start[waiter.tenant_id])
+        # A paced waiter's time comes whether or not another call ends before it.
+        due = [t for t in paced if t > self.loop.time()]
+        if due and self.timer is None:
+            self.timer = self.loop.call_at(min(due), self._tick)
+
+    def _tick(self) -> None:
+        self.timer = None
+        self.wake()
 
 
 # event loop -> its blocking calls (a future belongs to one loop)
@@ -199,19 +226,23 @@ _fair: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Fair] = weakref.Wea
 
 
 @asynccontextmanager
-async def gate(tenant_id: str, limit: int, bursting: bool = False) -> AsyncIterator[None]:
-    """Hold one of the tenant's ``limit`` places on this loop while the block runs; a
-    ``bursting`` tenant's call waits while other tenants' work runs or waits (``_Fair``)."""
+async def gate(
+    tenant_id: str, limit: int, bursting: bool = False, pace_s: float = 0.0
+) -> AsyncIterator[None]:
+    """Hold one of the tenant's ``limit`` places on this loop while the block runs. A
+    ``bursting`` tenant's call, while other tenants' work runs or waits, waits for no other
+    bursting call to run and ``pace_s`` (its plan's interval) since its last (``_Fair``)."""
     loop = asyncio.get_running_loop()
     fair = _fair.get(loop)
     if fair is None:
-        fair = _fair[loop] = _Fair()
+        fair = _fair[loop] = _Fair(loop)
     # A tenant's calls keep their order: behind its own waiters, never past them.
     if tenant_id not in fair.queued and fair.may_start(tenant_id, limit, bursting):
-        fair.start(tenant_id, bursting)
+        fair.start(tenant_id, bursting, pace_s)
     else:
-        waiter = _Waiter(tenant_id, limit, bursting, loop.create_future())
+        waiter = _Waiter(tenant_id, limit, bursting, pace_s, loop.create_future())
         fair.wait(waiter)
+        fair.wake()  # a paced waiter needs its timer even if no call ends before its time
         try:
             await waiter.ready
         except asyncio.CancelledError:
