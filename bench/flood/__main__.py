@@ -12,8 +12,11 @@ without the flood, in the same run (bounded, loopback).
   A floods), and the baseline ``unthrottled`` (B while A' floods the same way on a copy of the
   plan whose rate is 10,000,000/min: what the flood costs B when nothing refuses it).
 
-Rounds are short and interleaved, and each phase's samples are pooled over the rounds, so load
-from other processes that comes and goes hits every phase alike. The goal: B's pooled p99
+Rounds are short and interleaved (each round starts with another phase), and each phase's
+samples are pooled over the rounds, so load from other processes that comes and goes, and the
+tables growing in moto, hit every phase alike. Both clients are raw HTTP/1.1 on asyncio
+(``load.py``), and the CPU each process spent in each phase is printed: the flood must load
+the server, not the machine through its own client. The goal: B's pooled p99
 under the flood within 2x of its pooled unloaded p99.
 
     python -m bench.flood [--plans free,basic] [--seconds 6] [--rounds 3] [--b-rate 20]
@@ -34,7 +37,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.flood.load import flood_worker, open_loop
+from bench.flood.load import cpu_seconds, flood_worker, open_loop
 
 ROOT = Path(__file__).resolve().parents[2]
 GOAL_RATIO = 2.0
@@ -54,8 +57,10 @@ def phase(
     in_flight: int,
     flood: str | None,
     flood_rate: float,
+    pids: dict[str, int],
 ) -> dict[str, Any]:
-    """B's latencies for one phase, with A (or A') flooding from another process if given."""
+    """B's latencies for one phase, with A (or A') flooding from another process if given;
+    the CPU seconds each process spent in it."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     worker = None
@@ -67,14 +72,26 @@ def phase(
         )
         worker.start()
         time.sleep(0.5)  # the worker's interpreter start, not measured
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    b_before = cpu_seconds()
     latencies, b_outcomes = asyncio.run(
         open_loop(url, b_key, b_rate, seconds, 64, uuid.uuid4().hex)
     )
+    cpu = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    cpu["B client"] = cpu_seconds() - b_before
     a_outcomes: dict[str, int] = {}
     if worker is not None:
-        a_outcomes = queue.get(timeout=seconds + 120)
+        report = queue.get(timeout=seconds + 120)
+        a_outcomes = report["outcomes"]
+        cpu["A client"] = report["cpu_s"]  # its whole life: start-up, then the flood
         worker.join(timeout=30)
-    return {"b": latencies, "b_outcomes": dict(b_outcomes), "a_outcomes": a_outcomes}
+    return {
+        "b": latencies,
+        "b_outcomes": dict(b_outcomes),
+        "a_outcomes": a_outcomes,
+        "cpu": cpu,
+        "seconds": seconds,
+    }
 
 
 def _server(env: dict[str, str]) -> Any:
@@ -173,6 +190,7 @@ def main() -> int:
         b_key = _tenant("pro")
         with _server(dict(os.environ)) as api:
             url = f"http://{api.host}:{api.port}"
+            pids = {"server": api.proc.pid, "moto": moto.proc.pid}
             # Warm-up: imports, the key cache, the tables' first requests.
             asyncio.run(open_loop(url, b_key, 20, 2, 8, "warm"))
             for plan in plan_ids:
@@ -184,7 +202,12 @@ def main() -> int:
                         "flood": _tenant(plan),
                         "unthrottled": _tenant(f"{plan}_unthrottled"),
                     }
-                    for name, flooder in flooders.items():
+                    # Each round starts with another phase, so what grows during a run (the
+                    # tables in moto) does not always fall on the same phase.
+                    names = list(flooders)
+                    order = names[(r - 1) % 3 :] + names[: (r - 1) % 3]
+                    for name in order:
+                        flooder = flooders[name]
                         result = phase(
                             url,
                             b_key,
@@ -193,6 +216,7 @@ def main() -> int:
                             args.in_flight,
                             flooder,
                             flood_rate,
+                            pids,
                         )
                         rows.append((plan, r, name, result))
 
@@ -209,6 +233,8 @@ def main() -> int:
         )
         pooled: dict[str, list[float]] = {"unloaded": [], "flood": [], "unthrottled": []}
         answers: dict[str, Counter[str]] = {n: Counter() for n in pooled}
+        cpu: dict[str, dict[str, float]] = {n: {} for n in pooled}
+        wall: dict[str, float] = dict.fromkeys(pooled, 0.0)
         a_answers: dict[str, Counter[str]] = {n: Counter() for n in pooled}
         per_round: dict[str, list[float]] = {"flood": [], "unthrottled": []}
         for r in range(1, args.rounds + 1):
@@ -218,6 +244,9 @@ def main() -> int:
                 pooled[name] += res["b"]
                 answers[name].update(res["b_outcomes"])
                 a_answers[name].update(res["a_outcomes"])
+                for proc, used in res["cpu"].items():
+                    cpu[name][proc] = cpu[name].get(proc, 0.0) + used
+                wall[name] += res["seconds"]
                 if name in per_round and base:
                     per_round[name].append(pct(res["b"], 0.99) / base)
         base_p99 = pct(pooled["unloaded"], 0.99)
@@ -230,6 +259,10 @@ def main() -> int:
             print(line)
             if a_answers[name]:
                 print(f"  {'':<13} A answers: {_fmt(dict(a_answers[name]))}")
+            shares = ", ".join(
+                f"{proc} {100 * used / wall[name]:.0f}%" for proc, used in cpu[name].items()
+            )
+            print(f"  {'':<13} CPU (% of one core over the phase): {shares}")
         flood = pct(pooled["flood"], 0.99) / base_p99
         unthrottled = pct(pooled["unthrottled"], 0.99) / base_p99
         rounds = " ".join(f"{x:.2f}" for x in per_round["flood"])

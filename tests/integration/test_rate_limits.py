@@ -122,6 +122,33 @@ def test_a_refused_minute_costs_no_more_dynamodb_writes(usage_url: str) -> None:
     assert [w for w in writes if w["Key"]["pk"]["S"].startswith("RATE#")] == []
 
 
+def test_each_request_takes_one_token_and_an_empty_bucket_refuses_before_any_work(
+    usage_url: str,
+) -> None:
+    # Given a tenant whose key is cached after its first requests
+    tenant_id, key = make_tenant()
+    for _ in range(2):
+        assert httpx.get(f"{usage_url}/v1/usage", headers=auth(key), timeout=30).status_code == 200
+
+    # Then those took one token each (the first in require_tenant, the second in admission)
+    tokens, _ = rate._buckets[tenant_id]
+    assert rate.MIN_BURST - 2 <= tokens < rate.MIN_BURST - 1
+
+    # When its bucket is empty and it sends a body that is not even JSON
+    rate._buckets[tenant_id] = (0.0, time.monotonic())
+    with dynamodb_calls("GetItem") as reads, dynamodb_calls("UpdateItem") as writes:
+        response = httpx.post(
+            f"{usage_url}/v1/events",
+            content=b"{not json",
+            headers={**auth(key), "Content-Type": "application/json"},
+            timeout=30,
+        )
+
+    # Then it is refused for its rate (not its body), and no DynamoDB call was made
+    _assert_rate_limited(response)
+    assert reads == [] and writes == []
+
+
 @pytest.fixture
 async def rated_stream_app(tiny_rate: None, stream_app: dict[str, Any]) -> dict[str, Any]:
     return stream_app

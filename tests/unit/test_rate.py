@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from meterbridge.errors import RateLimited
@@ -91,3 +93,132 @@ async def test_the_gate_runs_at_most_the_limit_of_one_tenant_at_once() -> None:
 def test_max_in_flight_follows_the_plan_rate() -> None:
     assert rate.max_in_flight(catalog().plan("free")) == rate.MIN_IN_FLIGHT
     assert rate.max_in_flight(catalog().plan("pro")) == 17  # 166.7/s x 0.1 s
+
+
+def test_take_local_says_when_a_tenant_is_spending_its_burst() -> None:
+    # Given a Free tenant (a bucket of MIN_BURST tokens)
+    plan = catalog().plan("free")
+    capacity = int(rate.MIN_BURST)
+
+    # When it spends its bucket at once
+    answers = [rate.take_local("t_burst", plan, now=0.0) for _ in range(capacity)]
+
+    # Then the first half is steady and the rest (below half full) is its burst
+    assert answers == [False] * (capacity // 2) + [True] * (capacity // 2)
+
+
+async def test_a_bursting_tenant_runs_one_call_at_a_time_while_another_tenant_works() -> None:
+    # Given tenant a spending its burst (gate of 4) and tenant b steady
+    import asyncio
+
+    running = {"a": 0, "b": 0}
+    peak = {"a": 0, "b": 0}
+    release = {"a": asyncio.Event(), "b": asyncio.Event()}
+
+    async def work(tenant: str, bursting: bool) -> None:
+        async with rate.gate(tenant, 4, bursting):
+            running[tenant] += 1
+            peak[tenant] = max(peak[tenant], running[tenant])
+            await release[tenant].wait()
+            running[tenant] -= 1
+
+    async def settle() -> None:
+        for _ in range(10):
+            await asyncio.sleep(0)
+
+    # When b has a call running and a sends 6
+    b_task = asyncio.create_task(work("b", False))
+    await settle()
+    a_tasks = [asyncio.create_task(work("a", True)) for _ in range(6)]
+    await settle()
+
+    # Then a runs one at a time beside b, and a steady call of b still starts at once
+    assert running == {"a": 1, "b": 1}
+    b_more = asyncio.create_task(work("b", False))
+    await settle()
+    assert running == {"a": 1, "b": 2}
+
+    # When b's work is done, a (alone now) runs up to its gate
+    release["b"].set()
+    await asyncio.gather(b_task, b_more)
+    await settle()
+    assert running["a"] == 4
+    release["a"].set()
+    await asyncio.gather(*a_tasks)
+    assert peak == {"a": 4, "b": 2}
+
+
+async def test_a_call_cancelled_while_it_waits_gives_its_turn_away() -> None:
+    # Given a steady tenant at its gate of 1, with one more call waiting, and a bursting one
+    import asyncio
+
+    release = asyncio.Event()
+    started: list[str] = []
+
+    async def work(tenant: str, bursting: bool) -> None:
+        async with rate.gate(tenant, 1, bursting):
+            started.append(tenant)
+            await release.wait()
+
+    first = asyncio.create_task(work("b", False))
+    await asyncio.sleep(0)
+    waiting = asyncio.create_task(work("b", False))
+    burst = [asyncio.create_task(work("a", True)) for _ in range(2)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert started == ["b", "a"]  # a: one at a time while b runs and waits
+
+    # When b's waiting call is cancelled and b's first call ends
+    waiting.cancel()
+    release.set()
+    await asyncio.gather(first, *burst)
+
+    # Then the cancelled call never ran and a's second call did
+    assert started == ["b", "a", "a"]
+    assert waiting.cancelled()
+
+
+async def test_a_bursting_tenant_beside_another_starts_at_most_at_its_plan_rate() -> None:
+    # Given tenant b with a call running, and tenant a bursting, paced at 50 ms
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    release_b = asyncio.Event()
+    starts: list[float] = []
+
+    async def steady() -> None:
+        async with rate.gate("b", 4):
+            await release_b.wait()
+
+    async def burst() -> None:
+        async with rate.gate("a", 4, True, 0.05):
+            starts.append(loop.time())
+
+    b_task = asyncio.create_task(steady())
+    await asyncio.sleep(0)
+
+    # When a sends 3 calls, each done at once
+    await asyncio.gather(*(burst() for _ in range(3)))
+
+    # Then each started at least a pace after the one before (the timer, not b, woke them)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert len(gaps) == 2 and min(gaps) >= 0.05
+
+    # When b's work ends, a alone is not paced: 3 held calls all run at once
+    release_b.set()
+    await b_task
+    hold = asyncio.Event()
+    running = 0
+
+    async def held() -> None:
+        nonlocal running
+        async with rate.gate("a", 4, True, 0.05):
+            running += 1
+            await hold.wait()
+
+    tasks = [asyncio.create_task(held()) for _ in range(3)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert running == 3
+    hold.set()
+    await asyncio.gather(*tasks)

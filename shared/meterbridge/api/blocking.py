@@ -3,8 +3,9 @@
 Under Mangum a Lambda invocation is one request on its own event loop: a thread hop would
 only add its cost (about 200 us here). Under uvicorn (the local stack, the streaming task)
 many requests share the loop, so blocking calls go to the thread pool, at most
-``request.state.max_in_flight`` of one tenant at once (logic/rate.py ``gate``: a tenant's
-burst waits its turn instead of filling the pool ahead of everyone else).
+``request.state.max_in_flight`` of one tenant at once, and a tenant spending its burst
+(``request.state.bursting``) one at a time while other tenants' calls run or wait
+(logic/rate.py ``gate``: a burst goes on in the gaps instead of ahead of everyone else).
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ async def run_blocking[**P, T](
     limit = getattr(request.state, "max_in_flight", None)
     if limit is None:
         return await run_in_threadpool(fn, *args, **kwargs)
-    async with rate.gate(request.state.tenant_id, limit):
+    state = request.state
+    bursting = getattr(state, "bursting", False)
+    async with rate.gate(state.tenant_id, limit, bursting, getattr(state, "pace_s", 0.0)):
         return await run_in_threadpool(fn, *args, **kwargs)
 
 

@@ -5,8 +5,9 @@
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 
+from meterbridge.api.admission import TenantAdmission
 from meterbridge.api.blocking import run_blocking
 from meterbridge.api.errors import error_responses, install_error_handlers
 from meterbridge.api.tenant_auth import require_tenant
@@ -61,15 +62,17 @@ def _media_type(request: Request) -> str:
         }
     },
 )
-async def ingest_events(
-    request: Request, principal: Annotated[TenantPrincipal, Depends(require_tenant)]
-) -> IngestResult:
+async def ingest_events(request: Request) -> Response:
     """Accept one CloudEvent or a batch of up to 1,000 (1 MB, 64 KB per event).
 
     The tenant is the key's; ``source`` is set by the server. The batch is validated whole:
     one invalid event and nothing is stored. Events already stored (same ``id``) are reported
     in ``duplicates`` and counted once.
     """
+    # Called here rather than as a dependency, and the answer serialized here rather than by
+    # the response model: FastAPI's dependency solving and response validation were a third
+    # of the route's own cost (docs/performance/ingest.md). The OpenAPI schema is unchanged.
+    principal = await require_tenant(request)
     if _media_type(request) not in MEDIA_TYPES:
         raise UnsupportedMediaType(
             "Content-Type must be one of " + ", ".join(MEDIA_TYPES),
@@ -87,7 +90,7 @@ async def ingest_events(
         request, _ingest_request, principal, raw, settings, datetime.now(UTC)
     )
     await ingest.publish(principal.tenant_id, stored, alerts, settings)
-    return result
+    return Response(result.model_dump_json(), status_code=202, media_type="application/json")
 
 
 @router.get(
@@ -185,5 +188,7 @@ def _ingest_request(
 def create_app() -> FastAPI:
     app = FastAPI(title="meterbridge usage API", version="1")
     install_error_handlers(app)
+    # Outermost: a tenant out of tokens is refused before its body is read or routed.
+    app.add_middleware(TenantAdmission)
     app.include_router(router)
     return app

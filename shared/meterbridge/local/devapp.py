@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from meterbridge.api import admin, admin_billing, admin_deadletters, health, stream, usage
+from meterbridge.api.admission import TenantAdmission
 from meterbridge.api.errors import install_error_handlers
 from meterbridge.api.limits import BodyLimit
 from meterbridge.dashboard.routes import include_dashboard
@@ -133,8 +134,10 @@ def create_dev_app(
     app = FastAPI(title="meterbridge (local stack)", version="1", lifespan=lifespan)
     install_error_handlers(app)
     app.add_middleware(_CountRequests)
-    # Outermost of ours: a body over its route's cap is refused before any app code reads it.
+    # A body over its route's cap is refused before any app code reads it ...
     app.add_middleware(BodyLimit)
+    # ... and outside that, a tenant out of tokens before its body is read at all.
+    app.add_middleware(TenantAdmission)
     app.include_router(usage.router)
     app.include_router(admin.router)
     app.include_router(admin_deadletters.router)

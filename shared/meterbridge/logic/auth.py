@@ -152,9 +152,13 @@ def cached(raw_key: str | None, settings: Settings | None = None) -> TenantPrinc
     cache_key = keys.hash_key(raw_key, settings.key_pepper)
     with _cache_lock:
         hit = _cache.get(cache_key)
-    if _fresh(hit, ttl) is None and _refused_before(cache_key) is None:
-        return None
-    return authenticate(raw_key, settings)
+    principal = _fresh(hit, ttl)
+    if principal is not None:
+        return _checked(principal)
+    refused = _refused_before(cache_key)
+    if refused is not None:
+        raise Unauthorized(refused)
+    return None
 
 
 def _checked(principal: TenantPrincipal) -> TenantPrincipal:

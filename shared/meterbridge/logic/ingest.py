@@ -131,11 +131,14 @@ def parse_body(raw: bytes) -> list[Any]:
         raise ValidationFailed("the body is not valid JSON", details={"error": str(exc)}) from None
     except RecursionError:
         raise ValidationFailed("the body is nested too deeply") from None
-    try:
-        # Lone surrogates parse but cannot be stored or sent as UTF-8.
-        json.dumps(body, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValidationFailed("the body holds text that is not valid Unicode") from None
+    # Lone surrogates parse (from a backslash-u escape, or from UTF-8 bytes, which json decodes
+    # with surrogatepass) but cannot be stored or sent as UTF-8. A UTF-8 body with neither an
+    # escape nor an 0xED byte cannot hold one; NUL bytes mean UTF-16/32, always checked.
+    if b"\\u" in raw or b"\xed" in raw or b"\x00" in raw:
+        try:
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationFailed("the body holds text that is not valid Unicode") from None
     events = body if isinstance(body, list) else [body]
     if not events:
         raise ValidationFailed("the batch is empty")
@@ -358,7 +361,8 @@ def ingest(
     duplicates += more_duplicates
     result = IngestResult(accepted=len(written), duplicates=duplicates)
     metrics.add_metric(name="EventsAccepted", unit="Count", value=result.accepted)
-    metrics.add_metric(name="EventsDuplicate", unit="Count", value=result.duplicates)
+    if result.duplicates:  # most requests have none: no data point rather than a zero
+        metrics.add_metric(name="EventsDuplicate", unit="Count", value=result.duplicates)
     alerts: list[CloudEvent] = []
     if written and not backfill:
         alerts = _thresholds(tenant_id, plan, period, _added(written), settings, now)

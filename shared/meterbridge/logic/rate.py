@@ -14,9 +14,12 @@ Three layers, cheapest first:
    rest of that minute's requests cost no write. The streaming task uses layer 1 only (its
    connects and tokens are few, and its role needs no write to the usage table).
 3. ``gate``: at most ``max_in_flight(plan)`` blocking calls of a tenant at once in a process
-   (``api/blocking.py``); the rest wait their turn without holding a thread, so what a tenant
-   is admitted to do is interleaved with other tenants' work instead of queued before it.
-   On Lambda (one request per instance) it never waits.
+   (``api/blocking.py``), and fair between tenants: a tenant spending its burst (its bucket
+   below half full, ``take_local`` says so) runs, while any other tenant's calls run or
+   wait, one blocking call at a time and at most at its plan's rate (``pace_s``): its burst
+   is admitted, and served from spare capacity, not in front of everyone else's work. Alone
+   it runs up to its limit. Waiting costs no thread. On Lambda (one request per instance) it
+   never waits.
 
 A refusal is ``429 rate_limited`` with ``Retry-After``. A token bucket rather than a library:
 one float pair per tenant, nothing to import at a cold start.
@@ -30,8 +33,10 @@ import random
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from meterbridge.dal import usage as usage_dal
@@ -51,10 +56,8 @@ _lock = threading.Lock()
 _buckets: dict[str, tuple[float, float]] = {}
 # (tenant, scope) -> the minute (YYYYmmddHHMM) whose shared window is known to be full
 _full: dict[tuple[str, str], str] = {}
-# event loop -> tenant -> the tenant's gate on that loop (a semaphore belongs to one loop)
-_gates: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[str, tuple[int, asyncio.Semaphore]]
-] = weakref.WeakKeyDictionary()
+# A bucket below this share of its capacity is spending its burst (``take_local``'s answer).
+BURSTING_BELOW = 0.5
 
 
 def _limited(message: str, retry_s: float) -> RateLimited:
@@ -62,8 +65,11 @@ def _limited(message: str, retry_s: float) -> RateLimited:
     return RateLimited(message, headers={"Retry-After": str(max(1, math.ceil(retry_s)))})
 
 
-def take_local(tenant_id: str, plan: Plan, now: float | None = None) -> None:
-    """One token of the tenant's in-process bucket, or ``RateLimited``."""
+def take_local(tenant_id: str, plan: Plan, now: float | None = None) -> bool:
+    """One token of the tenant's in-process bucket, or ``RateLimited``.
+
+    True when the tenant is spending its burst (fewer than ``BURSTING_BELOW`` of the bucket
+    left): ``gate`` lets such a tenant's calls run only in the gaps of other tenants' work."""
     rate = plan.requests_per_minute / 60.0
     capacity = max(MIN_BURST, rate * BURST_S)
     now = time.monotonic() if now is None else now
@@ -75,7 +81,7 @@ def take_local(tenant_id: str, plan: Plan, now: float | None = None) -> None:
             wait = (1.0 - tokens) / rate
         else:
             _buckets[tenant_id] = (tokens - 1.0, now)
-            return
+            return tokens - 1.0 < capacity * BURSTING_BELOW
     raise _limited(f"more than {plan.requests_per_minute} requests per minute", wait)
 
 
@@ -103,25 +109,152 @@ def take_shared(
     raise _limited(message, retry)
 
 
+def pace_s(plan: Plan) -> float:
+    """The interval of the plan's rate: how far apart a bursting tenant's calls start while
+    other tenants work (``gate``)."""
+    return 60.0 / plan.requests_per_minute if plan.requests_per_minute > 0 else 1.0
+
+
 def max_in_flight(plan: Plan) -> int:
     """How many blocking calls of a tenant on this plan run at once in a process."""
     return max(MIN_IN_FLIGHT, math.ceil(plan.requests_per_minute / 60.0 * IN_FLIGHT_S))
 
 
+@dataclass
+class _Waiter:
+    tenant_id: str
+    limit: int
+    bursting: bool
+    pace_s: float
+    ready: asyncio.Future[None]
+
+
+@dataclass
+class _Fair:
+    """One event loop's blocking calls: who runs, who waits (in arrival order)."""
+
+    loop: asyncio.AbstractEventLoop
+    running: dict[str, int] = field(default_factory=dict)
+    steady: int = 0  # running calls of tenants not spending their burst
+    bursting: int = 0  # running calls of tenants spending it
+    waiting: deque[_Waiter] = field(default_factory=deque)
+    queued: dict[str, int] = field(default_factory=dict)  # waiters per tenant
+    steady_waiting: int = 0
+    # tenant -> monotonic time before which its next bursting call waits while others work
+    next_start: dict[str, float] = field(default_factory=dict)
+    timer: asyncio.TimerHandle | None = None
+
+    def may_start(self, tenant_id: str, limit: int, bursting: bool) -> bool:
+        if self.running.get(tenant_id, 0) >= limit:
+            return False
+        if not bursting:
+            return True
+        # Alone, a bursting tenant uses the process up to its limit. While anyone else's work
+        # runs or waits, it runs one call at a time, and at most at its plan's rate: its burst
+        # is served from spare capacity only.
+        if self.steady == 0 and self.steady_waiting == 0:
+            return True
+        return self.bursting == 0 and self.loop.time() >= self.next_start.get(tenant_id, 0.0)
+
+    def start(self, tenant_id: str, bursting: bool, pace_s: float) -> None:
+        self.running[tenant_id] = self.running.get(tenant_id, 0) + 1
+        if bursting:
+            self.bursting += 1
+            self.next_start[tenant_id] = self.loop.time() + pace_s
+        else:
+            self.steady += 1
+            self.next_start.pop(tenant_id, None)
+
+    def finish(self, tenant_id: str, bursting: bool) -> None:
+        left = self.running[tenant_id] - 1
+        if left:
+            self.running[tenant_id] = left
+        else:
+            del self.running[tenant_id]
+        if bursting:
+            self.bursting -= 1
+        else:
+            self.steady -= 1
+        self.wake()
+
+    def wait(self, waiter: _Waiter) -> None:
+        self.waiting.append(waiter)
+        self.queued[waiter.tenant_id] = self.queued.get(waiter.tenant_id, 0) + 1
+        if not waiter.bursting:
+            self.steady_waiting += 1
+
+    def _leave(self, waiter: _Waiter) -> None:
+        self.waiting.remove(waiter)
+        left = self.queued[waiter.tenant_id] - 1
+        if left:
+            self.queued[waiter.tenant_id] = left
+        else:
+            del self.queued[waiter.tenant_id]
+        if not waiter.bursting:
+            self.steady_waiting -= 1
+
+    def wake(self) -> None:
+        """Start every waiter that may start now, oldest first (one pass); a tenant's own
+        waiters start in their order."""
+        blocked: set[str] = set()
+        paced: list[float] = []
+        for waiter in list(self.waiting):
+            if waiter.ready.done():  # cancelled while waiting
+                self._leave(waiter)
+            elif waiter.tenant_id in blocked:
+                continue
+            elif self.may_start(waiter.tenant_id, waiter.limit, waiter.bursting):
+                self._leave(waiter)
+                self.start(waiter.tenant_id, waiter.bursting, waiter.pace_s)
+                waiter.ready.set_result(None)
+            else:
+                blocked.add(waiter.tenant_id)
+                if waiter.bursting and waiter.tenant_id in self.next_start:
+                    paced.append(self.next_start[waiter.tenant_id])
+        # A paced waiter's time comes whether or not another call ends before it.
+        due = [t for t in paced if t > self.loop.time()]
+        if due and self.timer is None:
+            self.timer = self.loop.call_at(min(due), self._tick)
+
+    def _tick(self) -> None:
+        self.timer = None
+        self.wake()
+
+
+# event loop -> its blocking calls (a future belongs to one loop)
+_fair: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Fair] = weakref.WeakKeyDictionary()
+
+
 @asynccontextmanager
-async def gate(tenant_id: str, limit: int) -> AsyncIterator[None]:
-    """Hold one of the tenant's ``limit`` places on this loop while the block runs."""
+async def gate(
+    tenant_id: str, limit: int, bursting: bool = False, pace_s: float = 0.0
+) -> AsyncIterator[None]:
+    """Hold one of the tenant's ``limit`` places on this loop while the block runs. A
+    ``bursting`` tenant's call, while other tenants' work runs or waits, waits for no other
+    bursting call to run and ``pace_s`` (its plan's interval) since its last (``_Fair``)."""
     loop = asyncio.get_running_loop()
-    gates = _gates.get(loop)
-    if gates is None:
-        gates = _gates[loop] = {}
-    held = gates.get(tenant_id)
-    if held is None or held[0] != limit:
-        # New, or the plan changed: a fresh gate (calls inside the old one finish there).
-        held = gates[tenant_id] = (limit, asyncio.Semaphore(limit))
-    semaphore = held[1]
-    async with semaphore:
+    fair = _fair.get(loop)
+    if fair is None:
+        fair = _fair[loop] = _Fair(loop)
+    # A tenant's calls keep their order: behind its own waiters, never past them.
+    if tenant_id not in fair.queued and fair.may_start(tenant_id, limit, bursting):
+        fair.start(tenant_id, bursting, pace_s)
+    else:
+        waiter = _Waiter(tenant_id, limit, bursting, pace_s, loop.create_future())
+        fair.wait(waiter)
+        fair.wake()  # a paced waiter needs its timer even if no call ends before its time
+        try:
+            await waiter.ready
+        except asyncio.CancelledError:
+            if waiter.ready.done() and not waiter.ready.cancelled():
+                fair.finish(tenant_id, bursting)  # started just as it was cancelled
+            else:
+                fair.wake()  # a steady waiter leaving may free a bursting one
+            raise
+    try:
         yield
+    finally:
+        fair.finish(tenant_id, bursting)
 
 
 def reset() -> None:
@@ -129,4 +262,4 @@ def reset() -> None:
     with _lock:
         _buckets.clear()
         _full.clear()
-        _gates.clear()
+        _fair.clear()
