@@ -5,7 +5,7 @@
 - ``nats_server``: a real ``nats-server -js`` with its own store directory, killable.
 - ``openmeter``: the OpenMeter-compatible sink, recording every CloudEvent, with faults.
 - The OpenMeter sink and the fake Stripe API run per test through
-  ``meterbridge.local.servers.BackgroundServer`` (fixtures beside the tests that use them).
+  ``meterbridge_dev.stack.servers.BackgroundServer`` (fixtures beside the tests that use them).
 - ``lambda_context`` and ``load_event`` for invoking handlers in-process.
 """
 
@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from meterbridge.local.lambda_runtime import LocalLambdaContext
-from meterbridge.local.processes import LOCAL_DYNAMODB_ENV, MotoServer, NatsServer
+from meterbridge_dev.stack.lambda_runtime import LocalLambdaContext
+from meterbridge_dev.stack.processes import LOCAL_DYNAMODB_ENV, MotoServer, NatsServer
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS_DIR = ROOT / "events"
@@ -96,7 +96,7 @@ def moto_server() -> Iterator[MotoServer]:
 def aws(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Fresh tables (from template.yaml) on the moto server, and env pointing at them."""
     from meterbridge.dal import dynamo
-    from meterbridge.local.tables import create_tables
+    from meterbridge_dev.stack.tables import create_tables
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.url)
     suffix = uuid.uuid4().hex[:8]

@@ -196,7 +196,7 @@ def main() -> int:
 
     workdir = tempfile.mkdtemp(prefix="bench-ingest-")
     os.environ["METERBRIDGE_PLANS_FILE"] = bench_catalogue(workdir)
-    from meterbridge.local.processes import MotoServer, NatsServer, nats_server_binary
+    from meterbridge_dev.stack.processes import MotoServer, NatsServer, nats_server_binary
 
     server = MotoServer().start()
     # Powertools flushes its metrics buffer (EMF) to stdout outside a Lambda: keep it quiet.
@@ -219,9 +219,9 @@ def main() -> int:
         from meterbridge.bus.publisher import reset_publisher
         from meterbridge.dal import dynamo, outbox
         from meterbridge.dal import tenants as tenants_dal
-        from meterbridge.local.tables import create_tables
         from meterbridge.logic import ingest, keys
         from meterbridge.settings import get_settings
+        from meterbridge_dev.stack.tables import create_tables
 
         get_settings.cache_clear()
         dynamo.reset_clients()

@@ -1,6 +1,6 @@
 """Write the usage API's OpenAPI schema, exactly as the app serves it, to ``docs/openapi.json``.
 
-    python -m meterbridge.api.export_openapi [--output PATH] [--check]
+    python -m meterbridge_dev.export_openapi [--output PATH] [--check]
 
 The JSON is written with sorted keys and a two-space indent, so a change in the served schema
 is a readable diff. ``--check`` writes nothing and exits 1 when the file differs from the
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         current = output.read_text() if output.exists() else ""
         if current != text:
-            sys.stderr.write(f"{output} is stale: run python -m meterbridge.api.export_openapi\n")
+            sys.stderr.write(f"{output} is stale: run python -m meterbridge_dev.export_openapi\n")
             return 1
         return 0
     output.parent.mkdir(parents=True, exist_ok=True)

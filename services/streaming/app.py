@@ -14,9 +14,9 @@ from typing import Any
 
 import uvicorn
 
-from meterbridge.api.limits import BodyLimit
-from meterbridge.serving import uvicorn_options
-from meterbridge.streaming.app import create_app
+from meterbridge_streaming.limits import BodyLimit
+from meterbridge_streaming.service import create_app
+from meterbridge_streaming.serving import uvicorn_options
 
 # Stream responses end within a second of SIGTERM; this bounds a stuck one.
 GRACEFUL_S = 15
@@ -33,7 +33,7 @@ def main() -> None:
     # as the original handler that ends in exit code 0 (a clean stop) instead of 143.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     # The entry point reads only where to listen; everything else is Settings.
-    # Body caps on every route, and header/body read deadlines (meterbridge.serving).
+    # Body caps on every route, and header/body read deadlines (meterbridge_streaming.serving).
     uvicorn.run(
         BodyLimit(app),
         **uvicorn_options(

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from meterbridge.local.openmeter_sink import SinkState
-from meterbridge.local.openmeter_sink import create_app as create_sink
-from meterbridge.local.servers import BackgroundServer
+from meterbridge_dev.fakes.openmeter_sink import SinkState
+from meterbridge_dev.fakes.openmeter_sink import create_app as create_sink
+from meterbridge_dev.stack.servers import BackgroundServer
 from tests.conftest import reset_singletons
 from tests.factories import make_tenant
 

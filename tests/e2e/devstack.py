@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from meterbridge.local.processes import free_port
+from meterbridge_dev.stack.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 # Variables that would aim the stack or the CLI somewhere else than its own stand-ins.
@@ -48,7 +48,7 @@ class Dev:
     ) -> subprocess.CompletedProcess[str]:
         """Run ``meterbridge ARGS`` in a fresh process against this stack."""
         return subprocess.run(
-            [sys.executable, "-m", "meterbridge.cli.main", *args],
+            [sys.executable, "-m", "meterbridge_dev.cli.main", *args],
             cwd=ROOT,
             env={**self.env, **(env or {})},
             capture_output=True,
@@ -91,7 +91,7 @@ def running_dev(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -
     env = {**base_env(tmp_path), **(env or {})}
     log = tmp_path / "dev.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "meterbridge.cli.main", "dev", "--port", str(port), *args],
+        [sys.executable, "-m", "meterbridge_dev.cli.main", "dev", "--port", str(port), *args],
         cwd=ROOT,
         env=env,
         stdout=log.open("w"),

@@ -21,9 +21,9 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from meterbridge.api import usage
 from meterbridge.api.errors import install_error_handlers
-from meterbridge.dashboard.routes import include_dashboard
-from meterbridge.local.devapp import create_dev_app
-from meterbridge.local.servers import BackgroundServer
+from meterbridge_dev.stack.devapp import create_dev_app
+from meterbridge_dev.stack.servers import BackgroundServer
+from meterbridge_streaming.dashboard.routes import include_dashboard
 from tests.factories import make_tenant
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -248,10 +248,10 @@ def stack_with_openmeter(
 ) -> Iterator[str]:
     """The dev app and dashboard with the OpenMeter stand-in, its meters synced."""
     from meterbridge.adapters.openmeter_api import OpenMeterApi
-    from meterbridge.local.openmeter_sink import create_app as sink_app
     from meterbridge.logic.openmeter_meters import sync
     from meterbridge.plans import catalog
     from meterbridge.settings import get_settings
+    from meterbridge_dev.fakes.openmeter_sink import create_app as sink_app
     from tests.conftest import reset_singletons
 
     with BackgroundServer(sink_app()) as sink:

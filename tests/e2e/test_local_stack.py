@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from meterbridge.local.processes import free_port
+from meterbridge_dev.stack.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,7 +50,7 @@ def dev_stack(tmp_path: Path):
         [
             sys.executable,
             "-m",
-            "meterbridge.cli.main",
+            "meterbridge_dev.cli.main",
             "dev",
             "--port",
             str(port),

@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
 
 from meterbridge.api.admin import create_app as create_admin_app
 from meterbridge.api.usage import create_app as create_usage_app
-from meterbridge.local.servers import BackgroundServer
+from meterbridge_dev.stack.servers import BackgroundServer
 from tests.conftest import reset_singletons
 from tests.factories import make_tenant
 from tests.integration.test_tenants_helpers import ADMIN_TOKEN

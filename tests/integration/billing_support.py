@@ -22,13 +22,13 @@ import stripe
 
 from meterbridge.adapters.stripe_billing import CALENDAR_MONTH_ANCHOR
 from meterbridge.dal import tenant_state
-from meterbridge.local.devapp import create_dev_app
-from meterbridge.local.servers import BackgroundServer
-from meterbridge.local.stripe_fake import StripeState
-from meterbridge.local.stripe_fake import create_app as create_stripe_app
 from meterbridge.logic import auth
 from meterbridge.plans import PLANS_FILE_DEFAULT
 from meterbridge.settings import get_settings
+from meterbridge_dev.fakes.stripe_fake import StripeState
+from meterbridge_dev.fakes.stripe_fake import create_app as create_stripe_app
+from meterbridge_dev.stack.devapp import create_dev_app
+from meterbridge_dev.stack.servers import BackgroundServer
 from tests.conftest import reset_singletons
 from tests.factories import make_tenant
 from tests.integration.test_webhook_support import NEW_SECRET

@@ -6,11 +6,11 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from meterbridge.cli.backfill import run_backfill
 from meterbridge.dal import usage as usage_dal
 from meterbridge.logic.ingest import ingest_events
 from meterbridge.logic.periods import period_of
 from meterbridge.settings import get_settings
+from meterbridge_dev.cli.backfill import run_backfill
 from tests.factories import make_tenant
 
 

@@ -8,7 +8,7 @@ import threading
 
 from typer.testing import CliRunner
 
-from meterbridge.cli.main import app
+from meterbridge_dev.cli.main import app
 from tests.integration.billing_support import (
     Stack,
     advance,

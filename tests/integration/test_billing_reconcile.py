@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from meterbridge.cli.main import app
-from meterbridge.prometheus import BILLING_UNBILLED_CENTS
+from meterbridge_dev.cli.main import app
+from meterbridge_streaming.metrics import BILLING_UNBILLED_CENTS
 from tests.conftest import reset_singletons
 from tests.integration.test_billing_faults import PERIOD, fake_stripe, setup
 from tests.integration.test_tenants_helpers import ADMIN_TOKEN, AUTH, FakeStripe

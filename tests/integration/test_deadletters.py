@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from meterbridge.api import admin_deadletters
 from meterbridge.api.errors import install_error_handlers
-from meterbridge.cli.main import app as cli
-from meterbridge.local.servers import BackgroundServer
 from meterbridge.logic import flush
+from meterbridge_dev.cli.main import app as cli
+from meterbridge_dev.stack.servers import BackgroundServer
 from tests.conftest import reset_singletons
 from tests.integration import test_flush_support
 from tests.integration.test_flush_support import (

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from meterbridge.dal import outbox
-from meterbridge.local.openmeter_sink import Fault
 from meterbridge.logic import flush
 from meterbridge.settings import get_settings
+from meterbridge_dev.fakes.openmeter_sink import Fault
 from tests.factories import events_table_items, scan_items
 from tests.integration import test_flush_support
 from tests.integration.test_flush_support import (

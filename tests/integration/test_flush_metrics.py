@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from meterbridge.prometheus import (
+from meterbridge_streaming.metrics import (
     OPENMETER_EVENTS_SENT,
     OPENMETER_FLUSH_ERRORS,
     OPENMETER_FLUSH_LATENCY,

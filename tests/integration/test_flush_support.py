@@ -11,11 +11,11 @@ import pytest
 from meterbridge.adapters.openmeter import OpenMeterClient, RetryPolicy, reset_client
 from meterbridge.dal import dynamo
 from meterbridge.dal.outbox import outbox_item, segment_for
-from meterbridge.local.openmeter_sink import SinkState, create_app
-from meterbridge.local.servers import BackgroundServer
 from meterbridge.logic.flush import FlushConfig
 from meterbridge.models.cloudevent import CloudEvent, usage_source
 from meterbridge.resilience import CircuitBreaker
+from meterbridge_dev.fakes.openmeter_sink import SinkState, create_app
+from meterbridge_dev.stack.servers import BackgroundServer
 
 API_KEY = "om_test_flush_key"
 

@@ -18,11 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
-from meterbridge.api.limits import DEFAULT_BODY_BYTES, INGEST_BODY_BYTES, BodyLimit
-from meterbridge.local.devapp import create_dev_app
-from meterbridge.local.servers import BackgroundServer
 from meterbridge.logic import ingest
-from meterbridge.serving import GuardedH11Protocol
+from meterbridge_dev.stack.devapp import create_dev_app
+from meterbridge_dev.stack.servers import BackgroundServer
+from meterbridge_streaming.limits import DEFAULT_BODY_BYTES, INGEST_BODY_BYTES, BodyLimit
+from meterbridge_streaming.serving import GuardedH11Protocol
 from tests.factories import event_records, make_tenant
 
 ROOT = Path(__file__).resolve().parents[2]

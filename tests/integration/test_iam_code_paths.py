@@ -28,11 +28,11 @@ from fastapi.testclient import TestClient
 
 from meterbridge.dal import dynamo, tenant_state
 from meterbridge.dal import usage as usage_dal
-from meterbridge.local import lambda_runtime
-from meterbridge.local.tables import load_template
 from meterbridge.logic import auth
 from meterbridge.logic.periods import bounds
 from meterbridge.settings import get_settings
+from meterbridge_dev.stack import lambda_runtime
+from meterbridge_dev.stack.tables import load_template
 from tests.conftest import reset_singletons
 from tests.factories import make_tenant
 from tests.integration import test_flush_support, test_tenants_helpers

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from meterbridge.api.usage import create_app
-from meterbridge.local.servers import BackgroundServer
 from meterbridge.logic import flush
+from meterbridge_dev.stack.servers import BackgroundServer
 from tests.factories import event_records, make_tenant
 from tests.integration import test_flush_support
 from tests.integration.test_flush_support import fast_client, fast_config

@@ -26,7 +26,7 @@ def localstack(monkeypatch: pytest.MonkeyPatch):
 def test_conditional_write_against_localstack(localstack) -> None:
     # Given the template's tables on LocalStack
     from meterbridge.dal import dynamo
-    from meterbridge.local.tables import create_tables
+    from meterbridge_dev.stack.tables import create_tables
     from tests.conftest import reset_singletons
 
     reset_singletons()

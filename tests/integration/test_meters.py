@@ -16,8 +16,8 @@ import pytest
 
 from meterbridge.dal import usage as usage_dal
 from meterbridge.errors import QuotaExceeded
-from meterbridge.local.servers import BackgroundServer
 from meterbridge.logic import ingest
+from meterbridge_dev.stack.servers import BackgroundServer
 from tests.factories import event_records, make_tenant, scan_items
 from tests.meter_catalog import measured, recompute, write_catalogue
 

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from meterbridge.local.openmeter_sink import Fault, SinkState, create_app
-from meterbridge.local.servers import BackgroundServer
+from meterbridge_dev.fakes.openmeter_sink import Fault, SinkState, create_app
+from meterbridge_dev.stack.servers import BackgroundServer
 
 API_KEY = "om_test_key"
 BATCH = "application/cloudevents-batch+json"
@@ -270,9 +270,17 @@ def test_reset_forgets_events_and_faults(sink):
 
 def test_runs_as_a_separate_process_and_prints_its_url():
     # Given
-    env = {**os.environ, "PYTHONPATH": str(SHARED)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SHARED), str(SHARED.parent / "dev")])}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "meterbridge.local.openmeter_sink", "--port", "0", "--api-key", "k"],
+        [
+            sys.executable,
+            "-m",
+            "meterbridge_dev.fakes.openmeter_sink",
+            "--port",
+            "0",
+            "--api-key",
+            "k",
+        ],
         stdout=subprocess.PIPE,
         env=env,
         text=True,

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from meterbridge.adapters.openmeter import OpenMeterRejected
-from meterbridge.local.openmeter_sink import SinkState, create_app
-from meterbridge.local.servers import BackgroundServer
+from meterbridge_dev.fakes.openmeter_sink import SinkState, create_app
+from meterbridge_dev.stack.servers import BackgroundServer
 from tests.integration.test_flush_support import API_KEY, fast_client
 from tests.integration.test_openmeter_sink import BATCH, SINGLE, cloudevent
 

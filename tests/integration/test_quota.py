@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from meterbridge.local.servers import BackgroundServer
 from meterbridge.plans import PLANS_FILE_DEFAULT
+from meterbridge_dev.stack.servers import BackgroundServer
 from tests.conftest import reset_singletons
 from tests.factories import event_records, make_tenant
 

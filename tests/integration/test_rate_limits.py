@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from meterbridge.local.servers import BackgroundServer
 from meterbridge.logic import rate
 from meterbridge.plans import PLANS_FILE_DEFAULT
+from meterbridge_dev.stack.servers import BackgroundServer
 from tests.conftest import reset_singletons
 from tests.factories import make_tenant
 from tests.integration.test_auth_cache import dynamodb_calls

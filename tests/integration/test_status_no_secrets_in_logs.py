@@ -20,12 +20,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from meterbridge.adapters.openmeter import reset_client
-from meterbridge.local.openmeter_sink import SinkState
-from meterbridge.local.openmeter_sink import create_app as create_sink
-from meterbridge.local.servers import BackgroundServer
 from meterbridge.logic import auth
 from meterbridge.logic.flush import flush_outbox
 from meterbridge.observability import logger as mb_logger
+from meterbridge_dev.fakes.openmeter_sink import SinkState
+from meterbridge_dev.fakes.openmeter_sink import create_app as create_sink
+from meterbridge_dev.stack.servers import BackgroundServer
 from tests.conftest import reset_singletons
 from tests.integration import test_tenants_helpers as helpers
 from tests.integration.test_tenants_helpers import ADMIN_TOKEN, FakeStripe, body, idem

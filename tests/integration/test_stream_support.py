@@ -18,8 +18,8 @@ import nats
 import pytest
 
 from meterbridge.bus.subjects import tenant_subject
-from meterbridge.local.servers import BackgroundServer
 from meterbridge.models.cloudevent import CloudEvent, usage_source
+from meterbridge_dev.stack.servers import BackgroundServer
 
 
 @dataclass
@@ -139,7 +139,7 @@ async def stream_app_fixture(
     aws: dict[str, str], nats_server: Any
 ) -> AsyncIterator[dict[str, Any]]:
     """The streaming app on a real uvicorn (thread), connected to the test's nats-server."""
-    from meterbridge.streaming.app import create_app
+    from meterbridge_streaming.service import create_app
 
     app = create_app()
     with BackgroundServer(app) as server:

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from meterbridge.cli.main import app
 from meterbridge.plans import PLANS_FILE_DEFAULT
+from meterbridge_dev.cli.main import app
 from tests.conftest import reset_singletons
 from tests.integration import test_tenants_helpers
 from tests.integration.test_tenants_helpers import FakeStripe

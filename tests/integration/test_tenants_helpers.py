@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from meterbridge.local.servers import BackgroundServer
-from meterbridge.local.stripe_fake import StripeState
-from meterbridge.local.stripe_fake import create_app as create_stripe_app
+from meterbridge_dev.fakes.stripe_fake import StripeState
+from meterbridge_dev.fakes.stripe_fake import create_app as create_stripe_app
+from meterbridge_dev.stack.servers import BackgroundServer
 from tests.conftest import reset_singletons
 
 ADMIN_TOKEN = "admin-token-for-tests"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from meterbridge.local.lambda_runtime import invoke
+from meterbridge_dev.stack.lambda_runtime import invoke
 from tests.conftest import load_event, reset_singletons
 from tests.integration import test_tenants_helpers as helpers
 from tests.integration.test_tenants_helpers import FakeStripe

@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from meterbridge.errors import StorageUnavailable
-from meterbridge.local.servers import BackgroundServer
 from meterbridge.settings import get_settings
+from meterbridge_dev.stack.servers import BackgroundServer
 from tests.integration import test_tenants_helpers as helpers
 from tests.integration.test_tenants_helpers import AUTH, FakeStripe, body, idem, plain_items
 

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from meterbridge.dal import dynamo
-from meterbridge.local.lambda_runtime import invoke
+from meterbridge_dev.stack.lambda_runtime import invoke
 from tests.conftest import load_event
 from tests.factories import event_records, make_tenant
 

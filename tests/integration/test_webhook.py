@@ -12,12 +12,12 @@ import pytest
 
 from meterbridge.dal import outbox, tenant_state, webhooks
 from meterbridge.errors import TenantSuspended
-from meterbridge.local.stripe_fake import sign_payload
 from meterbridge.logic import auth, stripe_webhook
 from meterbridge.logic.stripe_translate import StripeEvent, translate
 from meterbridge.logic.stripe_webhook import apply_state, process
 from meterbridge.models.cloudevent import STRIPE_SOURCE
 from meterbridge.settings import get_settings
+from meterbridge_dev.fakes.stripe_fake import sign_payload
 from tests.conftest import reset_singletons
 from tests.factories import make_tenant
 from tests.integration.test_webhook_support import (

@@ -18,9 +18,9 @@ import pytest
 import stripe
 
 from meterbridge.dal import tenant_state, webhooks
-from meterbridge.local.devapp import create_dev_app
-from meterbridge.local.servers import BackgroundServer
 from meterbridge.settings import get_settings
+from meterbridge_dev.stack.devapp import create_dev_app
+from meterbridge_dev.stack.servers import BackgroundServer
 from tests.factories import make_tenant
 from tests.integration import test_webhook
 from tests.integration.test_webhook import linked_tenant, outbox_item, profile

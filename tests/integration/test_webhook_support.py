@@ -13,8 +13,8 @@ from typing import Any
 import stripe
 
 from meterbridge.dal import dynamo
-from meterbridge.local import lambda_runtime
-from meterbridge.local.stripe_fake import sign_payload
+from meterbridge_dev.fakes.stripe_fake import sign_payload
+from meterbridge_dev.stack import lambda_runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "events" / f"stripe-{stripe.api_version}"

@@ -44,15 +44,15 @@ from hypothesis.stateful import (
 from meterbridge.adapters.openmeter import OpenMeterClient, RetryPolicy, reset_client
 from meterbridge.dal import dynamo, outbox
 from meterbridge.dal import usage as usage_dal
-from meterbridge.local.openmeter_sink import Fault, SinkState, create_app
-from meterbridge.local.servers import BackgroundServer
-from meterbridge.local.tables import create_tables
 from meterbridge.logic import flush, ingest
 from meterbridge.logic.periods import period_of
 from meterbridge.models.cloudevent import usage_source
 from meterbridge.plans import catalog
 from meterbridge.resilience import CircuitBreaker
 from meterbridge.settings import Settings
+from meterbridge_dev.fakes.openmeter_sink import Fault, SinkState, create_app
+from meterbridge_dev.stack.servers import BackgroundServer
+from meterbridge_dev.stack.tables import create_tables
 from tests.factories import events_table_items
 
 API_KEY = "om_property_model_key"

@@ -2,9 +2,9 @@
 
 - every CloudWatch alarm and Prometheus rule links a runbook section that exists, and every
   runbook section is linked by at least one of them;
-- alert rules and dashboard queries name only metrics the code emits (Prometheus names from
-  ``meterbridge.prometheus.REGISTRY``; EMF names by reading ``add_metric`` calls in the source;
-  log metric filters from template.yaml);
+- alert rules and dashboard queries name only metrics the code emits (Prometheus names
+  from ``meterbridge_streaming.metrics.REGISTRY``; EMF names by reading ``add_metric`` calls
+  in the source; log metric filters from template.yaml);
 - the checked-in dashboard is exactly what ``observability/grafana/build.py`` generates.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 from observability.grafana import build
 
-from meterbridge.local.tables import load_template
-from meterbridge.prometheus import REGISTRY
+from meterbridge_dev.stack.tables import load_template
+from meterbridge_streaming.metrics import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNBOOK = ROOT / "docs" / "runbook.md"
@@ -96,7 +96,12 @@ def emf_names() -> set[str]:
     function it is in (the webhook picks its metric from a dict by outcome).
     """
     found: set[str] = set()
-    for path in [*ROOT.glob("shared/meterbridge/**/*.py"), *ROOT.glob("functions/*/app.py")]:
+    for path in [
+        *ROOT.glob("shared/meterbridge/**/*.py"),
+        *ROOT.glob("services/streaming/**/*.py"),
+        *ROOT.glob("dev/meterbridge_dev/**/*.py"),
+        *ROOT.glob("functions/*/app.py"),
+    ]:
         tree = ast.parse(path.read_text())
         for func in ast.walk(tree):
             if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):

@@ -135,7 +135,7 @@ def backfill(
     names."""
     from rich.console import Console
 
-    from meterbridge.cli.state import use_local_stack
+    from meterbridge_dev.cli.state import use_local_stack
 
     use_local_stack()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn

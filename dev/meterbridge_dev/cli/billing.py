@@ -19,8 +19,8 @@ def reconcile(
 
     Exit status 0 when they agree, 1 when they differ (after --fix: when any is left), 2 on
     error."""
-    from meterbridge.cli.state import use_local_stack
     from meterbridge.errors import MeterbridgeError
+    from meterbridge_dev.cli.state import use_local_stack
 
     use_local_stack()
     from meterbridge.logic.billing.reconcile import publish_unbilled

@@ -1,6 +1,6 @@
 """``meterbridge deadletters list|retry``: events OpenMeter rejected, over the admin API.
 
-The target and auth are resolved as for ``meterbridge tenants`` (``meterbridge.cli.target``).
+The target and auth are resolved as for ``meterbridge tenants`` (``meterbridge_dev.cli.target``).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from meterbridge.cli.target import admin_client, admin_command, show
+from meterbridge_dev.cli.target import admin_client, admin_command, show
 
 app = typer.Typer(no_args_is_help=True, help="List and retry dead-lettered events.")
 

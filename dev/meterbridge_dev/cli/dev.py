@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from meterbridge.cli.target import CliError
+from meterbridge_dev.cli.target import CliError
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -119,16 +119,16 @@ def dev(
 
     import uvicorn
 
-    from meterbridge.cli.state import remove_state, state_path, write_state
-    from meterbridge.local.console import install_console_logging
-    from meterbridge.local.stack import LocalStack
+    from meterbridge_dev.cli.state import remove_state, state_path, write_state
+    from meterbridge_dev.stack.console import install_console_logging
+    from meterbridge_dev.stack.stack import LocalStack
 
     console.print("[bold]meterbridge[/bold] local stack starting")
     region = os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     os.environ["METERBRIDGE_ADMIN_AUTH"] = admin_auth
     allowed = None
     if admin_auth == "iam":
-        from meterbridge.local.sigv4 import generate_credentials, load_credentials
+        from meterbridge_dev.stack.sigv4 import generate_credentials, load_credentials
 
         creds_path = iam_credentials or state_path().with_name("iam-credentials.json")
         try:
@@ -149,7 +149,7 @@ def dev(
     stop_demo = None
     stack.start()
     try:
-        from meterbridge.local.devapp import create_dev_app
+        from meterbridge_dev.stack.devapp import create_dev_app
 
         def report(result: object) -> None:
             emit(
@@ -181,7 +181,7 @@ def dev(
             "Logs       this console: one line per request and per flush"
             + (" (JSON)" if log_format == "json" else " (--log-format json for JSON)")
         )
-        from meterbridge.serving import uvicorn_options
+        from meterbridge_streaming.serving import uvicorn_options
 
         config = uvicorn.Config(
             create_dev_app(iam_credentials=allowed, region=region, on_request=emit),
@@ -196,7 +196,7 @@ def dev(
         )
         server = uvicorn.Server(config)
         if demo:
-            from meterbridge.local.demo import start_demo
+            from meterbridge_dev.stack.demo import start_demo
 
             stop_demo = start_demo(base, console.print)
         state = {

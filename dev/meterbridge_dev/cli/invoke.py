@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from meterbridge.local.lambda_runtime import FUNCTIONS
+from meterbridge_dev.stack.lambda_runtime import FUNCTIONS
 
 
 def invoke(
@@ -35,10 +35,10 @@ def invoke(
     import sys
     import warnings
 
-    from meterbridge.cli.state import use_local_stack
-    from meterbridge.local.lambda_runtime import invoke as run
-    from meterbridge.local.lambda_runtime import load_event
     from meterbridge.observability import logger
+    from meterbridge_dev.cli.state import use_local_stack
+    from meterbridge_dev.stack.lambda_runtime import invoke as run
+    from meterbridge_dev.stack.lambda_runtime import load_event
 
     if function not in FUNCTIONS:
         raise typer.BadParameter(f"unknown function {function!r}; one of {', '.join(FUNCTIONS)}")
@@ -57,7 +57,7 @@ def invoke(
     logger.registered_handler.setStream(sys.stderr)  # type: ignore[attr-defined]
     with contextlib.redirect_stdout(sys.stderr):
         if fill:
-            from meterbridge.local.invoke_fill import fill as fill_event
+            from meterbridge_dev.stack.invoke_fill import fill as fill_event
 
             secrets = get_settings().stripe_webhook_secret
             try:

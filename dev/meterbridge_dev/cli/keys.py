@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from meterbridge.cli.target import admin_client, admin_command, show
 from meterbridge.models.tenant import DEFAULT_GRACE_S, MAX_GRACE_S
+from meterbridge_dev.cli.target import admin_client, admin_command, show
 
 app = typer.Typer(no_args_is_help=True, help="Issue, list, revoke and rotate API keys.")
 

@@ -7,17 +7,17 @@ from typing import Annotated
 
 import typer
 
-from meterbridge.cli import backfill as backfill_cli
-from meterbridge.cli import billing as billing_cli
-from meterbridge.cli import deadletters as deadletters_cli
-from meterbridge.cli import keys as keys_cli
-from meterbridge.cli import openmeter as openmeter_cli
-from meterbridge.cli import tenants as tenants_cli
-from meterbridge.cli.dev import dev
-from meterbridge.cli.invoke import invoke
-from meterbridge.cli.status import status as status_cmd
-from meterbridge.cli.stripe import stripe_app
-from meterbridge.cli.target import DEBUG, CliError
+from meterbridge_dev.cli import backfill as backfill_cli
+from meterbridge_dev.cli import billing as billing_cli
+from meterbridge_dev.cli import deadletters as deadletters_cli
+from meterbridge_dev.cli import keys as keys_cli
+from meterbridge_dev.cli import openmeter as openmeter_cli
+from meterbridge_dev.cli import tenants as tenants_cli
+from meterbridge_dev.cli.dev import dev
+from meterbridge_dev.cli.invoke import invoke
+from meterbridge_dev.cli.status import status as status_cmd
+from meterbridge_dev.cli.stripe import stripe_app
+from meterbridge_dev.cli.target import DEBUG, CliError
 
 app = typer.Typer(
     no_args_is_help=True,

@@ -18,9 +18,9 @@ from typing import Annotated
 
 import typer
 
-from meterbridge.cli.target import CliError
 from meterbridge.errors import MeterbridgeError
 from meterbridge.logic.status import Status, collect_status
+from meterbridge_dev.cli.target import CliError
 
 
 def _age(seconds: float | None) -> str:
@@ -88,10 +88,10 @@ def _point_at(
     stack_name: str | None, config_env: str | None, profile: str | None, region: str | None
 ) -> None:
     """Aim this process's DynamoDB client at the deployed or the local stack's tables."""
-    from meterbridge.cli.state import read_state, state_path
-    from meterbridge.cli.target import samconfig_stack_name, stack_outputs
     from meterbridge.dal import dynamo
     from meterbridge.settings import get_settings
+    from meterbridge_dev.cli.state import read_state, state_path
+    from meterbridge_dev.cli.target import samconfig_stack_name, stack_outputs
 
     if stack_name or config_env:
         stack = stack_name or samconfig_stack_name(config_env)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from meterbridge.cli.target import (
+from meterbridge_dev.cli.target import (
     CliError,
     admin_client,
     admin_command,
@@ -35,8 +35,8 @@ def reconcile(
     ),
 ) -> None:
     """Apply Stripe events the webhook missed (same idempotent path; safe to re-run)."""
-    from meterbridge.cli.state import use_local_stack
     from meterbridge.errors import MeterbridgeError
+    from meterbridge_dev.cli.state import use_local_stack
 
     use_local_stack()
     from meterbridge.logic.stripe_reconcile import parse_since, reconcile_since
@@ -58,7 +58,7 @@ def reconcile(
 
 
 def _sample_events() -> dict[str, Path]:
-    from meterbridge.local.lambda_runtime import repo_root
+    from meterbridge_dev.stack.lambda_runtime import repo_root
 
     return {p.stem: p for p in sorted((repo_root() / "events" / SAMPLES).glob("*.json"))}
 
@@ -99,8 +99,8 @@ def trigger(
     """Send a correctly signed test webhook of EVENT_TYPE about a tenant to the webhook."""
     import httpx
 
-    from meterbridge.cli.target import resolve
-    from meterbridge.local.stripe_fake import webhook_request
+    from meterbridge_dev.cli.target import resolve
+    from meterbridge_dev.fakes.stripe_fake import webhook_request
 
     target = resolve()
     with admin_client(target) as http:
@@ -135,8 +135,8 @@ def sync_catalog(
 ) -> None:
     """Create or update Stripe products and monthly prices for every priced plan (by lookup key
     meterbridge_<plan id>); writes nothing when Stripe already agrees."""
-    from meterbridge.cli.state import use_local_stack
     from meterbridge.errors import MeterbridgeError
+    from meterbridge_dev.cli.state import use_local_stack
 
     use_local_stack()
     from meterbridge.logic.billing.catalog import sync_catalog as run

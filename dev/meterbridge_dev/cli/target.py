@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import httpx
 import typer
 
-from meterbridge.cli.state import read_state, state_path
+from meterbridge_dev.cli.state import read_state, state_path
 
 EXECUTE_API = re.compile(r"\.execute-api\.([a-z0-9-]+)\.amazonaws\.com$")
 CONFIG_ENVS = {"dev": "default", "default": "default", "staging": "staging", "prod": "prod"}

@@ -1,7 +1,7 @@
 """``meterbridge tenants ...``: the operator's commands against the admin API over HTTP.
 
 The target is the local stack (its state file), ``--url``, or a deployed stack
-(``--stack-name`` / ``--config-env``, signed with SigV4): see ``meterbridge.cli.target``.
+(``--stack-name`` / ``--config-env``, signed with SigV4): see ``meterbridge_dev.cli.target``.
 ``create`` sends an ``Idempotency-Key`` (a fresh UUID unless ``--idempotency-key`` is given) and
 retries 502/503/409-in-progress answers with the same key, so an interrupted onboarding finishes
 without duplicates. Output is a table, or the API's JSON with ``--json``.
@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from meterbridge.cli.target import (
+from meterbridge_dev.cli.target import (
     CliError,
     Options,
     admin_client,
@@ -41,7 +41,7 @@ __all__ = ["DEFAULT_URL", "UrlOption", "admin_client", "admin_command", "app", "
 def client(url: str | None = None) -> httpx.Client:
     """A client for ``url`` (or the resolved target) with its admin auth; for other commands."""
     target = resolve(Options(url=url))
-    from meterbridge.cli.target import SigV4
+    from meterbridge_dev.cli.target import SigV4
 
     if target.auth == "iam":
         return httpx.Client(

@@ -13,7 +13,7 @@ The wrapper skips that first sort during a query, and hands an index query only 
 the partition it asks for; moto's own code still filters, sorts and pages them. It also
 measures an item's size once instead of once per attribute (the same 400 KB limit).
 
-    python -m meterbridge.local.moto_server -H 127.0.0.1 -p 5000
+    python -m meterbridge_dev.fakes.moto_server -H 127.0.0.1 -p 5000
 
 It also takes injected faults, for failure tests: ``POST /_meterbridge/faults`` with
 ``{"throttle_ratio": 0.3, "seconds": 10, "seed": 1}`` answers that share of DynamoDB calls

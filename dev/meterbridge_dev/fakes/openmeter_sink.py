@@ -44,7 +44,7 @@ float}`` (answers the fault configuration, as does ``GET /_control/faults``);
 ``GET /_control/events``; ``GET /_control/requests``; ``GET /_control/stats``;
 ``POST /_control/reset`` (``{"faults": bool}``, default true); ``GET /health``.
 
-Run as a process: ``python -m meterbridge.local.openmeter_sink --port P [--api-key K]``.
+Run as a process: ``python -m meterbridge_dev.fakes.openmeter_sink --port P [--api-key K]``.
 """
 
 from __future__ import annotations
@@ -469,7 +469,7 @@ def create_app(state: SinkState | None = None) -> FastAPI:
     )
     app.state.sink = sink
     # Meters and their query API (local/openmeter_query.py), over what was recorded.
-    from meterbridge.local import openmeter_query
+    from meterbridge_dev.fakes import openmeter_query
 
     openmeter_query.install(app, sink.events, sink.api_key)
 
@@ -600,10 +600,10 @@ def create_app(state: SinkState | None = None) -> FastAPI:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from meterbridge.local.servers import serve_until_signalled
+    from meterbridge_dev.stack.servers import serve_until_signalled
 
     parser = argparse.ArgumentParser(
-        prog="python -m meterbridge.local.openmeter_sink",
+        prog="python -m meterbridge_dev.fakes.openmeter_sink",
         description="OpenMeter-compatible ingest sink with fault injection",
     )
     parser.add_argument("--host", default="127.0.0.1")

@@ -49,7 +49,7 @@ Webhooks: ``sign_payload`` makes a ``Stripe-Signature`` header with Stripe's sch
 (``t=<ts>,v1=<hex HMAC-SHA256 of "<ts>.<payload>">``); ``webhook_request`` gives body and
 headers for posting an event to a webhook endpoint.
 
-Run as a process: ``python -m meterbridge.local.stripe_fake --port P [--api-key K]``.
+Run as a process: ``python -m meterbridge_dev.fakes.stripe_fake --port P [--api-key K]``.
 """
 
 from __future__ import annotations
@@ -1900,10 +1900,10 @@ def create_app(state: StripeState | None = None) -> FastAPI:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from meterbridge.local.servers import serve_until_signalled
+    from meterbridge_dev.stack.servers import serve_until_signalled
 
     parser = argparse.ArgumentParser(
-        prog="python -m meterbridge.local.stripe_fake",
+        prog="python -m meterbridge_dev.fakes.stripe_fake",
         description="Fake Stripe HTTP API with fault injection",
     )
     parser.add_argument("--host", default="127.0.0.1")

@@ -1,1 +1,1 @@
-"""Local stand-ins for the real parts (moto, nats-server, OpenMeter, Stripe)."""
+"""The local stack: moto server, nats-server and the stand-ins behind one FastAPI app."""

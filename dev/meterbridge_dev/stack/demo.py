@@ -219,8 +219,8 @@ class _DemoLoop:
         return False
 
     def _loop(self, client: httpx.Client, tenant: DemoTenant) -> None:
-        from meterbridge.local.stripe_fake import webhook_request
         from meterbridge.plans import catalog
+        from meterbridge_dev.fakes.stripe_fake import webhook_request
 
         limit = int(catalog().plan(DEMO_PLAN).limit("queries") or 1000)
         usage = UsageGenerator(run_id=uuid.uuid4().hex[:8], query_limit=limit)

@@ -18,14 +18,21 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from meterbridge.api import admin, admin_billing, admin_deadletters, health, stream, usage
+from meterbridge.api import admin, admin_billing, admin_deadletters, usage
 from meterbridge.api.errors import install_error_handlers
-from meterbridge.api.limits import BodyLimit
-from meterbridge.dashboard.routes import include_dashboard
 from meterbridge.errors import MeterbridgeError
-from meterbridge.local.sigv4 import AllowedCredential, SigV4Rejected, iam_context, verify
 from meterbridge.logic import stripe_webhook
-from meterbridge.prometheus import API_REQUESTS, STRIPE_WEBHOOK_LATENCY, STRIPE_WEBHOOKS_RECEIVED
+from meterbridge_dev.stack.sigv4 import AllowedCredential, SigV4Rejected, iam_context, verify
+from meterbridge_streaming import health_routes
+from meterbridge_streaming.dashboard.routes import include_dashboard
+from meterbridge_streaming.limits import BodyLimit
+from meterbridge_streaming.metrics import (
+    API_REQUESTS,
+    STRIPE_WEBHOOK_LATENCY,
+    STRIPE_WEBHOOKS_RECEIVED,
+)
+from meterbridge_streaming.service import router as stream_router
+from meterbridge_streaming.service import stream_lifespan
 
 
 class _CountRequests(BaseHTTPMiddleware):
@@ -102,7 +109,7 @@ class _LogRequests(BaseHTTPMiddleware):
         self.emit = emit
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        from meterbridge.local.console import request_line
+        from meterbridge_dev.stack.console import request_line
 
         start = time.perf_counter()
         response = await call_next(request)
@@ -127,7 +134,7 @@ def create_dev_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The streaming service (NATS bridge, fan-out) lives as long as the app.
-        async with stream.stream_lifespan(app):
+        async with stream_lifespan(app):
             yield
 
     app = FastAPI(title="meterbridge (local stack)", version="1", lifespan=lifespan)
@@ -139,8 +146,8 @@ def create_dev_app(
     app.include_router(admin.router)
     app.include_router(admin_deadletters.router)
     app.include_router(admin_billing.router)
-    app.include_router(stream.router)
-    app.include_router(health.router)
+    app.include_router(stream_router)
+    app.include_router(health_routes.router)
     include_dashboard(app)
     if iam_credentials is not None:
         app.add_middleware(SigV4Admin, allowed=iam_credentials, region=region)

@@ -19,7 +19,7 @@ import json
 import re
 from typing import Any
 
-from meterbridge.local.lambda_runtime import load_event, repo_root
+from meterbridge_dev.stack.lambda_runtime import load_event, repo_root
 
 KEY_PLACEHOLDER = "REPLACE_WITH_A_TENANT_KEY"
 DEMO_IDEMPOTENCY_KEY = "meterbridge-invoke-demo-tenant"
@@ -53,7 +53,7 @@ def wrap_stripe_event(payload: dict[str, Any]) -> dict[str, Any]:
 
 def fill(event: dict[str, Any], webhook_secret: str | None) -> dict[str, Any]:
     """A copy of ``event`` with its placeholders filled."""
-    from meterbridge.local.stripe_fake import sign_payload
+    from meterbridge_dev.fakes.stripe_fake import sign_payload
 
     if event.get("object") == "event" and "type" in event:
         event = wrap_stripe_event(event)

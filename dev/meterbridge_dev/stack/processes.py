@@ -142,7 +142,7 @@ LOCAL_DYNAMODB_ENV = {"DYNAMODB_CONNECT_TIMEOUT_S": "10", "DYNAMODB_READ_TIMEOUT
 class MotoServer(ManagedProcess):
     """``moto_server`` over HTTP: the same boto3 code path as DynamoDB on AWS.
 
-    Started through ``meterbridge.local.moto_server``, which fixes moto's whole-table copy per
+    Started through ``meterbridge_dev.fakes.moto_server``, which fixes moto's whole-table copy per
     transaction item (see that module); everything else is moto as released.
     """
 
@@ -156,7 +156,7 @@ class MotoServer(ManagedProcess):
         return [
             sys.executable,
             "-m",
-            "meterbridge.local.moto_server",
+            "meterbridge_dev.fakes.moto_server",
             "-H",
             self.host,
             "-p",

@@ -22,7 +22,7 @@ from typing import Any
 
 import uvicorn
 
-from meterbridge.serving import uvicorn_options
+from meterbridge_streaming.serving import uvicorn_options
 
 
 class BackgroundServer:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from meterbridge.local.processes import LOCAL_DYNAMODB_ENV, MotoServer, NatsServer
+from meterbridge_dev.stack.processes import LOCAL_DYNAMODB_ENV, MotoServer, NatsServer
 
 Say = Callable[[str], None]
 
@@ -49,7 +49,7 @@ def table_names() -> dict[str, str]:
 def ensure_tables(names: dict[str, str] | None = None) -> list[str]:
     """Create the template's tables (missing ones only) at ``AWS_ENDPOINT_URL``."""
     from meterbridge.dal import dynamo
-    from meterbridge.local.tables import create_tables
+    from meterbridge_dev.stack.tables import create_tables
 
     names = names or table_names()
     existing = set(dynamo.client().list_tables().get("TableNames", []))
@@ -146,8 +146,8 @@ class LocalStack:
             self.endpoints["openmeter"] = os.environ["OPENMETER_BASE_URL"]
             self.say(f"OpenMeter  {os.environ['OPENMETER_BASE_URL']} (from OPENMETER_BASE_URL)")
             return
-        from meterbridge.local.openmeter_sink import SinkState, create_app
-        from meterbridge.local.servers import BackgroundServer
+        from meterbridge_dev.fakes.openmeter_sink import SinkState, create_app
+        from meterbridge_dev.stack.servers import BackgroundServer
 
         sink_state = SinkState()
         if self.openmeter_reject:
@@ -182,8 +182,8 @@ class LocalStack:
                 "(`meterbridge stripe trigger` and `invoke` sign with it)"
             )
         if self.stripe != "real":
-            from meterbridge.local.servers import BackgroundServer
-            from meterbridge.local.stripe_fake import create_app as stripe_app
+            from meterbridge_dev.fakes.stripe_fake import create_app as stripe_app
+            from meterbridge_dev.stack.servers import BackgroundServer
 
             self._stripe_fake = BackgroundServer(stripe_app(), host=self.host)
             url = self._stripe_fake.start()
@@ -223,7 +223,7 @@ class LocalStack:
 
     def start_flush_timer(self, on_result: Callable[[Any], None] | None = None) -> None:
         """Call the flush Lambda with a real scheduled event every ``flush_interval_s``."""
-        from meterbridge.local.lambda_runtime import invoke, scheduled_event
+        from meterbridge_dev.stack.lambda_runtime import invoke, scheduled_event
 
         def loop() -> None:
             while not self._timer_stop.wait(self.flush_interval_s):
@@ -232,7 +232,7 @@ class LocalStack:
                 except Exception as exc:  # noqa: BLE001 - keep the timer alive, report it
                     result = {"error": f"{type(exc).__name__}: {exc}"}
                 if isinstance(result, dict) and "error" not in result:
-                    from meterbridge.prometheus import observe_flush
+                    from meterbridge_streaming.metrics import observe_flush
 
                     observe_flush(result)
                 if on_result:

@@ -4,7 +4,7 @@
   reconnect with backoff, and an in-memory fallback bus while NATS is down.
 - ``fanout``: per-tenant fan-out to SSE clients; each frame encoded once, bounded queues.
 - ``tokens``: short-lived stream tokens for browsers (EventSource cannot set headers).
-- ``app``: the FastAPI routes, the lifespan and ``create_app()`` for uvicorn on ECS.
+- ``service``: the FastAPI routes, the lifespan and ``create_app()`` for uvicorn on ECS.
 
 See docs/streaming.md.
 """

@@ -38,7 +38,10 @@ from meterbridge.bus.subjects import (
     tenant_of,
 )
 from meterbridge.observability import logger
-from meterbridge.prometheus import (
+from meterbridge.resilience import BreakerState, CircuitBreaker
+from meterbridge.settings import Settings, get_settings
+from meterbridge_streaming.fanout import Position, StreamEvent, format_id
+from meterbridge_streaming.metrics import (
     NATS_CIRCUIT_STATE,
     NATS_CONNECTED,
     NATS_FALLBACK_ACTIVE,
@@ -47,9 +50,6 @@ from meterbridge.prometheus import (
     NATS_RECONNECTS,
     STREAM_EVENTS_BY_KIND,
 )
-from meterbridge.resilience import BreakerState, CircuitBreaker
-from meterbridge.settings import Settings, get_settings
-from meterbridge.streaming.fanout import Position, StreamEvent, format_id
 
 Consumer = Callable[[StreamEvent], None]
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any
 
-from meterbridge.prometheus import (
+from meterbridge_streaming.metrics import (
     SSE_CLIENTS_CONNECTED,
     SSE_CLIENTS_DROPPED,
     SSE_EVENTS_DELIVERED,

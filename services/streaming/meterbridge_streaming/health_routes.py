@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
-from meterbridge import health
-from meterbridge.prometheus import render_latest
+from meterbridge_streaming import health
+from meterbridge_streaming.metrics import render_latest
 
 router = APIRouter(tags=["health"])
 

@@ -15,6 +15,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from meterbridge.observability import add_gauge_sink
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 NATS_CIRCUIT_STATE = Gauge(
@@ -146,3 +148,13 @@ BILLING_UNBILLED_CENTS = Gauge(
     ["period"],
     registry=REGISTRY,
 )
+
+
+def _set_layer_gauge(name: str, value: float, labels: dict[str, str]) -> None:
+    """The layer's process gauges (``meterbridge.observability.set_gauge``), by name."""
+    if name != "billing_unbilled_cents":
+        raise KeyError(f"no Prometheus gauge is named {name!r}")
+    BILLING_UNBILLED_CENTS.labels(**labels).set(value)
+
+
+add_gauge_sink(_set_layer_gauge)

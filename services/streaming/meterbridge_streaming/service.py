@@ -32,7 +32,6 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from meterbridge import health as health_checks
 from meterbridge.api.admin_auth import bearer_token, require_admin
 from meterbridge.api.errors import error_responses, install_error_handlers
 from meterbridge.errors import MeterbridgeError, TenantSuspended, Unauthorized, to_http
@@ -46,11 +45,11 @@ from meterbridge.logic.auth import (
 )
 from meterbridge.observability import bind_tenant, logger
 from meterbridge.plans import Plan, catalog
-from meterbridge.prometheus import SSE_EVENTS_DELIVERED, SSE_REPLAYS, STREAM_DELIVERY_LATENCY
 from meterbridge.settings import Settings, get_settings
-from meterbridge.streaming import tokens
-from meterbridge.streaming.bridge import NatsBridge, metering_consumer
-from meterbridge.streaming.fanout import (
+from meterbridge_streaming import health as health_checks
+from meterbridge_streaming import tokens
+from meterbridge_streaming.bridge import NatsBridge, metering_consumer
+from meterbridge_streaming.fanout import (
     HEARTBEAT_FRAME,
     FanoutHub,
     SSEClient,
@@ -60,6 +59,7 @@ from meterbridge.streaming.fanout import (
     format_id,
     parse_id,
 )
+from meterbridge_streaming.metrics import SSE_EVENTS_DELIVERED, SSE_REPLAYS, STREAM_DELIVERY_LATENCY
 
 # After a shutdown event, clients wait about this long before reconnecting (another task).
 SHUTDOWN_RETRY_MS = 1000
@@ -535,10 +535,10 @@ async def create_stream_token(request: Request) -> StreamTokenOut:
 
 def create_app() -> FastAPI:
     """The streaming service on its own (ECS): the routes, health and metrics."""
-    from meterbridge.api import health
     from meterbridge.api.usage import get_usage
-    from meterbridge.dashboard.routes import include_dashboard
     from meterbridge.models.usage import UsageReport
+    from meterbridge_streaming import health_routes
+    from meterbridge_streaming.dashboard.routes import include_dashboard
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -557,7 +557,7 @@ def create_app() -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(router)
-    app.include_router(health.router)
+    app.include_router(health_routes.router)
 
     # The dashboard (served at /) reads the tenant's usage from this same origin.
     app.add_api_route(

@@ -14,7 +14,7 @@ Past a deadline the connection is closed. Once a request is read, nothing limits
 (``h11_max_incomplete_event_size``: a bigger header block is a 400).
 
 Used by every uvicorn server the product starts: ``meterbridge dev``, the streaming service
-(``functions/streaming/app.py``) and the loopback servers of the stand-ins and tests.
+(``services/streaming/app.py``) and the loopback servers of the stand-ins and tests.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ _SECURITY_HEADERS = {
 @lru_cache(maxsize=8)
 def asset(name: str) -> bytes:
     """The bytes of one packaged asset (``index.html``, ``app.js``, ``app.css``)."""
-    return resources.files("meterbridge.dashboard").joinpath("static", name).read_bytes()
+    return resources.files("meterbridge_streaming.dashboard").joinpath("static", name).read_bytes()
 
 
 def create_router(api_base: str = "") -> APIRouter:
