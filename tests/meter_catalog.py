@@ -120,7 +120,7 @@ def recompute(events: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 def measured(tenant_id: str, plan: str = "pro", group_by: tuple[str, ...] = ()) -> dict[str, Any]:
     """The meters' values as meterbridge reports them (logic.usage_query)."""
-    from meterbridge.logic.usage_query import usage_report
+    from meterbridge.logic.usage_report import usage_report
 
     report = usage_report(tenant_id, plan, group_by=group_by)
     out: dict[str, Any] = {m.meter: Decimal(str(m.used)) for m in report.current.meters}
