@@ -268,7 +268,7 @@ def test_the_streaming_service_runs_uvicorn_with_the_guards(
 ) -> None:
     # Given the ECS entry point, with uvicorn.run captured
     spec = importlib.util.spec_from_file_location(
-        "streaming_entry", ROOT / "functions" / "streaming" / "app.py"
+        "streaming_entry", ROOT / "services" / "streaming" / "app.py"
     )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
