@@ -104,7 +104,7 @@ def _server(env: dict[str, str]) -> Any:
 
 def _tenant(plan: str) -> str:
     """A tenant on ``plan`` with one key (the tests' factory); its raw key."""
-    from tests.factories import make_tenant
+    from tests.support.builders import make_tenant
 
     return make_tenant(plan=plan)[1]
 

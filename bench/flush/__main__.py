@@ -138,7 +138,7 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, sink_url: str, *, moto_pid: int, sink_pid: int) -> None:
-    from tests.integration.test_flush_support import fill_outbox, make_events
+    from tests.support.flush import fill_outbox, make_events
 
     from meterbridge.adapters.openmeter import BATCH_CONTENT_TYPE, OpenMeterClient, batch_body
     from meterbridge.dal import dynamo, outbox

@@ -230,7 +230,7 @@ def main() -> int:
         counter = RequestCounter()
         dynamo.client().meta.events.register("before-call.dynamodb", counter)
 
-        # A tenant made through the product's DAL (as tests/factories.py does).
+        # A tenant made through the product's DAL (as tests/support/builders.py does).
         tenant_id = "t_" + uuid.uuid4().hex[:16]
         created = datetime.now(UTC).isoformat()
         tenants_dal.put_tenant(

@@ -22,8 +22,8 @@ import pytest
 from meterbridge_dev.fakes.openmeter_sink import SinkState
 from meterbridge_dev.fakes.openmeter_sink import create_app as create_sink
 from meterbridge_dev.stack.servers import BackgroundServer
-from tests.conftest import reset_singletons
-from tests.factories import make_tenant
+from tests.support.builders import make_tenant
+from tests.support.fixtures import reset_singletons
 
 OPENMETER_KEY = "om_client_tests"
 

@@ -20,8 +20,8 @@ from meterbridge.plans import catalog
 from meterbridge.settings import get_settings
 from meterbridge_dev.fakes.openmeter_sink import SinkState, create_app
 from meterbridge_dev.stack.servers import BackgroundServer
-from tests.conftest import reset_singletons
-from tests.factories import make_tenant
+from tests.support.builders import make_tenant
+from tests.support.fixtures import reset_singletons
 
 SPEC = json.loads((Path(__file__).with_name("openmeter_query_spec.json")).read_text())
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.devstack import ROOT, base_env, running_dev
+from tests.support.devstack import ROOT, base_env, running_dev
 
 AKID = "AKIALOCALTESTOPERATOR"
 SECRET = "local-operator-secret-not-a-real-one"

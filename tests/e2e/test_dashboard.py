@@ -24,7 +24,7 @@ from meterbridge.api.errors import install_error_handlers
 from meterbridge_dev.stack.devapp import create_dev_app
 from meterbridge_dev.stack.servers import BackgroundServer
 from meterbridge_streaming.dashboard.routes import include_dashboard
-from tests.factories import make_tenant
+from tests.support.builders import make_tenant
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -252,7 +252,7 @@ def stack_with_openmeter(
     from meterbridge.plans import catalog
     from meterbridge.settings import get_settings
     from meterbridge_dev.fakes.openmeter_sink import create_app as sink_app
-    from tests.conftest import reset_singletons
+    from tests.support.fixtures import reset_singletons
 
     with BackgroundServer(sink_app()) as sink:
         monkeypatch.setenv("OPENMETER_ENABLED", "true")

@@ -17,10 +17,10 @@ from meterbridge.errors import Unauthorized
 from meterbridge.logic import keys
 from meterbridge.logic.auth import authenticate
 from meterbridge.settings import get_settings
-from tests.conftest import reset_singletons
-from tests.factories import make_tenant
-from tests.integration import test_tenants_helpers as helpers
-from tests.integration.test_tenants_helpers import AUTH
+from tests.support import tenants as helpers
+from tests.support.builders import make_tenant
+from tests.support.fixtures import reset_singletons
+from tests.support.tenants import AUTH
 
 admin = helpers.admin
 

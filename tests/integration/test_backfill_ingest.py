@@ -11,7 +11,7 @@ from meterbridge.logic.ingest import ingest_events
 from meterbridge.logic.periods import period_of
 from meterbridge.settings import get_settings
 from meterbridge_dev.cli.backfill import run_backfill
-from tests.factories import make_tenant
+from tests.support.builders import make_tenant
 
 
 def test_backfill_counts_history_in_its_own_period_and_is_rerunnable(

@@ -14,13 +14,13 @@ from meterbridge.dal import dynamo, tenant_state
 from meterbridge.dal import usage as usage_dal
 from meterbridge.logic.periods import bounds
 from meterbridge.settings import get_settings
-from tests.conftest import reset_singletons
-from tests.factories import make_tenant
-from tests.integration import test_tenants_helpers
-from tests.integration.test_tenants_helpers import FakeStripe
-from tests.integration.test_webhook_support import NEW_SECRET, deliver
+from tests.support import tenants as tenant_support
+from tests.support.builders import make_tenant
+from tests.support.fixtures import reset_singletons
+from tests.support.tenants import FakeStripe
+from tests.support.webhooks import NEW_SECRET, deliver
 
-fake_stripe = test_tenants_helpers.fake_stripe
+fake_stripe = tenant_support.fake_stripe
 PERIOD = "2026-01"
 AUTH = {"authorization": "Bearer sk_test_meterbridge"}
 

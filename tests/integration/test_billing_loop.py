@@ -9,7 +9,7 @@ import threading
 from typer.testing import CliRunner
 
 from meterbridge_dev.cli.main import app
-from tests.integration.billing_support import (
+from tests.support.billing import (
     Stack,
     advance,
     basic_tenant,

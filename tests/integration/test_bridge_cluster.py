@@ -13,8 +13,8 @@ import pytest
 from meterbridge.models.cloudevent import CloudEvent
 from meterbridge_dev.stack.processes import NatsServer, nats_cluster
 from meterbridge_dev.stack.servers import BackgroundServer
-from tests.factories import make_tenant
-from tests.integration.test_stream_support import (
+from tests.support.builders import make_tenant
+from tests.support.streams import (
     SSEReader,
     auth,
     js_publish,

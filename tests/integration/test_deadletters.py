@@ -15,16 +15,16 @@ from meterbridge.api.errors import install_error_handlers
 from meterbridge.logic import flush
 from meterbridge_dev.cli.main import app as cli
 from meterbridge_dev.stack.servers import BackgroundServer
-from tests.conftest import reset_singletons
-from tests.integration import test_flush_support
-from tests.integration.test_flush_support import (
+from tests.support import flush as flush_support
+from tests.support.fixtures import reset_singletons
+from tests.support.flush import (
     fast_client,
     fast_config,
     fill_outbox,
     make_events,
 )
 
-sink = test_flush_support.sink  # the OpenMeter fake fixture
+sink = flush_support.sink  # the OpenMeter fake fixture
 
 TOKEN = "admin-test-token"
 

@@ -12,9 +12,9 @@ from meterbridge.dal import outbox
 from meterbridge.logic import flush
 from meterbridge.settings import get_settings
 from meterbridge_dev.fakes.openmeter_sink import Fault
-from tests.factories import events_table_items, scan_items
-from tests.integration import test_flush_support
-from tests.integration.test_flush_support import (
+from tests.support import flush as flush_support
+from tests.support.builders import events_table_items, scan_items
+from tests.support.flush import (
     CLIENT_TIMEOUT_S,
     HANG_S,
     fast_client,
@@ -23,7 +23,7 @@ from tests.integration.test_flush_support import (
     make_events,
 )
 
-sink = test_flush_support.sink  # the OpenMeter fake fixture
+sink = flush_support.sink  # the OpenMeter fake fixture
 
 
 def run_flush(url: str, timeout_s: float = CLIENT_TIMEOUT_S, **kw: Any) -> flush.FlushResult:

@@ -8,11 +8,11 @@ from meterbridge_streaming.metrics import (
     OPENMETER_FLUSH_LATENCY,
     observe_flush,
 )
-from tests.integration import test_flush_support
 from tests.integration.test_flush import run_flush
-from tests.integration.test_flush_support import fill_outbox, make_events
+from tests.support import flush as flush_support
+from tests.support.flush import fill_outbox, make_events
 
-sink = test_flush_support.sink
+sink = flush_support.sink
 
 
 def _value(metric: object, suffix: str = "_total") -> float:

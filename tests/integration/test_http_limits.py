@@ -23,7 +23,7 @@ from meterbridge_dev.stack.devapp import create_dev_app
 from meterbridge_dev.stack.servers import BackgroundServer
 from meterbridge_streaming.limits import DEFAULT_BODY_BYTES, INGEST_BODY_BYTES, BodyLimit
 from meterbridge_streaming.serving import GuardedH11Protocol
-from tests.factories import event_records, make_tenant
+from tests.support.builders import event_records, make_tenant
 
 ROOT = Path(__file__).resolve().parents[2]
 UPLOAD_BYTES = 64 * 1024 * 1024  # what the attacker would send: 64 MB

@@ -17,7 +17,7 @@ from meterbridge.bus.subjects import STREAM_NAME, tenant_subject
 from meterbridge.dal import dynamo, outbox
 from meterbridge_dev.stack.processes import NatsServer
 from meterbridge_dev.stack.servers import BackgroundServer
-from tests.factories import event_records, make_tenant
+from tests.support.builders import event_records, make_tenant
 
 
 @pytest.fixture

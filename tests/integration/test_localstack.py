@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import docker_available
+from tests.support.fixtures import docker_available
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def test_conditional_write_against_localstack(localstack) -> None:
     # Given the template's tables on LocalStack
     from meterbridge.dal import dynamo
     from meterbridge_dev.stack.tables import create_tables
-    from tests.conftest import reset_singletons
+    from tests.support.fixtures import reset_singletons
 
     reset_singletons()
     create_tables(dynamo.client(), {"IdempotencyTable": "ls-idem"})

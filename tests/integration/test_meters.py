@@ -18,8 +18,8 @@ from meterbridge.dal import usage as usage_dal
 from meterbridge.errors import QuotaExceeded
 from meterbridge.logic import ingest
 from meterbridge_dev.stack.servers import BackgroundServer
-from tests.factories import event_records, make_tenant, scan_items
-from tests.meter_catalog import measured, recompute, write_catalogue
+from tests.support.builders import event_records, make_tenant, scan_items
+from tests.support.meters import measured, recompute, write_catalogue
 
 NOW = datetime.now(UTC)
 

@@ -13,8 +13,8 @@ import pytest
 
 from meterbridge.plans import PLANS_FILE_DEFAULT
 from meterbridge_dev.stack.servers import BackgroundServer
-from tests.conftest import reset_singletons
-from tests.factories import event_records, make_tenant
+from tests.support.builders import event_records, make_tenant
+from tests.support.fixtures import reset_singletons
 
 
 @pytest.fixture

@@ -18,10 +18,10 @@ import pytest
 from meterbridge.logic import rate
 from meterbridge.plans import PLANS_FILE_DEFAULT
 from meterbridge_dev.stack.servers import BackgroundServer
-from tests.conftest import reset_singletons
-from tests.factories import make_tenant
 from tests.integration.test_auth_cache import dynamodb_calls
-from tests.integration.test_stream_support import (
+from tests.support.builders import make_tenant
+from tests.support.fixtures import reset_singletons
+from tests.support.streams import (
     auth,
     stream_app_fixture,  # noqa: F401 - the stream_app fixture
 )

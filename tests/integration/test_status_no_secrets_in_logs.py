@@ -26,10 +26,10 @@ from meterbridge.observability import logger as mb_logger
 from meterbridge_dev.fakes.openmeter_sink import SinkState
 from meterbridge_dev.fakes.openmeter_sink import create_app as create_sink
 from meterbridge_dev.stack.servers import BackgroundServer
-from tests.conftest import reset_singletons
-from tests.integration import test_tenants_helpers as helpers
-from tests.integration.test_tenants_helpers import ADMIN_TOKEN, FakeStripe, body, idem
-from tests.integration.test_webhook_support import NEW_SECRET, deliver, stripe_event
+from tests.support import tenants as helpers
+from tests.support.fixtures import reset_singletons
+from tests.support.tenants import ADMIN_TOKEN, FakeStripe, body, idem
+from tests.support.webhooks import NEW_SECRET, deliver, stripe_event
 
 admin = helpers.admin
 fake_stripe = helpers.fake_stripe

@@ -14,8 +14,8 @@ import httpx
 import nats
 
 from meterbridge_dev.stack.processes import free_port, wait_for_port
-from tests.factories import make_tenant
-from tests.integration.test_stream_support import SSEReader, auth, js_publish, usage_event
+from tests.support.builders import make_tenant
+from tests.support.streams import SSEReader, auth, js_publish, usage_event
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,8 +14,8 @@ import pytest
 
 from meterbridge_dev.stack.servers import BackgroundServer
 from meterbridge_streaming.metrics import REGISTRY
-from tests.factories import make_tenant
-from tests.integration.test_stream_support import (
+from tests.support.builders import make_tenant
+from tests.support.streams import (
     SSEReader,
     auth,
     js_publish,

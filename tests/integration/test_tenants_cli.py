@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from meterbridge.logic.auth import authenticate
 from meterbridge_dev.cli.main import app
 from meterbridge_dev.stack.servers import BackgroundServer
-from tests.conftest import reset_singletons
-from tests.integration.test_tenants_helpers import ADMIN_TOKEN
+from tests.support.fixtures import reset_singletons
+from tests.support.tenants import ADMIN_TOKEN
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ from meterbridge.logic.stripe_webhook import apply_state, process
 from meterbridge.models.cloudevent import STRIPE_SOURCE
 from meterbridge.settings import get_settings
 from meterbridge_dev.fakes.stripe_fake import sign_payload
-from tests.conftest import reset_singletons
-from tests.factories import make_tenant
-from tests.integration.test_webhook_support import (
+from tests.support.builders import make_tenant
+from tests.support.fixtures import reset_singletons
+from tests.support.webhooks import (
     NEW_SECRET,
     OLD_SECRET,
     body_of,

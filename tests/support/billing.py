@@ -29,9 +29,9 @@ from meterbridge_dev.fakes.stripe_fake import StripeState
 from meterbridge_dev.fakes.stripe_fake import create_app as create_stripe_app
 from meterbridge_dev.stack.devapp import create_dev_app
 from meterbridge_dev.stack.servers import BackgroundServer
-from tests.conftest import reset_singletons
-from tests.factories import make_tenant
-from tests.integration.test_webhook_support import NEW_SECRET
+from tests.support.builders import make_tenant
+from tests.support.fixtures import reset_singletons
+from tests.support.webhooks import NEW_SECRET
 
 API_KEY = "sk_test_meterbridge_billing"
 BASIC_PRICE = "price_meterbridge_basic_monthly"

@@ -99,7 +99,7 @@ def fast_config(**kw: Any) -> FlushConfig:
 @pytest.fixture
 def sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[SinkState, str]]:
     """The OpenMeter fake on loopback, and the env pointing the flush at it."""
-    from tests.conftest import reset_singletons
+    from tests.support.fixtures import reset_singletons
 
     state = SinkState(API_KEY, seed=11, retry_after=1, hang_seconds=HANG_S)
     with BackgroundServer(create_app(state)) as server:

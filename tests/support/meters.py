@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from meterbridge.plans import PLANS_FILE_DEFAULT
-from tests.conftest import reset_singletons
+from tests.support.fixtures import reset_singletons
 
 METERS: dict[str, Any] = {
     "events": {"description": "other types", "unit": "event"},

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from meterbridge_dev.fakes.stripe_fake import StripeState
 from meterbridge_dev.fakes.stripe_fake import create_app as create_stripe_app
 from meterbridge_dev.stack.servers import BackgroundServer
-from tests.conftest import reset_singletons
+from tests.support.fixtures import reset_singletons
 
 ADMIN_TOKEN = "admin-token-for-tests"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
