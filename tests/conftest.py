@@ -53,6 +53,10 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None
     """Every test starts from the same quiet environment (no real endpoints, NATS off)."""
     for var in _SETTING_VARS:
         monkeypatch.delenv(var, raising=False)
+    # The table names have no defaults: names of tables that do not exist until ``aws`` makes
+    # fresh ones, so a test that forgets ``aws`` fails on the table, not on the settings.
+    for logical_id, var in _TABLE_ENV.items():
+        monkeypatch.setenv(var, f"mb-test-no-{logical_id.removesuffix('Table').lower()}")
     for var in ("METERBRIDGE_URL", "METERBRIDGE_STACK_NAME", "AWS_ENDPOINT_URL_DYNAMODB"):
         monkeypatch.delenv(var, raising=False)
     # No test finds a `meterbridge dev` the developer runs beside the suite.
