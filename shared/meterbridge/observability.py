@@ -95,13 +95,9 @@ def tenant_context(tenant_id: str) -> Iterator[None]:
 
 
 def bind_tenant(tenant_id: str) -> None:
-    """Attach ``tenant_id`` to the request's log lines and its X-Ray trace (``unbind`` removes)."""
+    """Attach ``tenant_id`` to the request's log lines and its X-Ray trace."""
     logger.thread_safe_append_keys(tenant_id=tenant_id)
     tracer.annotate_if_active("tenant_id", tenant_id)
-
-
-def unbind_tenant() -> None:
-    logger.thread_safe_remove_keys(["tenant_id"])
 
 
 # Long-running processes (the local stack, the streaming task) also serve Prometheus /metrics;

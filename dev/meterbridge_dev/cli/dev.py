@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
+from meterbridge.timestamps import rfc3339
 from meterbridge_dev.cli.target import CliError
 
 console = Console(highlight=False, soft_wrap=True)
@@ -203,7 +203,7 @@ def dev(
             "url": base,
             "admin_auth": admin_auth,
             "region": region,
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "started_at": rfc3339(timespec="seconds"),
             "log_format": log_format,
             **{name: url for name, url in stack.endpoints.items()},
             # What `meterbridge invoke` needs to run a function as this stack's own would.

@@ -25,6 +25,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from meterbridge import jsonpath
+from meterbridge.timestamps import rfc3339
 
 SLUG = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
 AGGREGATIONS = ("SUM", "COUNT", "UNIQUE_COUNT", "AVG", "MIN", "MAX", "LATEST")
@@ -50,10 +51,6 @@ def _time(text: str) -> datetime:
     if value.tzinfo is None:
         raise ValueError("a time zone is required")
     return value.astimezone(UTC)
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _window_start(moment: datetime, size: str) -> tuple[datetime, datetime]:
@@ -169,7 +166,7 @@ def install(app: FastAPI, recorded: Any, api_key: str | None = None) -> MeterReg
         with registry._lock:
             if any(m["slug"] == slug for m in registry.meters.values()):
                 return _problem(409, f"meter {slug} exists")
-            now = _rfc3339(datetime.now(UTC))
+            now = rfc3339(timespec="auto")
             meter = {
                 "id": uuid.uuid4().hex[:26].upper(),
                 "createdAt": now,
@@ -195,7 +192,7 @@ def install(app: FastAPI, recorded: Any, api_key: str | None = None) -> MeterReg
             return _problem(400, "a meter update changes description, name and groupBy only")
         with registry._lock:
             stored = registry.meters[meter["id"]]
-            stored.update(body, updatedAt=_rfc3339(datetime.now(UTC)))
+            stored.update(body, updatedAt=rfc3339(timespec="auto"))
             return dict(stored)
 
     @app.delete("/api/v1/meters/{meter_id}", response_model=None)
@@ -268,17 +265,17 @@ def install(app: FastAPI, recorded: Any, api_key: str | None = None) -> MeterReg
             rows.append(
                 {
                     "value": float(value),
-                    "windowStart": _rfc3339(bounds[0] or first),
-                    "windowEnd": _rfc3339(bounds[1] or last),
+                    "windowStart": rfc3339(bounds[0] or first, timespec="auto"),
+                    "windowEnd": rfc3339(bounds[1] or last, timespec="auto"),
                     "subject": subject,
                     "groupBy": dict(groups),
                 }
             )
         result: dict[str, Any] = {"data": rows}
         if start:
-            result["from"] = _rfc3339(start)
+            result["from"] = rfc3339(start, timespec="auto")
         if end:
-            result["to"] = _rfc3339(end)
+            result["to"] = rfc3339(end, timespec="auto")
         if window:
             result["windowSize"] = window
         return result

@@ -71,12 +71,13 @@ from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
+import stripe
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from stripe._api_version import _ApiVersion
 
-# The API version the installed client pins; events carry it when a request names none.
-DEFAULT_API_VERSION: str = _ApiVersion.CURRENT
+# The API version the installed client pins (its public ``stripe.api_version``, read at import
+# before anything can set it); events carry it when a request names none.
+DEFAULT_API_VERSION: str = stripe.api_version
 
 _ID_ALPHABET = string.ascii_letters + string.digits
 _DEFAULT_ERROR_TYPE = {

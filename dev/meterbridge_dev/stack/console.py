@@ -18,9 +18,10 @@ import logging
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
+
+from meterbridge.timestamps import rfc3339
 
 LAMBDA_KEYS = frozenset(
     {
@@ -85,7 +86,7 @@ def install_console_logging(log_format: str, say: Callable[[str], None]) -> Emit
 
     def emit(fields: dict[str, Any], line: str) -> None:
         if log_format == "json":
-            record = {"timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields}
+            record = {"timestamp": rfc3339(timespec="seconds"), **fields}
             with lock:
                 sys.stdout.write(json.dumps(record, default=str) + "\n")
                 sys.stdout.flush()

@@ -27,10 +27,11 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+
+from meterbridge.timestamps import rfc3339
 
 Say = Callable[[str], None]
 
@@ -107,7 +108,7 @@ class UsageGenerator:
     _query_credit: float = 0.0
 
     def batch(self, interval_s: float) -> list[dict[str, Any]]:
-        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        now = rfc3339()
         events = []
         for _ in range(self.rng.randint(2, 8)):
             api_call = self.rng.random() < 0.6

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import meterbridge
+from meterbridge.timestamps import rfc3339
 
 FUNCTIONS = ("usage_api", "tenant_admin", "stripe_webhook", "openmeter_flush")
 
@@ -85,5 +86,5 @@ def scheduled_event() -> dict[str, Any]:
     """A fresh EventBridge scheduled event, as ``rate(1 minute)`` sends it."""
     event = load_event(repo_root() / "events" / "eventbridge-scheduled.json")
     event["id"] = str(uuid.uuid4())
-    event["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    event["time"] = rfc3339(timespec="seconds")
     return event

@@ -7,7 +7,6 @@ revoke or rotation the process drops its cached lookups with ``auth.forget``.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from meterbridge.dal import tenants as tenants_dal
@@ -27,6 +26,7 @@ from meterbridge.logic.key_format import (  # noqa: F401  (the format, re-export
     parse,
 )
 from meterbridge.settings import Settings, get_settings
+from meterbridge.timestamps import rfc3339
 
 if TYPE_CHECKING:  # pragma: no cover
     # Imported where keys are listed, issued or rotated (the admin API, which loads these models
@@ -41,11 +41,6 @@ PREFIX_LEN = 12  # "mb_test_" and 4 lookup characters: enough to recognise, neve
 ISSUABLE_STATUSES = frozenset({"active", "suspended"})
 
 
-def _now_iso(at: float | None = None) -> str:
-    moment = datetime.fromtimestamp(at, UTC) if at is not None else datetime.now(UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def new_record(tenant_id: str, settings: Settings) -> tuple[str, dict[str, object]]:
     """A fresh key and the record to store for it (hash and prefix only)."""
     raw, lookup = generate(settings.key_environment)
@@ -55,7 +50,7 @@ def new_record(tenant_id: str, settings: Settings) -> tuple[str, dict[str, objec
         "prefix": raw[:PREFIX_LEN],
         "key_hash": hash_key(raw, settings.key_pepper),
         "status": "active",
-        "created_at": _now_iso(),
+        "created_at": rfc3339(),
     }
     return raw, record
 
@@ -74,7 +69,7 @@ def to_api_key(record: dict[str, object]) -> ApiKey:
         status=status,  # type: ignore[arg-type]
         created_at=str(record["created_at"]),
         last_used_at=record.get("last_used_at"),  # type: ignore[arg-type]
-        expires_at=_now_iso(float(expires)) if expires is not None else None,  # type: ignore[arg-type]
+        expires_at=rfc3339(float(expires)) if expires is not None else None,  # type: ignore[arg-type]
     )
 
 
@@ -134,7 +129,7 @@ def revoke(tenant_id: str, key_id: str, settings: Settings | None = None) -> Api
             set_="SET #s = :revoked, revoked_at = :now",
             condition="tenant_id = :t AND #s = :active",
             names={"#s": "status"},
-            vals={":revoked": "revoked", ":active": "active", ":now": _now_iso(), ":t": tenant_id},
+            vals={":revoked": "revoked", ":active": "active", ":now": rfc3339(), ":t": tenant_id},
         )
     except ConditionFailed:
         record = _own_key(tenant_id, key_id, settings)  # already revoked: same answer
