@@ -8,9 +8,8 @@ from meterbridge_streaming.metrics import (
     OPENMETER_FLUSH_LATENCY,
     observe_flush,
 )
-from tests.integration.test_flush import run_flush
 from tests.support import flush as flush_support
-from tests.support.flush import fill_outbox, make_events
+from tests.support.flush import fill_outbox, make_events, run_flush
 
 sink = flush_support.sink
 

@@ -14,26 +14,10 @@ import pytest
 
 from meterbridge_dev.fakes.openmeter_sink import Fault, SinkState, create_app
 from meterbridge_dev.stack.servers import BackgroundServer
+from tests.support.openmeter import BATCH, SINGLE, cloudevent
 
 API_KEY = "om_test_key"
-BATCH = "application/cloudevents-batch+json"
-SINGLE = "application/cloudevents+json"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-
-
-def cloudevent(
-    event_id: str, source: str = "//meterbridge/tenants/t1", **extra: Any
-) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": event_id,
-        "source": source,
-        "type": "api.request",
-        "subject": "customer-1",
-        "time": "2025-01-01T00:00:00.000Z",
-        "data": {"tokens": 3},
-        **extra,
-    }
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ import pytest
 from meterbridge.adapters.openmeter import OpenMeterRejected
 from meterbridge_dev.fakes.openmeter_sink import SinkState, create_app
 from meterbridge_dev.stack.servers import BackgroundServer
-from tests.integration.test_openmeter_sink import BATCH, SINGLE, cloudevent
 from tests.support.flush import API_KEY, fast_client
+from tests.support.openmeter import BATCH, SINGLE, cloudevent
 
 
 @pytest.fixture

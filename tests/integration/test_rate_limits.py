@@ -18,8 +18,8 @@ import pytest
 from meterbridge.logic import rate
 from meterbridge.plans import PLANS_FILE_DEFAULT
 from meterbridge_dev.stack.servers import BackgroundServer
-from tests.integration.test_auth_cache import dynamodb_calls
 from tests.support.builders import make_tenant
+from tests.support.dynamo import dynamodb_calls
 from tests.support.fixtures import reset_singletons
 from tests.support.streams import (
     auth,

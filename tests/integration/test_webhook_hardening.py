@@ -21,12 +21,19 @@ from meterbridge.dal import tenant_state, webhooks
 from meterbridge.settings import get_settings
 from meterbridge_dev.stack.devapp import create_dev_app
 from meterbridge_dev.stack.servers import BackgroundServer
-from tests.integration import test_webhook
-from tests.integration.test_webhook import linked_tenant, outbox_item, profile
+from tests.support import webhooks as webhook_support
 from tests.support.builders import make_tenant
-from tests.support.webhooks import NEW_SECRET, deliver, scan_all, stripe_event
+from tests.support.webhooks import (
+    NEW_SECRET,
+    deliver,
+    linked_tenant,
+    outbox_item,
+    profile,
+    scan_all,
+    stripe_event,
+)
 
-webhook_env = test_webhook.webhook_env  # the signing-secret fixture
+webhook_env = webhook_support.webhook_env  # the signing-secret fixture
 
 
 def _deep(depth: int) -> str:

@@ -21,8 +21,10 @@ import pytest
 import stripe
 
 from meterbridge.adapters.stripe_billing import CALENDAR_MONTH_ANCHOR
-from meterbridge.dal import tenant_state
+from meterbridge.dal import dynamo, tenant_state
+from meterbridge.dal import usage as usage_dal
 from meterbridge.logic import auth
+from meterbridge.logic.periods import bounds
 from meterbridge.plans import PLANS_FILE_DEFAULT
 from meterbridge.settings import get_settings
 from meterbridge_dev.fakes.stripe_fake import StripeState
@@ -31,6 +33,7 @@ from meterbridge_dev.stack.devapp import create_dev_app
 from meterbridge_dev.stack.servers import BackgroundServer
 from tests.support.builders import make_tenant
 from tests.support.fixtures import reset_singletons
+from tests.support.tenants import FakeStripe
 from tests.support.webhooks import NEW_SECRET
 
 API_KEY = "sk_test_meterbridge_billing"
@@ -163,3 +166,33 @@ def created_event(stack: Stack, invoice_id: str) -> dict[str, Any]:
 
 def utc_month(ts: int) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m")
+
+
+PERIOD = "2026-01"
+
+
+AUTH = {"authorization": "Bearer sk_test_meterbridge"}
+
+
+@pytest.fixture
+def setup(
+    aws: dict[str, str], fake_stripe: FakeStripe, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[FakeStripe, str, dict[str, Any], dict[str, Any]]]:
+    """A Basic tenant 5 queries over its 1,000 in PERIOD, and the draft cycle invoice closing it."""
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", NEW_SECRET)
+    reset_singletons()
+    settings = get_settings()
+    tenant_id, _ = make_tenant(plan="basic")
+    status, customer, _ = fake_stripe.state.handle("POST", "/v1/customers", {"name": "x"}, AUTH)
+    assert status == 200
+    tenant_state.link_customer(settings.tenants_table, tenant_id, customer["id"])
+    dynamo.update(
+        settings.usage_table,
+        usage_dal.counter_key(tenant_id, PERIOD, "queries", 0),
+        set_="ADD used :n",
+        vals={":n": 1005},
+    )
+    start, end = (int(t.timestamp()) for t in bounds(PERIOD))
+    invoice, event = fake_stripe.state.add_draft_invoice(customer["id"], start, end)
+    assert event is not None
+    yield fake_stripe, tenant_id, invoice, event

@@ -11,6 +11,7 @@ import pytest
 from meterbridge.adapters.openmeter import OpenMeterClient, RetryPolicy, reset_client
 from meterbridge.dal import dynamo
 from meterbridge.dal.outbox import outbox_item, segment_for
+from meterbridge.logic import flush
 from meterbridge.logic.flush import FlushConfig
 from meterbridge.models.cloudevent import CloudEvent, usage_source
 from meterbridge.resilience import CircuitBreaker
@@ -110,3 +111,18 @@ def sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[SinkState, str]]:
         reset_client()
         yield state, server.url
     reset_client()
+
+
+def run_flush(url: str, timeout_s: float = CLIENT_TIMEOUT_S, **kw: Any) -> flush.FlushResult:
+    client = kw.pop("client", None) or fast_client(url, timeout_s=timeout_s)
+    config = kw.pop("config", None) or fast_config()
+    return flush.flush_outbox(kw.pop("remaining_ms", None), config=config, client=client, **kw)
+
+
+def drain(url: str, max_runs: int = 30, **kw: Any) -> list[flush.FlushResult]:
+    results = []
+    for _ in range(max_runs):
+        results.append(run_flush(url, **kw))
+        if results[-1].remaining == 0:
+            break
+    return results

@@ -10,11 +10,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 import stripe
 
-from meterbridge.dal import dynamo
+from meterbridge.dal import dynamo, outbox, tenant_state
+from meterbridge.logic import auth
+from meterbridge.models.cloudevent import STRIPE_SOURCE
+from meterbridge.settings import get_settings
 from meterbridge_dev.fakes.stripe_fake import sign_payload
 from meterbridge_dev.stack import lambda_runtime
+from tests.support.builders import make_tenant
+from tests.support.fixtures import reset_singletons
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "events" / f"stripe-{stripe.api_version}"
@@ -107,3 +113,34 @@ def scan_all(tables: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         out[name] = sorted(items, key=lambda i: (i["pk"], i["sk"]))
     return out
+
+
+@pytest.fixture
+def webhook_env(aws: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", f"{NEW_SECRET},{OLD_SECRET}")
+    reset_singletons()
+    auth.forget()
+    return aws
+
+
+def linked_tenant(plan: str = "free", customer: str | None = None) -> tuple[str, str, str]:
+    """A tenant linked to a Stripe customer: (tenant_id, raw_key, customer_id)."""
+    tenant_id, raw_key = make_tenant(plan=plan)
+    customer = customer or "cus_" + tenant_id.removeprefix("t_")
+    tenant_state.link_customer(get_settings().tenants_table, tenant_id, customer)
+    return tenant_id, raw_key, customer
+
+
+def profile(tenant_id: str) -> dict[str, Any]:
+    found = tenant_state.get_profile(get_settings().tenants_table, tenant_id)
+    assert found is not None
+    return found
+
+
+def outbox_item(event_id: str) -> dict[str, Any] | None:
+    from meterbridge.dal import dynamo
+
+    return dynamo.get(
+        get_settings().events_table,
+        {"pk": outbox.event_pk(STRIPE_SOURCE, event_id), "sk": outbox.EVENT_SK},
+    )

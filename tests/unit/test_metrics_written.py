@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from meterbridge_dev.stack.tables import load_template
-from tests.unit.test_observability_ops import (
+from tests.support.observability import (
     PROMETHEUS_BUILTIN,
     ROOT,
     dashboard_targets,
