@@ -40,6 +40,10 @@ def dev_stack(tmp_path: Path):
             "OPENMETER_BASE_URL",
             "NATS_ENABLED",
             "OPENMETER_ENABLED",
+            "TENANTS_TABLE",
+            "EVENTS_TABLE",
+            "USAGE_TABLE",
+            "IDEMPOTENCY_TABLE",
         )
     }
     env.update(
