@@ -34,8 +34,8 @@ format: bootstrap
 	$(VENV)/ruff check --fix .
 
 typecheck: bootstrap
-	$(VENV)/mypy shared/meterbridge
-	@for f in functions/*/app.py; do $(VENV)/mypy --follow-imports=silent "$$f" || exit 1; done
+	$(VENV)/mypy shared/meterbridge services/streaming/meterbridge_streaming dev/meterbridge_dev
+	@for f in functions/*/app.py services/streaming/app.py; do $(VENV)/mypy --follow-imports=silent "$$f" || exit 1; done
 
 sam: bootstrap  ## validate, lint and build the SAM bundle (no Docker needed)
 	@bash scripts/install-sam.sh
@@ -48,7 +48,7 @@ bench: bootstrap  ## run every benchmark and write docs/performance.md
 	$(VENV)/python -m bench
 
 openapi: bootstrap  ## rewrite docs/openapi.json from the usage API as served
-	$(VENV)/python -m meterbridge.api.export_openapi
+	$(VENV)/python -m meterbridge_dev.export_openapi
 
 lock:  ## re-resolve requirements.lock after changing pyproject.toml's pins
 	@bash scripts/bootstrap.sh --lock

@@ -5,26 +5,24 @@
 - ``nats_server``: a real ``nats-server -js`` with its own store directory, killable.
 - ``openmeter``: the OpenMeter-compatible sink, recording every CloudEvent, with faults.
 - The OpenMeter sink and the fake Stripe API run per test through
-  ``meterbridge.local.servers.BackgroundServer`` (fixtures beside the tests that use them).
-- ``lambda_context`` and ``load_event`` for invoking handlers in-process.
+  ``meterbridge_dev.stack.servers.BackgroundServer`` (fixtures beside the tests that use them).
+- ``lambda_context`` and ``event_loader`` for invoking handlers in-process.
+
+What tests import (``reset_singletons``, ``load_event``, ``docker_available``) is in
+tests/support/fixtures.py: a test never imports a conftest.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from meterbridge.local.lambda_runtime import LocalLambdaContext
-from meterbridge.local.processes import LOCAL_DYNAMODB_ENV, MotoServer, NatsServer
-
-ROOT = Path(__file__).resolve().parents[1]
-EVENTS_DIR = ROOT / "events"
+from meterbridge_dev.stack.lambda_runtime import LocalLambdaContext
+from meterbridge_dev.stack.processes import LOCAL_DYNAMODB_ENV, MotoServer, NatsServer
+from tests.support.fixtures import load_event, reset_singletons
 
 _TABLE_ENV = {
     "TenantsTable": "TENANTS_TABLE",
@@ -50,22 +48,15 @@ _SETTING_VARS = (
 )
 
 
-def reset_singletons() -> None:
-    """Forget cached settings and clients after the environment changed."""
-    from meterbridge.bus.publisher import reset_publisher
-    from meterbridge.dal import dynamo
-    from meterbridge.settings import get_settings
-
-    get_settings.cache_clear()
-    dynamo.reset_clients()
-    reset_publisher()
-
-
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """Every test starts from the same quiet environment (no real endpoints, NATS off)."""
     for var in _SETTING_VARS:
         monkeypatch.delenv(var, raising=False)
+    # The table names have no defaults: names of tables that do not exist until ``aws`` makes
+    # fresh ones, so a test that forgets ``aws`` fails on the table, not on the settings.
+    for logical_id, var in _TABLE_ENV.items():
+        monkeypatch.setenv(var, f"mb-test-no-{logical_id.removesuffix('Table').lower()}")
     for var in ("METERBRIDGE_URL", "METERBRIDGE_STACK_NAME", "AWS_ENDPOINT_URL_DYNAMODB"):
         monkeypatch.delenv(var, raising=False)
     # No test finds a `meterbridge dev` the developer runs beside the suite.
@@ -96,7 +87,7 @@ def moto_server() -> Iterator[MotoServer]:
 def aws(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Fresh tables (from template.yaml) on the moto server, and env pointing at them."""
     from meterbridge.dal import dynamo
-    from meterbridge.local.tables import create_tables
+    from meterbridge_dev.stack.tables import create_tables
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.url)
     suffix = uuid.uuid4().hex[:8]
@@ -124,24 +115,6 @@ def lambda_context() -> LocalLambdaContext:
     return LocalLambdaContext(function_name="meterbridge-test", timeout_s=30.0)
 
 
-def load_event(name: str) -> dict[str, Any]:
-    """An event fixture from ``events/`` by file name (with or without ``.json``)."""
-    path = EVENTS_DIR / (name if name.endswith(".json") else f"{name}.json")
-    return json.loads(path.read_text())
-
-
 @pytest.fixture
 def event_loader():
     return load_event
-
-
-def docker_available() -> tuple[bool, str]:
-    if not os.path.exists("/var/run/docker.sock") and not os.environ.get("DOCKER_HOST"):
-        return False, "no Docker engine socket (DOCKER_HOST unset, /var/run/docker.sock absent)"
-    try:
-        import docker
-
-        docker.from_env().ping()
-        return True, ""
-    except Exception as exc:
-        return False, f"Docker engine not reachable: {type(exc).__name__}"

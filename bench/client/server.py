@@ -39,11 +39,11 @@ def main() -> None:
     from meterbridge.api.usage import create_app
     from meterbridge.dal import dynamo
     from meterbridge.dal import tenants as tenants_dal
-    from meterbridge.local.servers import BackgroundServer
-    from meterbridge.local.stack import LocalStack
     from meterbridge.logic import keys
     from meterbridge.logic.flush import flush_outbox
     from meterbridge.settings import get_settings
+    from meterbridge_dev.stack.servers import BackgroundServer
+    from meterbridge_dev.stack.stack import LocalStack
 
     stack = LocalStack(say=lambda _: None).start()
     try:

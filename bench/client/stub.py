@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from meterbridge.local.servers import BackgroundServer
+from meterbridge_dev.stack.servers import BackgroundServer
 
 ANSWER = b'{"accepted":0,"duplicates":0}'
 

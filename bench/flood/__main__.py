@@ -95,7 +95,7 @@ def phase(
 
 
 def _server(env: dict[str, str]) -> Any:
-    from meterbridge.local.processes import ManagedProcess
+    from meterbridge_dev.stack.processes import ManagedProcess
 
     class UsageApi(ManagedProcess):
         name = "usage API"
@@ -121,7 +121,7 @@ def _server(env: dict[str, str]) -> Any:
 
 def _tenant(plan: str) -> str:
     """A tenant on ``plan`` with one key (the tests' factory); its raw key."""
-    from tests.factories import make_tenant
+    from tests.support.builders import make_tenant
 
     return make_tenant(plan=plan)[1]
 
@@ -152,8 +152,8 @@ def main() -> int:
             "OPENMETER_ENABLED": "false",
         }
     )
-    from meterbridge.local.processes import MotoServer
     from meterbridge.plans import PLANS_FILE_DEFAULT
+    from meterbridge_dev.stack.processes import MotoServer
 
     plans = json.loads(PLANS_FILE_DEFAULT.read_text())
     rpm = {p: plans["plans"][p]["requests_per_minute"] for p in plan_ids}
@@ -181,8 +181,8 @@ def main() -> int:
             }
         )
         from meterbridge.dal import dynamo
-        from meterbridge.local.tables import create_tables
         from meterbridge.settings import get_settings
+        from meterbridge_dev.stack.tables import create_tables
 
         get_settings.cache_clear()
         dynamo.reset_clients()

@@ -41,8 +41,8 @@ GOAL_EPS, GOAL_RATIO = 5000.0, 0.7
 
 
 def start_sink() -> tuple[subprocess.Popen[str], str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "shared")}
-    command = [sys.executable, "-m", "meterbridge.local.openmeter_sink", "--port", "0"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "shared"), str(ROOT / "dev")])}
+    command = [sys.executable, "-m", "meterbridge_dev.fakes.openmeter_sink", "--port", "0"]
     proc = subprocess.Popen(
         [*command, "--api-key", API_KEY],
         stdout=subprocess.PIPE,
@@ -111,6 +111,7 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT / "shared"))
+    sys.path.insert(0, str(ROOT / "dev"))
     sys.path.insert(0, str(ROOT))
     os.environ.update(
         AWS_DEFAULT_REGION="us-east-1",
@@ -122,7 +123,7 @@ def main() -> None:
         POWERTOOLS_LOG_LEVEL="WARNING",
         POWERTOOLS_METRICS_DISABLED="true",
     )
-    from meterbridge.local.processes import MotoServer
+    from meterbridge_dev.stack.processes import MotoServer
 
     moto = MotoServer().start()
     sink_proc, sink_url = start_sink()
@@ -137,13 +138,13 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, sink_url: str, *, moto_pid: int, sink_pid: int) -> None:
-    from tests.integration.test_flush_support import fill_outbox, make_events
+    from tests.support.flush import fill_outbox, make_events
 
     from meterbridge.adapters.openmeter import BATCH_CONTENT_TYPE, OpenMeterClient, batch_body
     from meterbridge.dal import dynamo, outbox
-    from meterbridge.local.tables import create_tables
     from meterbridge.logic import flush
     from meterbridge.settings import get_settings
+    from meterbridge_dev.stack.tables import create_tables
 
     n, threads = args.n, args.concurrency
     events = make_events(n, prefix=f"b{uuid.uuid4().hex[:4]}")

@@ -196,7 +196,7 @@ def main() -> int:
 
     workdir = tempfile.mkdtemp(prefix="bench-ingest-")
     os.environ["METERBRIDGE_PLANS_FILE"] = bench_catalogue(workdir)
-    from meterbridge.local.processes import MotoServer, NatsServer, nats_server_binary
+    from meterbridge_dev.stack.processes import MotoServer, NatsServer, nats_server_binary
 
     server = MotoServer().start()
     # Powertools flushes its metrics buffer (EMF) to stdout outside a Lambda: keep it quiet.
@@ -219,9 +219,9 @@ def main() -> int:
         from meterbridge.bus.publisher import reset_publisher
         from meterbridge.dal import dynamo, outbox
         from meterbridge.dal import tenants as tenants_dal
-        from meterbridge.local.tables import create_tables
         from meterbridge.logic import ingest, keys
         from meterbridge.settings import get_settings
+        from meterbridge_dev.stack.tables import create_tables
 
         get_settings.cache_clear()
         dynamo.reset_clients()
@@ -230,7 +230,7 @@ def main() -> int:
         counter = RequestCounter()
         dynamo.client().meta.events.register("before-call.dynamodb", counter)
 
-        # A tenant made through the product's DAL (as tests/factories.py does).
+        # A tenant made through the product's DAL (as tests/support/builders.py does).
         tenant_id = "t_" + uuid.uuid4().hex[:16]
         created = datetime.now(UTC).isoformat()
         tenants_dal.put_tenant(

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import nats
 
-from meterbridge.local.processes import NatsServer, free_port, wait_for_port
+from meterbridge_dev.stack.processes import NatsServer, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENTS_PER_TENANT = 10

@@ -2,7 +2,7 @@
 
     python -m bench.stream.server ours|baseline --port P --nats URL --cpu N
 
-``ours``: meterbridge.streaming (one JetStream consumer, shared fan-out). Auth is left out on
+``ours``: meterbridge_streaming (one JetStream consumer, shared fan-out). Auth is left out on
 both sides: it runs once per connection, and the bench measures per-event cost.
 ``baseline``: the obvious relay with sse-starlette: one NATS subscription per client, each
 message parsed and re-serialised per client.
@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse
 
 
 def ours_app() -> FastAPI:
-    from meterbridge.streaming.app import SSEResponse, stream_lifespan
+    from meterbridge_streaming.service import SSEResponse, stream_lifespan
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

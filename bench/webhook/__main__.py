@@ -115,7 +115,7 @@ def main() -> int:
             "POWERTOOLS_METRICS_DISABLED": "true",
         }
     )
-    from meterbridge.local.processes import MotoServer
+    from meterbridge_dev.stack.processes import MotoServer
 
     server = MotoServer().start()
     try:
@@ -135,11 +135,11 @@ def main() -> int:
         )
         from meterbridge.dal import dynamo, outbox, tenant_state, webhooks
         from meterbridge.dal import tenants as tenants_dal
-        from meterbridge.local import lambda_runtime
-        from meterbridge.local.tables import create_tables
         from meterbridge.logic import stripe_webhook
         from meterbridge.logic.stripe_translate import StripeEvent, translate
         from meterbridge.settings import get_settings
+        from meterbridge_dev.stack import lambda_runtime
+        from meterbridge_dev.stack.tables import create_tables
 
         get_settings.cache_clear()
         dynamo.reset_clients()

@@ -45,10 +45,6 @@ class Unauthorized(MeterbridgeError):
     status, code = 401, "unauthorized"
 
 
-class Forbidden(MeterbridgeError):
-    status, code = 403, "forbidden"
-
-
 class TenantSuspended(MeterbridgeError):
     status, code = 403, "tenant_suspended"
 
@@ -79,10 +75,6 @@ class QuotaExceeded(MeterbridgeError):
 
 class RateLimited(MeterbridgeError):
     status, code = 429, "rate_limited"
-
-
-class NotImplementedYet(MeterbridgeError):
-    status, code = 501, "not_implemented"
 
 
 class UpstreamUnavailable(MeterbridgeError):

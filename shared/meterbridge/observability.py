@@ -128,10 +128,24 @@ def tenant_context(tenant_id: str) -> Iterator[None]:
 
 
 def bind_tenant(tenant_id: str) -> None:
-    """Attach ``tenant_id`` to the request's log lines and its X-Ray trace (``unbind`` removes)."""
+    """Attach ``tenant_id`` to the request's log lines and its X-Ray trace."""
     logger.thread_safe_append_keys(tenant_id=tenant_id)
     tracer.annotate_if_active("tenant_id", tenant_id)
 
 
-def unbind_tenant() -> None:
-    logger.thread_safe_remove_keys(["tenant_id"])
+# Long-running processes (the local stack, the streaming task) also serve Prometheus /metrics;
+# a Lambda has none, and the layer never imports prometheus-client. Such a process registers a
+# sink (meterbridge_streaming.metrics does at import); with none registered, a gauge is a no-op.
+GaugeSink = Callable[[str, float, dict[str, str]], None]
+_gauge_sinks: list[GaugeSink] = []
+
+
+def add_gauge_sink(sink: GaugeSink) -> None:
+    if sink not in _gauge_sinks:
+        _gauge_sinks.append(sink)
+
+
+def set_gauge(name: str, value: float, **labels: str) -> None:
+    """Set the process gauge ``name`` (e.g. ``billing_unbilled_cents``) where one is served."""
+    for sink in _gauge_sinks:
+        sink(name, value, labels)

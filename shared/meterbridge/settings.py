@@ -29,11 +29,13 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
-    # DynamoDB tables
-    tenants_table: str = Field("meterbridge-tenants", alias="TENANTS_TABLE")
-    events_table: str = Field("meterbridge-events", alias="EVENTS_TABLE")
-    usage_table: str = Field("meterbridge-usage", alias="USAGE_TABLE")
-    idempotency_table: str = Field("meterbridge-idempotency", alias="IDEMPOTENCY_TABLE")
+    # DynamoDB tables: no defaults, so a missing variable fails when the settings load, naming
+    # it, rather than reading or writing a table of a default name (template.yaml, the local
+    # stack and the tests set all four).
+    tenants_table: str = Field(alias="TENANTS_TABLE")
+    events_table: str = Field(alias="EVENTS_TABLE")
+    usage_table: str = Field(alias="USAGE_TABLE")
+    idempotency_table: str = Field(alias="IDEMPOTENCY_TABLE")
     # The DynamoDB client: sized for DynamoDB on AWS; tests and the local stack raise the
     # timeouts for a moto server on a loaded machine (docs/testing.md)
     dynamodb_connect_timeout_s: float = Field(2.0, alias="DYNAMODB_CONNECT_TIMEOUT_S", gt=0, le=300)

@@ -3,9 +3,9 @@
 Everything here is driven by ``tests/chaos/test_chaos.py``. Each server is a child process in
 its own process group (so ``kill -9`` takes its children too, and nothing outlives the run):
 
-- moto server (``meterbridge.local.moto_server``: DynamoDB, with injected throttling),
+- moto server (``meterbridge_dev.fakes.moto_server``: DynamoDB, with injected throttling),
 - nats-server ``-js`` (killed and restarted on the same store),
-- the OpenMeter sink (``meterbridge.local.openmeter_sink``: 500 / 429 / hang on demand),
+- the OpenMeter sink (``meterbridge_dev.fakes.openmeter_sink``: 500 / 429 / hang on demand),
 - the app (``meterbridge dev``) pointed at those three through its environment,
 - flush runs (``meterbridge invoke openmeter_flush``), each a process of its own, back to back,
   two loops overlapping, so one can be killed mid-batch as a Lambda timeout would.
@@ -34,15 +34,15 @@ from typing import Any
 
 import httpx
 
-from meterbridge.local.processes import (
+from meterbridge_dev.fakes.stripe_fake import webhook_request
+from meterbridge_dev.stack.processes import (
     LOCAL_DYNAMODB_ENV,
     ManagedProcess,
     MotoServer,
     NatsServer,
     free_port,
 )
-from meterbridge.local.stack import DEFAULT_TABLES, TABLE_ENV
-from meterbridge.local.stripe_fake import webhook_request
+from meterbridge_dev.stack.stack import DEFAULT_TABLES, TABLE_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "events" / "stripe-2026-10-28.endive"
@@ -167,7 +167,7 @@ class Stack:
             [
                 sys.executable,
                 "-m",
-                "meterbridge.local.openmeter_sink",
+                "meterbridge_dev.fakes.openmeter_sink",
                 "--port",
                 str(sink_port),
                 "--api-key",
@@ -185,7 +185,7 @@ class Stack:
             [
                 sys.executable,
                 "-m",
-                "meterbridge.cli.main",
+                "meterbridge_dev.cli.main",
                 "dev",
                 "--port",
                 str(app_port),
@@ -277,7 +277,7 @@ class FlushLoop(threading.Thread):
         return [
             sys.executable,
             "-m",
-            "meterbridge.cli.main",
+            "meterbridge_dev.cli.main",
             "invoke",
             "openmeter_flush",
             "--event",

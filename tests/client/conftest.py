@@ -19,11 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
-from meterbridge.local.openmeter_sink import SinkState
-from meterbridge.local.openmeter_sink import create_app as create_sink
-from meterbridge.local.servers import BackgroundServer
-from tests.conftest import reset_singletons
-from tests.factories import make_tenant
+from meterbridge_dev.fakes.openmeter_sink import SinkState
+from meterbridge_dev.fakes.openmeter_sink import create_app as create_sink
+from meterbridge_dev.stack.servers import BackgroundServer
+from tests.support.builders import make_tenant
+from tests.support.fixtures import reset_singletons
 
 OPENMETER_KEY = "om_client_tests"
 

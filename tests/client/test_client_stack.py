@@ -20,7 +20,7 @@ import pytest
 from fastapi import FastAPI, Request
 from meterbridge_client import AsyncClient, Client, MeteringMiddleware, RejectedEvent
 
-from meterbridge.local.servers import BackgroundServer
+from meterbridge_dev.stack.servers import BackgroundServer
 from tests.client.conftest import Stack
 
 ROOT = Path(__file__).resolve().parents[2]

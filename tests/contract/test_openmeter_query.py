@@ -15,13 +15,13 @@ import httpx
 import pytest
 
 from meterbridge.adapters.openmeter_api import OpenMeterApi
-from meterbridge.local.openmeter_sink import SinkState, create_app
-from meterbridge.local.servers import BackgroundServer
 from meterbridge.logic import flush, ingest, openmeter_meters
 from meterbridge.plans import catalog
 from meterbridge.settings import get_settings
-from tests.conftest import reset_singletons
-from tests.factories import make_tenant
+from meterbridge_dev.fakes.openmeter_sink import SinkState, create_app
+from meterbridge_dev.stack.servers import BackgroundServer
+from tests.support.builders import make_tenant
+from tests.support.fixtures import reset_singletons
 
 SPEC = json.loads((Path(__file__).with_name("openmeter_query_spec.json")).read_text())
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -187,7 +187,7 @@ def test_sync_meters_command_prints_a_diff_and_dry_run_changes_nothing(
 ) -> None:
     from typer.testing import CliRunner
 
-    from meterbridge.cli.main import app
+    from meterbridge_dev.cli.main import app
 
     runner = CliRunner()
     # When run with --dry-run / Then it lists what it would create and creates nothing

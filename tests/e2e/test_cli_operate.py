@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.devstack import ROOT, base_env, running_dev
+from tests.support.devstack import ROOT, base_env, running_dev
 
 AKID = "AKIALOCALTESTOPERATOR"
 SECRET = "local-operator-secret-not-a-real-one"
@@ -91,7 +91,7 @@ def test_one_line_errors_stack_down_bad_token_unknown_tenant(tmp_path: Path) -> 
     # Given no stack running
     env = base_env(tmp_path)
     down = subprocess.run(
-        [sys.executable, "-m", "meterbridge.cli.main", "tenants", "list"],
+        [sys.executable, "-m", "meterbridge_dev.cli.main", "tenants", "list"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -99,7 +99,7 @@ def test_one_line_errors_stack_down_bad_token_unknown_tenant(tmp_path: Path) -> 
         timeout=60,
     )
     status_down = subprocess.run(
-        [sys.executable, "-m", "meterbridge.cli.main", "status"],
+        [sys.executable, "-m", "meterbridge_dev.cli.main", "status"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -119,7 +119,7 @@ def test_one_line_errors_stack_down_bad_token_unknown_tenant(tmp_path: Path) -> 
     stale = tmp_path / "stale.json"
     stale.write_text(json.dumps({**pid_file, "pid": 2**22 + 12345}))
     stale_run = subprocess.run(
-        [sys.executable, "-m", "meterbridge.cli.main", "tenants", "list"],
+        [sys.executable, "-m", "meterbridge_dev.cli.main", "tenants", "list"],
         cwd=ROOT,
         env={**env, "METERBRIDGE_STATE_FILE": str(stale)},
         capture_output=True,
@@ -147,7 +147,7 @@ def test_dev_refuses_a_busy_port_in_one_line(tmp_path: Path) -> None:
 
         # When meterbridge dev is asked for it
         done = subprocess.run(
-            [sys.executable, "-m", "meterbridge.cli.main", "dev", "--port", str(port)],
+            [sys.executable, "-m", "meterbridge_dev.cli.main", "dev", "--port", str(port)],
             cwd=ROOT,
             env=base_env(tmp_path),
             capture_output=True,
@@ -221,7 +221,7 @@ def test_operator_drives_a_deployed_stack_found_by_its_cloudformation_outputs(
 
 
 def test_samconfig_environments_name_the_stacks() -> None:
-    from meterbridge.cli.target import samconfig_stack_name
+    from meterbridge_dev.cli.target import samconfig_stack_name
 
     # Then each environment's stack name comes from samconfig.toml
     assert samconfig_stack_name(None) == "meterbridge"

@@ -21,10 +21,10 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from meterbridge.api import usage
 from meterbridge.api.errors import install_error_handlers
-from meterbridge.dashboard.routes import include_dashboard
-from meterbridge.local.devapp import create_dev_app
-from meterbridge.local.servers import BackgroundServer
-from tests.factories import make_tenant
+from meterbridge_dev.stack.devapp import create_dev_app
+from meterbridge_dev.stack.servers import BackgroundServer
+from meterbridge_streaming.dashboard.routes import include_dashboard
+from tests.support.builders import make_tenant
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -248,11 +248,11 @@ def stack_with_openmeter(
 ) -> Iterator[str]:
     """The dev app and dashboard with the OpenMeter stand-in, its meters synced."""
     from meterbridge.adapters.openmeter_api import OpenMeterApi
-    from meterbridge.local.openmeter_sink import create_app as sink_app
     from meterbridge.logic.openmeter_meters import sync
     from meterbridge.plans import catalog
     from meterbridge.settings import get_settings
-    from tests.conftest import reset_singletons
+    from meterbridge_dev.fakes.openmeter_sink import create_app as sink_app
+    from tests.support.fixtures import reset_singletons
 
     with BackgroundServer(sink_app()) as sink:
         monkeypatch.setenv("OPENMETER_ENABLED", "true")

@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from meterbridge.dashboard.routes import include_dashboard
-from meterbridge.local.demo import start_demo
-from meterbridge.local.devapp import create_dev_app
-from meterbridge.local.servers import BackgroundServer
+from meterbridge_dev.stack.demo import start_demo
+from meterbridge_dev.stack.devapp import create_dev_app
+from meterbridge_dev.stack.servers import BackgroundServer
+from meterbridge_streaming.dashboard.routes import include_dashboard
 
 # Bounds for waiting on the demo thread (not assertions on speed).
 WAIT_S = 120.0

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.devstack import ROOT, Dev, running_dev
+from tests.support.devstack import ROOT, Dev, running_dev
 
 DOC_URL = "MB=http://127.0.0.1:8000"
 TOKEN = "dev-admin-token"

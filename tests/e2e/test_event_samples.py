@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.e2e.devstack import ROOT, running_dev
+from tests.support.devstack import ROOT, running_dev
 
 SAMPLES = sorted(p.relative_to(ROOT) for p in (ROOT / "events").rglob("*.json"))
 # The unsigned admin sample shows the function's own refusal of a request API Gateway did not

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from meterbridge.local.processes import free_port
+from meterbridge_dev.stack.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,6 +40,10 @@ def dev_stack(tmp_path: Path):
             "OPENMETER_BASE_URL",
             "NATS_ENABLED",
             "OPENMETER_ENABLED",
+            "TENANTS_TABLE",
+            "EVENTS_TABLE",
+            "USAGE_TABLE",
+            "IDEMPOTENCY_TABLE",
         )
     }
     env.update(
@@ -50,7 +54,7 @@ def dev_stack(tmp_path: Path):
         [
             sys.executable,
             "-m",
-            "meterbridge.cli.main",
+            "meterbridge_dev.cli.main",
             "dev",
             "--port",
             str(port),

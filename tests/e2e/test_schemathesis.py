@@ -30,11 +30,11 @@ from schemathesis.specs.openapi.checks import (
 
 from meterbridge.api.admin import create_app as create_admin_app
 from meterbridge.api.usage import create_app as create_usage_app
-from meterbridge.local.servers import BackgroundServer
-from tests.conftest import reset_singletons
-from tests.factories import make_tenant
-from tests.integration.test_tenants_helpers import ADMIN_TOKEN
-from tests.integration.test_tenants_helpers import fake_stripe as fake_stripe
+from meterbridge_dev.stack.servers import BackgroundServer
+from tests.support.builders import make_tenant
+from tests.support.fixtures import reset_singletons
+from tests.support.tenants import ADMIN_TOKEN
+from tests.support.tenants import fake_stripe as fake_stripe
 
 CHECKS = [
     not_a_server_error,

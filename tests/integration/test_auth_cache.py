@@ -4,23 +4,20 @@ expiry, and refused keys are remembered so a flood of them costs no DynamoDB rea
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from meterbridge.dal import dynamo
 from meterbridge.dal import tenants as tenants_dal
 from meterbridge.errors import Unauthorized
 from meterbridge.logic import keys
 from meterbridge.logic.auth import authenticate
 from meterbridge.settings import get_settings
-from tests.conftest import reset_singletons
-from tests.factories import make_tenant
-from tests.integration import test_tenants_helpers as helpers
-from tests.integration.test_tenants_helpers import AUTH
+from tests.support import tenants as helpers
+from tests.support.builders import make_tenant
+from tests.support.dynamo import dynamodb_calls
+from tests.support.fixtures import reset_singletons
+from tests.support.tenants import AUTH
 
 admin = helpers.admin
 
@@ -30,23 +27,6 @@ def long_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     """The longest key-cache TTL allowed (60 s): anything refused sooner is not the TTL."""
     monkeypatch.setenv("METERBRIDGE_KEY_CACHE_TTL_S", "60")
     reset_singletons()
-
-
-@contextmanager
-def dynamodb_calls(operation: str) -> Iterator[list[dict[str, Any]]]:
-    """The requests of ``operation`` (e.g. ``GetItem``) the DAL's client sends meanwhile."""
-    calls: list[dict[str, Any]] = []
-    events = dynamo.client().meta.events
-    event_name = f"before-parameter-build.dynamodb.{operation}"
-
-    def record(params: dict[str, Any], **_: Any) -> None:
-        calls.append(params)
-
-    events.register(event_name, record)
-    try:
-        yield calls
-    finally:
-        events.unregister(event_name, record)
 
 
 def test_a_rotated_key_stops_at_its_grace_end_though_cached(

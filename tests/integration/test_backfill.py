@@ -14,11 +14,11 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from meterbridge.cli.main import app as cli
 from meterbridge.dal import outbox
 from meterbridge.errors import ValidationFailed
 from meterbridge.models.cloudevent import CloudEvent, usage_source
 from meterbridge.settings import get_settings
+from meterbridge_dev.cli.main import app as cli
 
 
 def stand_in_ingest(calls: list[int]) -> types.ModuleType:

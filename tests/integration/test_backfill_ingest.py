@@ -6,12 +6,12 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from meterbridge.cli.backfill import run_backfill
 from meterbridge.dal import usage as usage_dal
 from meterbridge.logic.ingest import ingest_events
 from meterbridge.logic.periods import period_of
 from meterbridge.settings import get_settings
-from tests.factories import make_tenant
+from meterbridge_dev.cli.backfill import run_backfill
+from tests.support.builders import make_tenant
 
 
 def test_backfill_counts_history_in_its_own_period_and_is_rerunnable(

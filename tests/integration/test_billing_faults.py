@@ -4,53 +4,25 @@ the Stripe stand-in over HTTP."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from meterbridge.dal import billing as billing_dal
-from meterbridge.dal import dynamo, tenant_state
-from meterbridge.dal import usage as usage_dal
 from meterbridge.logic.periods import bounds
 from meterbridge.settings import get_settings
-from tests.conftest import reset_singletons
-from tests.factories import make_tenant
-from tests.integration import test_tenants_helpers
-from tests.integration.test_tenants_helpers import FakeStripe
-from tests.integration.test_webhook_support import NEW_SECRET, deliver
+from tests.support import billing as billing_support
+from tests.support import tenants as tenant_support
+from tests.support.billing import PERIOD
+from tests.support.tenants import FakeStripe
+from tests.support.webhooks import deliver
 
-fake_stripe = test_tenants_helpers.fake_stripe
-PERIOD = "2026-01"
-AUTH = {"authorization": "Bearer sk_test_meterbridge"}
+fake_stripe = tenant_support.fake_stripe
+setup = billing_support.setup  # the tenant over its quota and the draft invoice closing it
 
 
 class Killed(BaseException):
     """The Lambda runtime killing the function mid-call (no except clause catches it)."""
-
-
-@pytest.fixture
-def setup(
-    aws: dict[str, str], fake_stripe: FakeStripe, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[FakeStripe, str, dict[str, Any], dict[str, Any]]]:
-    """A Basic tenant 5 queries over its 1,000 in PERIOD, and the draft cycle invoice closing it."""
-    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", NEW_SECRET)
-    reset_singletons()
-    settings = get_settings()
-    tenant_id, _ = make_tenant(plan="basic")
-    status, customer, _ = fake_stripe.state.handle("POST", "/v1/customers", {"name": "x"}, AUTH)
-    assert status == 200
-    tenant_state.link_customer(settings.tenants_table, tenant_id, customer["id"])
-    dynamo.update(
-        settings.usage_table,
-        usage_dal.counter_key(tenant_id, PERIOD, "queries", 0),
-        set_="ADD used :n",
-        vals={":n": 1005},
-    )
-    start, end = (int(t.timestamp()) for t in bounds(PERIOD))
-    invoice, event = fake_stripe.state.add_draft_invoice(customer["id"], start, end)
-    assert event is not None
-    yield fake_stripe, tenant_id, invoice, event
 
 
 def items_on(fake: FakeStripe, invoice_id: str) -> list[dict[str, Any]]:

@@ -8,8 +8,8 @@ import threading
 
 from typer.testing import CliRunner
 
-from meterbridge.cli.main import app
-from tests.integration.billing_support import (
+from meterbridge_dev.cli.main import app
+from tests.support.billing import (
     Stack,
     advance,
     basic_tenant,

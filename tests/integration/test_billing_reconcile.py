@@ -10,13 +10,15 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from meterbridge.cli.main import app
-from meterbridge.prometheus import BILLING_UNBILLED_CENTS
-from tests.conftest import reset_singletons
-from tests.integration.test_billing_faults import PERIOD, fake_stripe, setup
-from tests.integration.test_tenants_helpers import ADMIN_TOKEN, AUTH, FakeStripe
-from tests.integration.test_webhook_support import deliver
+from meterbridge_dev.cli.main import app
+from meterbridge_streaming.metrics import BILLING_UNBILLED_CENTS
+from tests.support import tenants as tenant_support
+from tests.support.billing import PERIOD, setup
+from tests.support.fixtures import reset_singletons
+from tests.support.tenants import ADMIN_TOKEN, AUTH, FakeStripe
+from tests.support.webhooks import deliver
 
+fake_stripe = tenant_support.fake_stripe
 __all__ = ["fake_stripe", "setup"]
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from meterbridge.bus.subjects import tenant_subject
 from meterbridge.resilience import BreakerState
-from tests.factories import make_tenant
-from tests.integration.test_stream_support import (
+from tests.support.builders import make_tenant
+from tests.support.streams import (
     SSEReader,
     auth,
     js_publish,

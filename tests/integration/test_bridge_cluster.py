@@ -10,11 +10,11 @@ import httpx
 import nats
 import pytest
 
-from meterbridge.local.processes import NatsServer, nats_cluster
-from meterbridge.local.servers import BackgroundServer
 from meterbridge.models.cloudevent import CloudEvent
-from tests.factories import make_tenant
-from tests.integration.test_stream_support import (
+from meterbridge_dev.stack.processes import NatsServer, nats_cluster
+from meterbridge_dev.stack.servers import BackgroundServer
+from tests.support.builders import make_tenant
+from tests.support.streams import (
     SSEReader,
     auth,
     js_publish,
@@ -54,7 +54,7 @@ async def test_killing_one_node_mid_stream_loses_and_duplicates_nothing(
 ) -> None:
     # Given the streaming app on a 3-node cluster (stream with 3 replicas) and a client
     from meterbridge.settings import get_settings
-    from meterbridge.streaming.app import create_app
+    from meterbridge_streaming.service import create_app
 
     get_settings.cache_clear()
     tenant, key = make_tenant()

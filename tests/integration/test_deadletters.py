@@ -12,19 +12,19 @@ from typer.testing import CliRunner
 
 from meterbridge.api import admin_deadletters
 from meterbridge.api.errors import install_error_handlers
-from meterbridge.cli.main import app as cli
-from meterbridge.local.servers import BackgroundServer
 from meterbridge.logic import flush
-from tests.conftest import reset_singletons
-from tests.integration import test_flush_support
-from tests.integration.test_flush_support import (
+from meterbridge_dev.cli.main import app as cli
+from meterbridge_dev.stack.servers import BackgroundServer
+from tests.support import flush as flush_support
+from tests.support.fixtures import reset_singletons
+from tests.support.flush import (
     fast_client,
     fast_config,
     fill_outbox,
     make_events,
 )
 
-sink = test_flush_support.sink  # the OpenMeter fake fixture
+sink = flush_support.sink  # the OpenMeter fake fixture
 
 TOKEN = "admin-test-token"
 

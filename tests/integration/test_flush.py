@@ -9,36 +9,21 @@ from typing import Any
 import pytest
 
 from meterbridge.dal import outbox
-from meterbridge.local.openmeter_sink import Fault
 from meterbridge.logic import flush
 from meterbridge.settings import get_settings
-from tests.factories import events_table_items, scan_items
-from tests.integration import test_flush_support
-from tests.integration.test_flush_support import (
-    CLIENT_TIMEOUT_S,
+from meterbridge_dev.fakes.openmeter_sink import Fault
+from tests.support import flush as flush_support
+from tests.support.builders import events_table_items, scan_items
+from tests.support.flush import (
     HANG_S,
-    fast_client,
+    drain,
     fast_config,
     fill_outbox,
     make_events,
+    run_flush,
 )
 
-sink = test_flush_support.sink  # the OpenMeter fake fixture
-
-
-def run_flush(url: str, timeout_s: float = CLIENT_TIMEOUT_S, **kw: Any) -> flush.FlushResult:
-    client = kw.pop("client", None) or fast_client(url, timeout_s=timeout_s)
-    config = kw.pop("config", None) or fast_config()
-    return flush.flush_outbox(kw.pop("remaining_ms", None), config=config, client=client, **kw)
-
-
-def drain(url: str, max_runs: int = 30, **kw: Any) -> list[flush.FlushResult]:
-    results = []
-    for _ in range(max_runs):
-        results.append(run_flush(url, **kw))
-        if results[-1].remaining == 0:
-            break
-    return results
+sink = flush_support.sink  # the OpenMeter fake fixture
 
 
 def test_ten_thousand_events_with_ten_percent_duplicates_reach_openmeter_once_each(aws, sink):

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from meterbridge.prometheus import (
+from meterbridge_streaming.metrics import (
     OPENMETER_EVENTS_SENT,
     OPENMETER_FLUSH_ERRORS,
     OPENMETER_FLUSH_LATENCY,
     observe_flush,
 )
-from tests.integration import test_flush_support
-from tests.integration.test_flush import run_flush
-from tests.integration.test_flush_support import fill_outbox, make_events
+from tests.support import flush as flush_support
+from tests.support.flush import fill_outbox, make_events, run_flush
 
-sink = test_flush_support.sink
+sink = flush_support.sink
 
 
 def _value(metric: object, suffix: str = "_total") -> float:

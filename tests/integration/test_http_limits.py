@@ -18,12 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
-from meterbridge.api.limits import DEFAULT_BODY_BYTES, INGEST_BODY_BYTES, BodyLimit
-from meterbridge.local.devapp import create_dev_app
-from meterbridge.local.servers import BackgroundServer
 from meterbridge.logic import ingest
-from meterbridge.serving import GuardedH11Protocol
-from tests.factories import event_records, make_tenant
+from meterbridge_dev.stack.devapp import create_dev_app
+from meterbridge_dev.stack.servers import BackgroundServer
+from meterbridge_streaming.limits import DEFAULT_BODY_BYTES, INGEST_BODY_BYTES, BodyLimit
+from meterbridge_streaming.serving import GuardedH11Protocol
+from tests.support.builders import event_records, make_tenant
 
 ROOT = Path(__file__).resolve().parents[2]
 UPLOAD_BYTES = 64 * 1024 * 1024  # what the attacker would send: 64 MB
@@ -268,7 +268,7 @@ def test_the_streaming_service_runs_uvicorn_with_the_guards(
 ) -> None:
     # Given the ECS entry point, with uvicorn.run captured
     spec = importlib.util.spec_from_file_location(
-        "streaming_entry", ROOT / "functions" / "streaming" / "app.py"
+        "streaming_entry", ROOT / "services" / "streaming" / "app.py"
     )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -28,23 +28,24 @@ from fastapi.testclient import TestClient
 
 from meterbridge.dal import dynamo, tenant_state
 from meterbridge.dal import usage as usage_dal
-from meterbridge.local import lambda_runtime
-from meterbridge.local.tables import load_template
 from meterbridge.logic import auth
 from meterbridge.logic.periods import bounds
 from meterbridge.settings import get_settings
-from tests.conftest import reset_singletons
-from tests.factories import make_tenant
-from tests.integration import test_flush_support, test_tenants_helpers
-from tests.integration.test_flush_support import fill_outbox, make_events
-from tests.integration.test_tenants_helpers import ADMIN_TOKEN, AUTH
-from tests.integration.test_webhook_support import NEW_SECRET, deliver, stripe_event
+from meterbridge_dev.stack import lambda_runtime
+from meterbridge_dev.stack.tables import load_template
+from tests.support import flush as flush_support
+from tests.support import tenants as tenant_support
+from tests.support.builders import make_tenant
+from tests.support.fixtures import reset_singletons
+from tests.support.flush import fill_outbox, make_events
+from tests.support.tenants import ADMIN_TOKEN, AUTH
+from tests.support.webhooks import NEW_SECRET, deliver, stripe_event
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = load_template(ROOT / "template.yaml")
 
-sink = test_flush_support.sink  # the OpenMeter fake fixture
-fake_stripe = test_tenants_helpers.fake_stripe
+sink = flush_support.sink  # the OpenMeter fake fixture
+fake_stripe = tenant_support.fake_stripe
 
 # What SAM's DynamoDB policy templates expand to (so an older template can be judged too).
 SAM_TEMPLATES = {
@@ -317,7 +318,7 @@ def recorded_fixture(
 
     with TestClient(admin_app()) as admin, recorder.acting_as("TenantAdminFunction"):
         idem = {**AUTH, "Idempotency-Key": f"iam-{uuid.uuid4()}"}
-        created = admin.post("/admin/tenants", json=test_tenants_helpers.body(), headers=idem)
+        created = admin.post("/admin/tenants", json=tenant_support.body(), headers=idem)
         assert created.status_code == 201, created.text
         tid = created.json()["tenant"]["tenant_id"]
         kid = admin.post(f"/admin/tenants/{tid}/keys", headers=AUTH).json()["key_id"]

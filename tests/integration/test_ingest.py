@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from meterbridge.api.usage import create_app
 from meterbridge.dal import outbox
-from tests.factories import event_records, events_table_items, make_tenant
+from tests.support.builders import event_records, events_table_items, make_tenant
 
 
 @pytest.fixture

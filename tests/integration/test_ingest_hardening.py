@@ -13,13 +13,13 @@ import httpx
 import pytest
 
 from meterbridge.api.usage import create_app
-from meterbridge.local.servers import BackgroundServer
 from meterbridge.logic import flush
-from tests.factories import event_records, make_tenant
-from tests.integration import test_flush_support
-from tests.integration.test_flush_support import fast_client, fast_config
+from meterbridge_dev.stack.servers import BackgroundServer
+from tests.support import flush as flush_support
+from tests.support.builders import event_records, make_tenant
+from tests.support.flush import fast_client, fast_config
 
-sink = test_flush_support.sink  # the OpenMeter stand-in fixture
+sink = flush_support.sink  # the OpenMeter stand-in fixture
 
 
 @pytest.fixture

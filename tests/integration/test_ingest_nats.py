@@ -15,9 +15,9 @@ import pytest
 
 from meterbridge.bus.subjects import STREAM_NAME, tenant_subject
 from meterbridge.dal import dynamo, outbox
-from meterbridge.local.processes import NatsServer
-from meterbridge.local.servers import BackgroundServer
-from tests.factories import event_records, make_tenant
+from meterbridge_dev.stack.processes import NatsServer
+from meterbridge_dev.stack.servers import BackgroundServer
+from tests.support.builders import event_records, make_tenant
 
 
 @pytest.fixture

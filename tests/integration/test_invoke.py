@@ -17,7 +17,7 @@ def test_invoke_runs_the_flush_handler_with_the_scheduled_event(aws: dict[str, s
         [
             sys.executable,
             "-m",
-            "meterbridge.cli.main",
+            "meterbridge_dev.cli.main",
             "invoke",
             "openmeter_flush",
             "--event",
@@ -41,7 +41,7 @@ def test_invoke_refuses_an_unknown_function() -> None:
         [
             sys.executable,
             "-m",
-            "meterbridge.cli.main",
+            "meterbridge_dev.cli.main",
             "invoke",
             "nope",
             "--event",

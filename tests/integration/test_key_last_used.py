@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 from fastapi.testclient import TestClient
 
 from meterbridge.logic import key_usage
-from meterbridge.logic.usage_query import usage_report
+from meterbridge.logic.usage_report import usage_report
 from meterbridge.settings import get_settings
-from tests.integration import test_tenants_helpers as helpers
-from tests.integration.test_tenants_helpers import AUTH, body, idem, scan_all
+from tests.support import tenants as helpers
+from tests.support.tenants import AUTH, body, idem, scan_all
 
 admin = helpers.admin
 

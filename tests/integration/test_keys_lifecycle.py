@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from meterbridge.errors import Unauthorized
 from meterbridge.logic.auth import authenticate
 from meterbridge.settings import get_settings
-from tests.integration import test_tenants_helpers as helpers
-from tests.integration.test_tenants_helpers import AUTH, FakeStripe, body, idem, scan_all
+from tests.support import tenants as helpers
+from tests.support.tenants import AUTH, FakeStripe, body, idem, scan_all
 
 # Fixtures shared with the other tenant tests (pytest finds them by these names).
 admin = helpers.admin

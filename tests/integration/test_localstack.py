@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import docker_available
+from tests.support.fixtures import docker_available
 
 
 @pytest.fixture
@@ -26,8 +26,8 @@ def localstack(monkeypatch: pytest.MonkeyPatch):
 def test_conditional_write_against_localstack(localstack) -> None:
     # Given the template's tables on LocalStack
     from meterbridge.dal import dynamo
-    from meterbridge.local.tables import create_tables
-    from tests.conftest import reset_singletons
+    from meterbridge_dev.stack.tables import create_tables
+    from tests.support.fixtures import reset_singletons
 
     reset_singletons()
     create_tables(dynamo.client(), {"IdempotencyTable": "ls-idem"})

@@ -16,10 +16,10 @@ import pytest
 
 from meterbridge.dal import usage as usage_dal
 from meterbridge.errors import QuotaExceeded
-from meterbridge.local.servers import BackgroundServer
 from meterbridge.logic import ingest
-from tests.factories import event_records, make_tenant, scan_items
-from tests.meter_catalog import measured, recompute, write_catalogue
+from meterbridge_dev.stack.servers import BackgroundServer
+from tests.support.builders import event_records, make_tenant, scan_items
+from tests.support.meters import measured, recompute, write_catalogue
 
 NOW = datetime.now(UTC)
 

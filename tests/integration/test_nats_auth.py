@@ -26,10 +26,10 @@ from cryptography.x509.oid import NameOID
 
 from meterbridge.bus.publisher import Message, NatsPublisher
 from meterbridge.bus.subjects import tenant_subject
-from meterbridge.local.processes import free_port, nats_server_binary, wait_for_port
-from meterbridge.local.tables import load_template
 from meterbridge.settings import Settings
-from meterbridge.streaming.bridge import NatsBridge
+from meterbridge_dev.stack.processes import free_port, nats_server_binary, wait_for_port
+from meterbridge_dev.stack.tables import load_template
+from meterbridge_streaming.bridge import NatsBridge
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "s3cretNatsPassw0rd"

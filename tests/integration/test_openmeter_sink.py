@@ -12,28 +12,12 @@ from typing import Any
 import httpx
 import pytest
 
-from meterbridge.local.openmeter_sink import Fault, SinkState, create_app
-from meterbridge.local.servers import BackgroundServer
+from meterbridge_dev.fakes.openmeter_sink import Fault, SinkState, create_app
+from meterbridge_dev.stack.servers import BackgroundServer
+from tests.support.openmeter import BATCH, SINGLE, cloudevent
 
 API_KEY = "om_test_key"
-BATCH = "application/cloudevents-batch+json"
-SINGLE = "application/cloudevents+json"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-
-
-def cloudevent(
-    event_id: str, source: str = "//meterbridge/tenants/t1", **extra: Any
-) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": event_id,
-        "source": source,
-        "type": "api.request",
-        "subject": "customer-1",
-        "time": "2025-01-01T00:00:00.000Z",
-        "data": {"tokens": 3},
-        **extra,
-    }
 
 
 @pytest.fixture
@@ -270,9 +254,17 @@ def test_reset_forgets_events_and_faults(sink):
 
 def test_runs_as_a_separate_process_and_prints_its_url():
     # Given
-    env = {**os.environ, "PYTHONPATH": str(SHARED)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SHARED), str(SHARED.parent / "dev")])}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "meterbridge.local.openmeter_sink", "--port", "0", "--api-key", "k"],
+        [
+            sys.executable,
+            "-m",
+            "meterbridge_dev.fakes.openmeter_sink",
+            "--port",
+            "0",
+            "--api-key",
+            "k",
+        ],
         stdout=subprocess.PIPE,
         env=env,
         text=True,

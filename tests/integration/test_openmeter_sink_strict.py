@@ -16,10 +16,10 @@ import httpx
 import pytest
 
 from meterbridge.adapters.openmeter import OpenMeterRejected
-from meterbridge.local.openmeter_sink import SinkState, create_app
-from meterbridge.local.servers import BackgroundServer
-from tests.integration.test_flush_support import API_KEY, fast_client
-from tests.integration.test_openmeter_sink import BATCH, SINGLE, cloudevent
+from meterbridge_dev.fakes.openmeter_sink import SinkState, create_app
+from meterbridge_dev.stack.servers import BackgroundServer
+from tests.support.flush import API_KEY, fast_client
+from tests.support.openmeter import BATCH, SINGLE, cloudevent
 
 
 @pytest.fixture

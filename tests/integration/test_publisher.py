@@ -8,9 +8,9 @@ import nats
 
 from meterbridge.bus.publisher import Message, NatsPublisher
 from meterbridge.bus.subjects import STREAM_NAME, tenant_subject
-from meterbridge.local.processes import NatsServer
 from meterbridge.resilience import BreakerState
 from meterbridge.settings import Settings
+from meterbridge_dev.stack.processes import NatsServer
 
 
 async def _stream_messages(url: str) -> int:

@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from meterbridge.local.servers import BackgroundServer
 from meterbridge.plans import PLANS_FILE_DEFAULT
-from tests.conftest import reset_singletons
-from tests.factories import event_records, make_tenant
+from meterbridge_dev.stack.servers import BackgroundServer
+from tests.support.builders import event_records, make_tenant
+from tests.support.fixtures import reset_singletons
 
 
 @pytest.fixture

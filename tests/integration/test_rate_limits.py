@@ -15,13 +15,13 @@ from typing import Any
 import httpx
 import pytest
 
-from meterbridge.local.servers import BackgroundServer
 from meterbridge.logic import rate
 from meterbridge.plans import PLANS_FILE_DEFAULT
-from tests.conftest import reset_singletons
-from tests.factories import make_tenant
-from tests.integration.test_auth_cache import dynamodb_calls
-from tests.integration.test_stream_support import (
+from meterbridge_dev.stack.servers import BackgroundServer
+from tests.support.builders import make_tenant
+from tests.support.dynamo import dynamodb_calls
+from tests.support.fixtures import reset_singletons
+from tests.support.streams import (
     auth,
     stream_app_fixture,  # noqa: F401 - the stream_app fixture
 )

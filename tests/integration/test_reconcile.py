@@ -10,15 +10,15 @@ import pytest
 import stripe
 from typer.testing import CliRunner
 
-from meterbridge.cli.main import app
 from meterbridge.dal import tenant_state
-from meterbridge.local.servers import BackgroundServer
-from meterbridge.local.stripe_fake import StripeState, create_app
 from meterbridge.logic.stripe_reconcile import parse_since, reconcile_since
 from meterbridge.settings import get_settings
-from tests.conftest import reset_singletons
-from tests.factories import make_tenant
-from tests.integration.test_webhook_support import NEW_SECRET, deliver, stripe_event
+from meterbridge_dev.cli.main import app
+from meterbridge_dev.fakes.stripe_fake import StripeState, create_app
+from meterbridge_dev.stack.servers import BackgroundServer
+from tests.support.builders import make_tenant
+from tests.support.fixtures import reset_singletons
+from tests.support.webhooks import NEW_SECRET, deliver, stripe_event
 
 API_KEY = "sk_test_reconcile_0123456789"
 

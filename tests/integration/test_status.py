@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 from typer.testing import CliRunner
 
-from meterbridge.cli.main import app
 from meterbridge.dal import dynamo, outbox
 from meterbridge.logic import status as status_logic
 from meterbridge.logic.flush import FlushResult
 from meterbridge.models.cloudevent import CloudEvent, usage_source
 from meterbridge.settings import get_settings
+from meterbridge_dev.cli.main import app
 
 runner = CliRunner()
 
@@ -140,9 +140,9 @@ def test_status_reads_the_nats_breaker_from_a_streaming_task(aws: dict[str, str]
     # Given a process serving meterbridge's /metrics with the NATS breaker open
     from fastapi import FastAPI
 
-    from meterbridge.api.health import router
-    from meterbridge.local.servers import BackgroundServer
-    from meterbridge.prometheus import NATS_CIRCUIT_STATE
+    from meterbridge_dev.stack.servers import BackgroundServer
+    from meterbridge_streaming.health_routes import router
+    from meterbridge_streaming.metrics import NATS_CIRCUIT_STATE
 
     served = FastAPI()
     served.include_router(router)

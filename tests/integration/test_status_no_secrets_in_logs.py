@@ -20,16 +20,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from meterbridge.adapters.openmeter import reset_client
-from meterbridge.local.openmeter_sink import SinkState
-from meterbridge.local.openmeter_sink import create_app as create_sink
-from meterbridge.local.servers import BackgroundServer
 from meterbridge.logic import auth
 from meterbridge.logic.flush import flush_outbox
 from meterbridge.observability import logger as mb_logger
-from tests.conftest import reset_singletons
-from tests.integration import test_tenants_helpers as helpers
-from tests.integration.test_tenants_helpers import ADMIN_TOKEN, FakeStripe, body, idem
-from tests.integration.test_webhook_support import NEW_SECRET, deliver, stripe_event
+from meterbridge_dev.fakes.openmeter_sink import SinkState
+from meterbridge_dev.fakes.openmeter_sink import create_app as create_sink
+from meterbridge_dev.stack.servers import BackgroundServer
+from tests.support import tenants as helpers
+from tests.support.fixtures import reset_singletons
+from tests.support.tenants import ADMIN_TOKEN, FakeStripe, body, idem
+from tests.support.webhooks import NEW_SECRET, deliver, stripe_event
 
 admin = helpers.admin
 fake_stripe = helpers.fake_stripe

@@ -7,8 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.factories import make_tenant
-from tests.integration.test_stream_support import (
+from tests.support.builders import make_tenant
+from tests.support.streams import (
     SSEReader,
     auth,
     js_publish,

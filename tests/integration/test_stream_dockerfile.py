@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCKERFILE = ROOT / "functions/streaming/Dockerfile"
+DOCKERFILE = ROOT / "services/streaming/Dockerfile"
 
 
 def _instructions() -> list[tuple[str, str]]:
@@ -37,8 +37,10 @@ def test_dockerfile_is_multi_stage_non_root_with_healthcheck() -> None:
     assert any(rest.startswith("--from=build") for kw, rest in final_stage if kw == "COPY")
     # ... it runs as a non-root user
     assert users and users[-1].split(":")[0] not in ("root", "0")
-    # ... it installs the layer's requirements and ships the meterbridge package
+    # ... it installs the layer's and its own requirements, and ships both packages
     assert "shared/requirements.txt" in copies and "shared/meterbridge" in copies
+    assert "services/streaming/requirements.txt" in copies
+    assert "services/streaming/meterbridge_streaming" in copies
     # ... a healthcheck on /health/live, the ECS port exposed, the entry point run
     assert "/health/live" in healthcheck
     assert ("EXPOSE", "8080") in final_stage

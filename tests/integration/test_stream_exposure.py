@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from meterbridge.settings import get_settings
-from tests.factories import make_tenant
-from tests.integration.test_stream_support import (
+from tests.support.builders import make_tenant
+from tests.support.streams import (
     auth,
     stream_app_fixture,  # noqa: F401 - the stream_app fixture
 )

@@ -17,9 +17,9 @@ from meterbridge.dal import tenants as tenants_dal
 from meterbridge.logic import keys
 from meterbridge.logic import tenants as tenants_logic
 from meterbridge.settings import get_settings
-from tests.conftest import reset_singletons
-from tests.factories import make_tenant
-from tests.integration.test_stream_support import (
+from tests.support.builders import make_tenant
+from tests.support.fixtures import reset_singletons
+from tests.support.streams import (
     SSEEvent,
     SSEReader,
     auth,

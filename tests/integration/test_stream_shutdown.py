@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import nats
 
-from meterbridge.local.processes import free_port, wait_for_port
-from tests.factories import make_tenant
-from tests.integration.test_stream_support import SSEReader, auth, js_publish, usage_event
+from meterbridge_dev.stack.processes import free_port, wait_for_port
+from tests.support.builders import make_tenant
+from tests.support.streams import SSEReader, auth, js_publish, usage_event
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,11 +30,11 @@ async def test_sigterm_tells_clients_drains_and_exits(
         **os.environ,
         "PORT": str(port),
         "HOST": "127.0.0.1",
-        "PYTHONPATH": "shared:.",
+        "PYTHONPATH": "shared:services/streaming:.",
         "METERBRIDGE_ADMIN_TOKEN": "ops-token",
     }
     proc = subprocess.Popen(
-        [sys.executable, "functions/streaming/app.py"],
+        [sys.executable, "services/streaming/app.py"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -12,10 +12,10 @@ import httpx
 import nats
 import pytest
 
-from meterbridge.local.servers import BackgroundServer
-from meterbridge.prometheus import REGISTRY
-from tests.factories import make_tenant
-from tests.integration.test_stream_support import (
+from meterbridge_dev.stack.servers import BackgroundServer
+from meterbridge_streaming.metrics import REGISTRY
+from tests.support.builders import make_tenant
+from tests.support.streams import (
     SSEReader,
     auth,
     js_publish,
@@ -29,7 +29,7 @@ async def small_queue_app(
     aws: dict[str, str], nats_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[dict[str, Any]]:
     from meterbridge.settings import get_settings
-    from meterbridge.streaming.app import create_app
+    from meterbridge_streaming.service import create_app
 
     monkeypatch.setenv("SSE_QUEUE_SIZE", "8")
     get_settings.cache_clear()

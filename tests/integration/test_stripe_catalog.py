@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from meterbridge.cli.main import app
 from meterbridge.plans import PLANS_FILE_DEFAULT
-from tests.conftest import reset_singletons
-from tests.integration import test_tenants_helpers
-from tests.integration.test_tenants_helpers import FakeStripe
+from meterbridge_dev.cli.main import app
+from tests.support import tenants as tenant_support
+from tests.support.fixtures import reset_singletons
+from tests.support.tenants import FakeStripe
 
-fake_stripe = test_tenants_helpers.fake_stripe
+fake_stripe = tenant_support.fake_stripe
 
 
 def sync(*args: str) -> str:
@@ -70,7 +70,7 @@ def test_sync_creates_once_writes_nothing_when_stripe_agrees_and_moves_the_looku
     assert len(fake_stripe.state.prices()) == 3
 
 
-admin = test_tenants_helpers.admin
+admin = tenant_support.admin
 
 
 def test_provisioning_subscribes_to_the_synced_price_anchored_to_the_calendar_month(
@@ -83,8 +83,8 @@ def test_provisioning_subscribes_to_the_synced_price_anchored_to_the_calendar_mo
     # When a Basic tenant is provisioned
     created = admin.post(
         "/admin/tenants",
-        json=test_tenants_helpers.body(),
-        headers=test_tenants_helpers.idem(),
+        json=tenant_support.body(),
+        headers=tenant_support.idem(),
     )
     assert created.status_code == 201, created.text
 

@@ -14,13 +14,13 @@ import httpx
 import pytest
 import stripe
 
-from meterbridge.local.servers import BackgroundServer
-from meterbridge.local.stripe_fake import (
+from meterbridge_dev.fakes.stripe_fake import (
     StripeState,
     create_app,
     sign_payload,
     webhook_request,
 )
+from meterbridge_dev.stack.servers import BackgroundServer
 
 API_KEY = "sk_test_meterbridge"
 WEBHOOK_SECRET = "whsec_test_secret"
@@ -322,12 +322,12 @@ def test_events_added_over_the_control_endpoint_are_listed(fake):
 
 def test_runs_as_a_separate_process_and_prints_its_url():
     # Given
-    env = {**os.environ, "PYTHONPATH": str(SHARED)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SHARED), str(SHARED.parent / "dev")])}
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "meterbridge.local.stripe_fake",
+            "meterbridge_dev.fakes.stripe_fake",
             "--port",
             "0",
             "--api-key",

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 import pytest
 from typer.testing import CliRunner
 
-from meterbridge.cli.main import app
-from meterbridge.local.servers import BackgroundServer
 from meterbridge.logic.auth import authenticate
-from tests.conftest import reset_singletons
-from tests.integration.test_tenants_helpers import ADMIN_TOKEN
+from meterbridge_dev.cli.main import app
+from meterbridge_dev.stack.servers import BackgroundServer
+from tests.support.fixtures import reset_singletons
+from tests.support.tenants import ADMIN_TOKEN
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from meterbridge.local.lambda_runtime import invoke
-from tests.conftest import load_event, reset_singletons
-from tests.integration import test_tenants_helpers as helpers
-from tests.integration.test_tenants_helpers import FakeStripe
+from meterbridge_dev.stack.lambda_runtime import invoke
+from tests.support import tenants as helpers
+from tests.support.fixtures import load_event, reset_singletons
+from tests.support.tenants import FakeStripe
 
 # Fixtures shared with the other tenant tests (pytest finds them by these names).
 fake_stripe = helpers.fake_stripe

@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 from meterbridge.errors import TenantSuspended, Unauthorized
 from meterbridge.logic.auth import authenticate
 from meterbridge.settings import get_settings
-from tests.factories import event_records
-from tests.integration import test_tenants_helpers as helpers
-from tests.integration.test_tenants_helpers import AUTH, FakeStripe, body, idem
+from tests.support import tenants as helpers
+from tests.support.builders import event_records
+from tests.support.tenants import AUTH, FakeStripe, body, idem
 
 # Fixtures shared with the other tenant tests (pytest finds them by these names).
 admin = helpers.admin

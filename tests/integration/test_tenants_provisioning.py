@@ -13,10 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from meterbridge.errors import StorageUnavailable
-from meterbridge.local.servers import BackgroundServer
 from meterbridge.settings import get_settings
-from tests.integration import test_tenants_helpers as helpers
-from tests.integration.test_tenants_helpers import AUTH, FakeStripe, body, idem, plain_items
+from meterbridge_dev.stack.servers import BackgroundServer
+from tests.support import tenants as helpers
+from tests.support.tenants import AUTH, FakeStripe, body, idem, plain_items
 
 # Fixtures shared with the other tenant tests (pytest finds them by these names).
 admin = helpers.admin
@@ -232,8 +232,8 @@ def test_ten_concurrent_identical_requests_make_one_tenant(
 ) -> None:
     # Given the admin API served by uvicorn
     from meterbridge.api.admin import create_app
-    from tests.conftest import reset_singletons
-    from tests.integration.test_tenants_helpers import ADMIN_TOKEN
+    from tests.support.fixtures import reset_singletons
+    from tests.support.tenants import ADMIN_TOKEN
 
     monkeypatch.setenv("METERBRIDGE_ADMIN_TOKEN", ADMIN_TOKEN)
     reset_singletons()

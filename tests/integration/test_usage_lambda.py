@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 from meterbridge.dal import dynamo
-from meterbridge.local.lambda_runtime import invoke
-from tests.conftest import load_event
-from tests.factories import event_records, make_tenant
+from meterbridge_dev.stack.lambda_runtime import invoke
+from tests.support.builders import event_records, make_tenant
+from tests.support.fixtures import load_event
 
 
 def _with_key(name: str, key: str) -> dict[str, Any]:

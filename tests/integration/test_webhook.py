@@ -12,57 +12,32 @@ import pytest
 
 from meterbridge.dal import outbox, tenant_state, webhooks
 from meterbridge.errors import TenantSuspended
-from meterbridge.local.stripe_fake import sign_payload
 from meterbridge.logic import auth, stripe_webhook
 from meterbridge.logic.stripe_translate import StripeEvent, translate
 from meterbridge.logic.stripe_webhook import apply_state, process
 from meterbridge.models.cloudevent import STRIPE_SOURCE
 from meterbridge.settings import get_settings
-from tests.conftest import reset_singletons
-from tests.factories import make_tenant
-from tests.integration.test_webhook_support import (
+from meterbridge_dev.fakes.stripe_fake import sign_payload
+from tests.support import webhooks as webhook_support
+from tests.support.builders import make_tenant
+from tests.support.fixtures import reset_singletons
+from tests.support.webhooks import (
     NEW_SECRET,
     OLD_SECRET,
     body_of,
     deliver,
     function_url_event,
     invoke,
+    linked_tenant,
+    outbox_item,
+    profile,
     scan_all,
     stripe_event,
 )
 
+webhook_env = webhook_support.webhook_env  # the signing-secret fixture
+
 BASE_T = 1_780_000_000
-
-
-@pytest.fixture
-def webhook_env(aws: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", f"{NEW_SECRET},{OLD_SECRET}")
-    reset_singletons()
-    auth.forget()
-    return aws
-
-
-def linked_tenant(plan: str = "free", customer: str | None = None) -> tuple[str, str, str]:
-    """A tenant linked to a Stripe customer: (tenant_id, raw_key, customer_id)."""
-    tenant_id, raw_key = make_tenant(plan=plan)
-    customer = customer or "cus_" + tenant_id.removeprefix("t_")
-    tenant_state.link_customer(get_settings().tenants_table, tenant_id, customer)
-    return tenant_id, raw_key, customer
-
-
-def profile(tenant_id: str) -> dict[str, Any]:
-    found = tenant_state.get_profile(get_settings().tenants_table, tenant_id)
-    assert found is not None
-    return found
-
-
-def outbox_item(event_id: str) -> dict[str, Any] | None:
-    from meterbridge.dal import dynamo
-
-    return dynamo.get(
-        get_settings().events_table,
-        {"pk": outbox.event_pk(STRIPE_SOURCE, event_id), "sk": outbox.EVENT_SK},
-    )
 
 
 def assert_enqueued_once(env: dict[str, str], event_id: str) -> None:

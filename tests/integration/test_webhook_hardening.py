@@ -18,15 +18,22 @@ import pytest
 import stripe
 
 from meterbridge.dal import tenant_state, webhooks
-from meterbridge.local.devapp import create_dev_app
-from meterbridge.local.servers import BackgroundServer
 from meterbridge.settings import get_settings
-from tests.factories import make_tenant
-from tests.integration import test_webhook
-from tests.integration.test_webhook import linked_tenant, outbox_item, profile
-from tests.integration.test_webhook_support import NEW_SECRET, deliver, scan_all, stripe_event
+from meterbridge_dev.stack.devapp import create_dev_app
+from meterbridge_dev.stack.servers import BackgroundServer
+from tests.support import webhooks as webhook_support
+from tests.support.builders import make_tenant
+from tests.support.webhooks import (
+    NEW_SECRET,
+    deliver,
+    linked_tenant,
+    outbox_item,
+    profile,
+    scan_all,
+    stripe_event,
+)
 
-webhook_env = test_webhook.webhook_env  # the signing-secret fixture
+webhook_env = webhook_support.webhook_env  # the signing-secret fixture
 
 
 def _deep(depth: int) -> str:
@@ -75,7 +82,7 @@ def test_a_signed_deeply_nested_body_is_a_clear_400_that_writes_nothing(
 @pytest.fixture
 def dev_stack(aws: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", NEW_SECRET)
-    from tests.conftest import reset_singletons
+    from tests.support.fixtures import reset_singletons
 
     reset_singletons()
     with BackgroundServer(create_dev_app(), graceful_timeout=2.0) as server:

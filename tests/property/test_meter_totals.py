@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from meterbridge.dal import usage as usage_dal
 from meterbridge.logic import ingest
-from tests.meter_catalog import measured, recompute, write_catalogue
+from tests.support.meters import measured, recompute, write_catalogue
 
 NOW = datetime.now(UTC)
 

@@ -44,16 +44,16 @@ from hypothesis.stateful import (
 from meterbridge.adapters.openmeter import OpenMeterClient, RetryPolicy, reset_client
 from meterbridge.dal import dynamo, outbox
 from meterbridge.dal import usage as usage_dal
-from meterbridge.local.openmeter_sink import Fault, SinkState, create_app
-from meterbridge.local.servers import BackgroundServer
-from meterbridge.local.tables import create_tables
 from meterbridge.logic import flush, ingest
 from meterbridge.logic.periods import period_of
 from meterbridge.models.cloudevent import usage_source
 from meterbridge.plans import catalog
 from meterbridge.resilience import CircuitBreaker
 from meterbridge.settings import Settings
-from tests.factories import events_table_items
+from meterbridge_dev.fakes.openmeter_sink import Fault, SinkState, create_app
+from meterbridge_dev.stack.servers import BackgroundServer
+from meterbridge_dev.stack.tables import create_tables
+from tests.support.builders import events_table_items
 
 API_KEY = "om_property_model_key"
 LEASE_S = 30.0
@@ -386,7 +386,7 @@ class MoneyPathModel(RuleBasedStateMachine):
 @pytest.fixture
 def model_servers(moto_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The moto server (shared) and one OpenMeter sink on loopback for the whole model."""
-    from tests.conftest import reset_singletons
+    from tests.support.fixtures import reset_singletons
 
     state = SinkState(API_KEY, seed=7, retry_after=0, hang_seconds=0.5)
     with BackgroundServer(create_app(state)) as server:

@@ -42,9 +42,8 @@ NEVER_AT_IMPORT = (
     "aws_xray_sdk",
     "rich",
     "typer",
-    "meterbridge.local",
-    "meterbridge.cli",
-    "meterbridge.streaming",
+    "meterbridge_dev",
+    "meterbridge_streaming",
     "meterbridge.logic.flush",
     "meterbridge.adapters.openmeter",
 )

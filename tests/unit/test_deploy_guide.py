@@ -6,7 +6,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from meterbridge.local.tables import load_template
+from meterbridge_dev.stack.tables import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDE = (ROOT / "docs" / "deploy.md").read_text()

@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 from nats.aio.msg import Msg
 
-from meterbridge.prometheus import REGISTRY
-from meterbridge.streaming.bridge import _seq_and_time
-from meterbridge.streaming.fanout import (
+from meterbridge_streaming.bridge import _seq_and_time
+from meterbridge_streaming.fanout import (
     HEARTBEAT_FRAME,
     FanoutHub,
     StreamEvent,
@@ -20,6 +19,7 @@ from meterbridge.streaming.fanout import (
     format_id,
     parse_id,
 )
+from meterbridge_streaming.metrics import REGISTRY
 
 
 def _event(seq: int, tenant: str = "t1", n: int = 0, payload: bytes | None = None) -> StreamEvent:

@@ -12,8 +12,8 @@ import ast
 import re
 from pathlib import Path
 
-from meterbridge.local.tables import load_template
-from tests.unit.test_observability_ops import (
+from meterbridge_dev.stack.tables import load_template
+from tests.support.observability import (
     PROMETHEUS_BUILTIN,
     ROOT,
     dashboard_targets,
@@ -24,9 +24,11 @@ from tests.unit.test_observability_ops import (
 WRITES = frozenset({"inc", "dec", "set", "observe", "set_to_current_time", "time"})
 SOURCES = [
     *ROOT.glob("shared/meterbridge/**/*.py"),
+    *ROOT.glob("services/streaming/**/*.py"),
+    *ROOT.glob("dev/meterbridge_dev/**/*.py"),
     *ROOT.glob("functions/*/app.py"),
 ]
-PROMETHEUS = ROOT / "shared" / "meterbridge" / "prometheus.py"
+PROMETHEUS = ROOT / "services" / "streaming" / "meterbridge_streaming" / "metrics.py"
 
 
 def declared() -> dict[str, str]:

@@ -2,38 +2,39 @@
 
 - every CloudWatch alarm and Prometheus rule links a runbook section that exists, and every
   runbook section is linked by at least one of them;
-- alert rules and dashboard queries name only metrics the code emits (Prometheus names from
-  ``meterbridge.prometheus.REGISTRY``; EMF names by reading ``add_metric`` calls in the source;
-  log metric filters from template.yaml);
+- alert rules and dashboard queries name only metrics the code emits (Prometheus names
+  from ``meterbridge_streaming.metrics.REGISTRY``; EMF names by reading ``add_metric`` calls
+  in the source; log metric filters from template.yaml);
 - the checked-in dashboard is exactly what ``observability/grafana/build.py`` generates.
 """
 
 from __future__ import annotations
 
 import ast
-import json
 import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from observability.grafana import build
 
-from meterbridge.local.tables import load_template
-from meterbridge.prometheus import REGISTRY
+from meterbridge_dev.stack.tables import load_template
+from meterbridge_streaming.metrics import REGISTRY
+from tests.support.observability import (
+    DASHBOARD,
+    PROMETHEUS_BUILTIN,
+    dashboard_targets,
+    rules,
+    series_in,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNBOOK = ROOT / "docs" / "runbook.md"
-ALERTS = ROOT / "observability" / "prometheus" / "alerts.yml"
-DASHBOARD = ROOT / "observability" / "grafana" / "meterbridge.json"
 RUNBOOK_LINK = re.compile(r"docs/runbook\.md#([a-z0-9-]+)")
 
 # Metrics an alarm or alert waits for: the emitting code is another issue's (named here). The
 # last test fails once one is emitted, so the exception cannot outlive its reason.
 AWAITING_EMF: dict[str, str] = {}
 AWAITING_PROMETHEUS: dict[str, str] = {}
-# Prometheus' own series, not the code's.
-PROMETHEUS_BUILTIN = {"up"}
 AWS_METRICS = {
     "AWS/Lambda": {"Errors", "Throttles", "Duration", "ConcurrentExecutions", "Url5xxCount"},
     "AWS/ApiGateway": {"5xx"},
@@ -70,11 +71,6 @@ def metric_filter_names() -> set[str]:
     }
 
 
-def rules() -> list[dict[str, Any]]:
-    groups = yaml.safe_load(ALERTS.read_text())["groups"]
-    return [rule for group in groups for rule in group["rules"]]
-
-
 def prometheus_names() -> set[str]:
     """Every series name the registry can expose (labelled metrics have no samples yet)."""
     names: set[str] = set()
@@ -96,7 +92,12 @@ def emf_names() -> set[str]:
     function it is in (the webhook picks its metric from a dict by outcome).
     """
     found: set[str] = set()
-    for path in [*ROOT.glob("shared/meterbridge/**/*.py"), *ROOT.glob("functions/*/app.py")]:
+    for path in [
+        *ROOT.glob("shared/meterbridge/**/*.py"),
+        *ROOT.glob("services/streaming/**/*.py"),
+        *ROOT.glob("dev/meterbridge_dev/**/*.py"),
+        *ROOT.glob("functions/*/app.py"),
+    ]:
         tree = ast.parse(path.read_text())
         for func in ast.walk(tree):
             if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
@@ -120,20 +121,6 @@ def emf_names() -> set[str]:
                         and re.fullmatch(r"(?:[A-Z][a-z0-9]+){2,}", n.value)
                     )
     return found
-
-
-def series_in(expr: str) -> set[str]:
-    """Metric names in a PromQL expression (identifiers that are not functions or labels)."""
-    expr = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
-    expr = re.sub(r"\b(by|without)\s*\([^)]*\)", "", expr)  # grouping labels
-    expr = re.sub(r"\[[^\]]*\]", "", expr)  # range selectors
-    words = set(re.findall(r"\b[a-zA-Z_:][a-zA-Z0-9_:]*\b(?!\s*\()", expr))
-    return {w for w in words if w.startswith("meterbridge_") or w in PROMETHEUS_BUILTIN}
-
-
-def dashboard_targets() -> list[dict[str, Any]]:
-    panels = json.loads(DASHBOARD.read_text())["panels"]
-    return [t for p in panels for t in p.get("targets", [])]
 
 
 def test_every_alarm_and_alert_links_an_existing_runbook_section() -> None:

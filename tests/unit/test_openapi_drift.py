@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from meterbridge.api.export_openapi import DEFAULT_OUTPUT, main, render, served_schema
+from meterbridge_dev.export_openapi import DEFAULT_OUTPUT, main, render, served_schema
 
-RERUN = "run `python -m meterbridge.api.export_openapi` and commit docs/openapi.json"
+RERUN = "run `python -m meterbridge_dev.export_openapi` and commit docs/openapi.json"
 
 
 def test_checked_in_schema_is_the_served_schema() -> None:

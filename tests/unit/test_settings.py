@@ -33,6 +33,24 @@ def test_table_names_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
     )
 
 
+@pytest.mark.parametrize(
+    "missing", ["TENANTS_TABLE", "EVENTS_TABLE", "USAGE_TABLE", "IDEMPOTENCY_TABLE"]
+)
+def test_a_missing_table_name_fails_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, missing: str
+) -> None:
+    # Given every table name set but one
+    monkeypatch.delenv(missing)
+
+    # When the settings load
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+
+    # Then they refuse, naming the variable (no default table name is used)
+    assert missing in str(refused.value)
+    assert [error["loc"] for error in refused.value.errors()] == [(missing,)]
+
+
 def test_secrets_are_not_in_the_settings_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     # Given secrets in the environment
     monkeypatch.setenv("STRIPE_API_KEY", "sk_test_supersecret")

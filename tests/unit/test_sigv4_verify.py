@@ -9,7 +9,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from meterbridge.local.sigv4 import AllowedCredential, SigV4Rejected, verify
+from meterbridge_dev.stack.sigv4 import AllowedCredential, SigV4Rejected, verify
 
 AKID, SECRET = "AKIALOCALUNITTEST", "unit-test-secret"
 ALLOWED = {AKID: AllowedCredential(AKID, SECRET, "arn:aws:iam::123456789012:user/op")}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from meterbridge.errors import Unauthorized
-from meterbridge.streaming import tokens
+from meterbridge_streaming import tokens
 
 KEY = b"k" * 32
 

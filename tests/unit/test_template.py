@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from meterbridge.local.tables import create_tables, load_template, table_specs
 from meterbridge.settings import Settings, get_settings
+from meterbridge_dev.stack.tables import create_tables, load_template, table_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = ROOT / "template.yaml"
@@ -686,3 +686,20 @@ def test_layer_requirements_pin_the_runtime_dependencies() -> None:
     # Then SAM installs exactly those, each pinned
     assert pinned == expected
     assert all("==" in requirement for requirement in pinned)
+    # ... and no server or Prometheus client: those are the streaming service's
+    assert not {r for r in pinned if r.startswith(("uvicorn", "prometheus-client"))}
+
+
+def test_streaming_requirements_pin_the_streaming_extra() -> None:
+    # Given the streaming service's extra in pyproject.toml
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    expected = set(pyproject["project"]["optional-dependencies"]["streaming"])
+
+    # When the service's requirements are read
+    path = ROOT / "services" / "streaming" / "requirements.txt"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    pinned = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+
+    # Then the image installs exactly those, each pinned, uvicorn and prometheus-client among them
+    assert pinned == expected
+    assert {r.split("==")[0] for r in pinned} >= {"uvicorn", "prometheus-client"}

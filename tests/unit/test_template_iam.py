@@ -18,13 +18,13 @@ import pytest
 
 from meterbridge.dal import outbox, usage, webhooks
 from meterbridge.dal import tenants as tenants_dal
-from meterbridge.local.tables import load_template
 from meterbridge.models.cloudevent import (
     ADMIN_SOURCE,
     ALERTS_SOURCE,
     STRIPE_SOURCE,
     usage_source,
 )
+from meterbridge_dev.stack.tables import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = load_template(ROOT / "template.yaml")

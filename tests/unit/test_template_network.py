@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from meterbridge.local.tables import load_template
+from meterbridge_dev.stack.tables import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = load_template(ROOT / "template.yaml")

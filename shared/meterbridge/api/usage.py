@@ -12,7 +12,7 @@ from meterbridge.api.blocking import run_blocking
 from meterbridge.api.errors import error_responses, install_error_handlers
 from meterbridge.api.tenant_auth import require_tenant
 from meterbridge.errors import PayloadTooLarge, UnsupportedMediaType
-from meterbridge.logic import history, ingest, rate, usage_query
+from meterbridge.logic import history, ingest, rate, usage_report
 from meterbridge.logic.auth import TenantPrincipal
 from meterbridge.models.cloudevent import CloudEvent
 from meterbridge.models.usage import (
@@ -135,7 +135,7 @@ def _usage_request(
 ) -> UsageReport:
     """The read budget's window, then the report: one thread hop for the blocking work."""
     rate.take_shared(principal.tenant_id, plan, get_settings(), datetime.now(UTC), "read")
-    return usage_query.usage_report(
+    return usage_report.usage_report(
         principal.tenant_id, principal.plan, first=first, last=last, group_by=group_by
     )
 

@@ -19,6 +19,13 @@ MAX_AGE_S = 24 * 3600
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
+def nats_msg_id(source: str, event_id: str) -> str:
+    """An event's ``Nats-Msg-Id``, and its outbox key: ``<source>#<id>``, unique across tenants
+    because the source names the tenant (ids are tenant-chosen). Ingest maps JetStream's
+    acknowledgements back to outbox records by it, so the two must stay one string."""
+    return f"{source}#{event_id}"
+
+
 def tenant_subject(tenant_id: str, kind: str) -> str:
     if not _TOKEN.match(tenant_id) or not _TOKEN.match(kind):
         raise ValueError("subject tokens must be [A-Za-z0-9_-]+")

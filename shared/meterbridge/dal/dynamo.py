@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from meterbridge.errors import ConditionFailed, StorageUnavailable
 
+# Items in one TransactWriteItems call: DynamoDB's limit, and the one place it is written.
+TRANSACT_MAX = 100
+
 if TYPE_CHECKING:  # pragma: no cover
     from mypy_boto3_dynamodb.client import DynamoDBClient
 

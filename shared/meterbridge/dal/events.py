@@ -14,12 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meterbridge.dal import dynamo, outbox
+from meterbridge.dal.dynamo import TRANSACT_MAX
 from meterbridge.dal.outbox import EVENT_SK
 from meterbridge.dal.usage import CellOp
 from meterbridge.errors import StorageUnavailable
-
-BATCH_GET_MAX = 100
-TRANSACT_MAX = 100
 
 
 @dataclass

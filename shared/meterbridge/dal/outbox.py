@@ -31,7 +31,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from meterbridge.bus.subjects import nats_msg_id
 from meterbridge.dal import dynamo
+from meterbridge.dal.dynamo import TRANSACT_MAX
 from meterbridge.errors import ConditionFailed, StorageUnavailable
 from meterbridge.models.cloudevent import CloudEvent, Kind, now_rfc3339
 
@@ -54,7 +56,7 @@ _NEW = "attribute_not_exists(pk)"
 
 
 def event_pk(source: str, event_id: str) -> str:
-    return f"{source}#{event_id}"
+    return nats_msg_id(source, event_id)
 
 
 def shard_of_pk(pk: str) -> str:
@@ -328,7 +330,6 @@ def dead_letter(table: str, pk: str, *, error: str, dead_at: str) -> bool:
 # exact. botocore fills ``ClientRequestToken`` once per call, so its own retries of a request
 # whose answer was lost are idempotent (DynamoDB replays the first outcome).
 
-TRANSACT_MAX = 100
 _TRANSACT_ATTEMPTS = 6
 _DROP = "ConditionalCheckFailed"
 _CONFLICT = "TransactionConflict"

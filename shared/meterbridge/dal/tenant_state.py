@@ -18,12 +18,12 @@ Stripe does not promise order, so every write here is conditional:
 from __future__ import annotations
 
 import contextlib
-import time
 from typing import Any
 
 from meterbridge.dal import dynamo
 from meterbridge.dal.tenants import PROFILE_SK, tenant_pk
 from meterbridge.errors import ConditionFailed
+from meterbridge.timestamps import rfc3339
 
 CUSTOMER_INDEX = "by_stripe_customer"
 PAYMENT_SUSPENSION_REASON = "payment_failed"
@@ -34,7 +34,7 @@ def _key(tenant_id: str) -> dict[str, str]:
 
 
 def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return rfc3339(timespec="seconds")
 
 
 def get_profile(table: str, tenant_id: str) -> dict[str, Any] | None:

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 from meterbridge.dal import tenants as tenants_dal
 from meterbridge.errors import TenantSuspended, Unauthorized
-from meterbridge.logic import keys
+from meterbridge.logic import key_format as keys
 from meterbridge.settings import Settings, get_settings
 
 MAX_CACHE_TTL_S = 60.0

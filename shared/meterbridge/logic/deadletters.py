@@ -14,9 +14,9 @@ from pydantic import BaseModel, Field
 
 from meterbridge.dal import outbox
 from meterbridge.errors import MeterbridgeError
-from meterbridge.models.cloudevent import now_rfc3339
 from meterbridge.observability import logger
 from meterbridge.settings import Settings, get_settings
+from meterbridge.timestamps import rfc3339
 
 
 class DeadLetter(BaseModel):
@@ -129,7 +129,7 @@ def retry_dead_letter(dead_id: str, *, settings: Settings | None = None) -> Dead
     item = outbox.get_event(settings.events_table, pk)
     if item is None:
         raise NotFound("no such dead letter")
-    if not outbox.retry_dead_letter(settings.events_table, pk, retried_at=now_rfc3339()):
+    if not outbox.retry_dead_letter(settings.events_table, pk, retried_at=rfc3339()):
         raise Conflict("the event is not dead-lettered (already retried or delivered)")
     logger.info("dead letter retried", extra={"pk": pk, "tenant": item.get("tenant_id")})
     return _dead_letter(item)
@@ -153,7 +153,7 @@ def retry_dead_letters(
                 pks.append(_pk_of(dead_id))
             except MeterbridgeError:
                 continue
-    at = now_rfc3339()
+    at = rfc3339()
     wanted = {dead_letter_id(p) for p in pks}
     retried: list[str] = []
     skipped = [i for i in request.ids if i not in wanted]

@@ -48,7 +48,7 @@ from meterbridge.adapters.openmeter import (
     OpenMeterUnavailable,
     get_client,
 )
-from meterbridge.bus.subjects import tenant_subject
+from meterbridge.bus.subjects import nats_msg_id, tenant_subject
 from meterbridge.dal import outbox
 from meterbridge.errors import MeterbridgeError, StorageUnavailable
 from meterbridge.models.cloudevent import now_rfc3339
@@ -100,11 +100,6 @@ class FlushResult(BaseModel):
     # OpenMeter ingest requests that failed (retried, refused, or given up on).
     failed_requests: int = 0
     stopped: StopReason | None = None
-
-
-def nats_msg_id(source: str, event_id: str) -> str:
-    """``Nats-Msg-Id`` of an outbox event: unique across tenants (ids are tenant-chosen)."""
-    return f"{source}#{event_id}"
 
 
 class _Shard:

@@ -16,6 +16,7 @@ from meterbridge.errors import MeterbridgeError, ValidationFailed
 from meterbridge.logic import openmeter_meters
 from meterbridge.plans import CATCH_ALL, SUBJECT_DIMENSION, as_number, catalog
 from meterbridge.settings import Settings, get_settings
+from meterbridge.timestamps import rfc3339
 
 WINDOWS = ("MINUTE", "HOUR", "DAY", "MONTH")
 MAX_SPAN_DAYS = {"MINUTE": 2, "HOUR": 93, "DAY": 400, "MONTH": 800}
@@ -25,10 +26,6 @@ class HistoryUnavailable(MeterbridgeError):
     """OpenMeter is disabled or cannot be reached: history has no other source."""
 
     status, code = 503, "history_unavailable"
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 def query(
@@ -78,8 +75,8 @@ def query(
         api = OpenMeterApi(settings)
     params: list[tuple[str, str]] = [
         ("subject", tenant_id),  # forced: the key's tenant, never the request's
-        ("from", _rfc3339(start)),
-        ("to", _rfc3339(end)),
+        ("from", rfc3339(start, timespec="auto")),
+        ("to", rfc3339(end, timespec="auto")),
         ("windowSize", window_size),
         ("windowTimeZone", "UTC"),
         *(("groupBy", d) for d in group_by),
@@ -112,8 +109,8 @@ def query(
                 merged[key] += value
     return {
         "meter": meter,
-        "from": _rfc3339(start),
-        "to": _rfc3339(end),
+        "from": rfc3339(start, timespec="auto"),
+        "to": rfc3339(end, timespec="auto"),
         "window_size": window_size,
         "data": [
             {

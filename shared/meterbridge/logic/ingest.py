@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from meterbridge.bus.publisher import Message, get_publisher
-from meterbridge.bus.subjects import tenant_subject
+from meterbridge.bus.subjects import nats_msg_id, tenant_subject
 from meterbridge.dal import events as events_dal
 from meterbridge.dal import outbox
 from meterbridge.dal import usage as usage_dal
@@ -51,6 +51,7 @@ from meterbridge.models.usage import InboundEvent, IngestResult
 from meterbridge.observability import logger, metrics
 from meterbridge.plans import Plan, as_number, catalog
 from meterbridge.settings import Settings, get_settings
+from meterbridge.timestamps import rfc3339
 
 MAX_BODY_BYTES = 1_000_000
 MAX_EVENTS = 1_000
@@ -78,11 +79,6 @@ class _Pending:
     items: list[dict[str, Any]] = field(default_factory=list)
     fed: list[list[meters.Fed]] = field(default_factory=list)
     events: list[CloudEvent] = field(default_factory=list)
-
-
-def nats_msg_id(source: str, event_id: str) -> str:
-    """JetStream's ``Nats-Msg-Id``: unique across tenants because the source names the tenant."""
-    return f"{source}#{event_id}"
 
 
 def _non_finite(name: str) -> float:
@@ -269,9 +265,7 @@ def validate(
                 source=source,
                 type=event.type,
                 subject=tenant_id,
-                time=moment.astimezone(UTC)
-                .isoformat(timespec="milliseconds")
-                .replace("+00:00", "Z"),
+                time=rfc3339(moment.astimezone(UTC)),
                 data=meters.with_subject(event.data, event.subject),
                 dataschema=event.dataschema,
             )
@@ -346,7 +340,7 @@ def ingest(
     # No read first: each outbox put is conditional, so a stored id cancels its transaction
     # with a reason naming it, which costs nothing for new events (the request budget).
     duplicates = batch.repeats
-    accepted_at = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    accepted_at = rfc3339(now)
     new = _Pending()
     for event, event_feeds in zip(batch.events, batch.feeds, strict=True):
         # Stored as waiting for NATS too (when NATS is on): publish() clears that for what

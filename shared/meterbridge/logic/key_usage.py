@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from meterbridge.settings import Settings, get_settings
+from meterbridge.timestamps import rfc3339
 
 INTERVAL_S = 60.0
 
@@ -31,17 +32,13 @@ def _executor() -> ThreadPoolExecutor:
         return _pool
 
 
-def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def record(lookup_id: str, settings: Settings, now: datetime | None = None) -> bool:
     """Write ``last_used_at`` now unless it was written in the last minute (True if written)."""
     from meterbridge.dal import tenants as tenants_dal
 
     now = now or datetime.now(UTC)
     since = now - timedelta(seconds=INTERVAL_S)
-    return tenants_dal.touch_key(settings.tenants_table, lookup_id, _iso(now), _iso(since))
+    return tenants_dal.touch_key(settings.tenants_table, lookup_id, rfc3339(now), rfc3339(since))
 
 
 def _write(lookup_id: str, settings: Settings) -> None:

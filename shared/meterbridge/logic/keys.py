@@ -1,112 +1,44 @@
-"""API key format, generation and hashing.
+"""API key records: issue, list, revoke, rotate (the admin API's calls).
 
-A key looks like ``mb_test_<lookup:12><secret:24><checksum:6>`` (base62 after the prefix):
-
-- the prefix names the product and environment (``mb_live_``/``mb_test_``), so a leaked key is
-  recognisable by secret scanners, as with Stripe's ``sk_live_`` and GitHub's ``ghp_``;
-- ``lookup`` (12 chars, ~71 bits) finds the stored record and is not secret;
-- ``secret`` (24 chars, ~143 bits of randomness) is the secret part;
-- ``checksum`` is CRC32 of everything before it, so typos and most forged keys are refused
-  before any database read.
-
-Only ``HMAC-SHA256(pepper, key)`` is stored; the comparison is constant-time.
-
-Below the format: the key records (issue, list, revoke, rotate) the admin API calls. ``forget``
-is imported from ``auth`` inside the functions because ``auth`` imports this module.
+The key format, generation and hashing are ``logic.key_format`` (re-exported here); after a
+revoke or rotation the process drops its cached lookups with ``auth.forget``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 import time
-import zlib
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from meterbridge.dal import tenants as tenants_dal
 from meterbridge.errors import ConditionFailed, Conflict, NotFound
+from meterbridge.logic.key_format import (  # noqa: F401  (the format, re-exported)
+    ALPHABET,
+    BODY_LEN,
+    CHECKSUM_LEN,
+    LOOKUP_LEN,
+    PREFIXES,
+    SECRET_LEN,
+    ParsedKey,
+    checksum,
+    generate,
+    hash_key,
+    matches,
+    parse,
+)
 from meterbridge.settings import Settings, get_settings
+from meterbridge.timestamps import rfc3339
 
 if TYPE_CHECKING:  # pragma: no cover
     # Imported where keys are listed, issued or rotated (the admin API, which loads these models
-    # for its routes anyway): the usage API uses only the format below, and building the
+    # for its routes anyway): the usage API uses only the format (key_format), and building the
     # tenant models would cost its cold start about 5 ms (docs/performance/cold_start.md).
     from meterbridge.models.tenant import ApiKey, IssuedKey, KeyRotation
-
-ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-PREFIXES = ("mb_live_", "mb_test_")
-LOOKUP_LEN, SECRET_LEN, CHECKSUM_LEN = 12, 24, 6
-BODY_LEN = LOOKUP_LEN + SECRET_LEN + CHECKSUM_LEN
-
-
-def _random_base62(length: int) -> str:
-    return "".join(secrets.choice(ALPHABET) for _ in range(length))
-
-
-def _base62(number: int, width: int) -> str:
-    out = []
-    for _ in range(width):
-        number, rem = divmod(number, 62)
-        out.append(ALPHABET[rem])
-    return "".join(reversed(out))
-
-
-def checksum(text: str) -> str:
-    return _base62(zlib.crc32(text.encode()), CHECKSUM_LEN)
-
-
-class ParsedKey(NamedTuple):
-    # A NamedTuple, not a frozen dataclass: as immutable, and a sixth of the cost to define
-    # at import (a frozen dataclass execs six generated methods; docs/performance/cold_start.md).
-    raw: str
-    prefix: str
-    lookup_id: str
-
-
-def generate(environment: str = "test") -> tuple[str, str]:
-    """A new key and its lookup id. The key is shown once and never stored."""
-    prefix = f"mb_{environment}_"
-    if prefix not in PREFIXES:
-        raise ValueError("environment must be 'live' or 'test'")
-    lookup = _random_base62(LOOKUP_LEN)
-    head = prefix + lookup + _random_base62(SECRET_LEN)
-    return head + checksum(head), lookup
-
-
-def parse(raw: str) -> ParsedKey | None:
-    """The key's parts if it is well-formed with a valid checksum, else None."""
-    prefix = raw[: len(PREFIXES[0])]
-    body = raw[len(prefix) :]
-    if prefix not in PREFIXES or len(body) != BODY_LEN:
-        return None
-    if any(ch not in ALPHABET for ch in body):
-        return None
-    head, check = raw[:-CHECKSUM_LEN], raw[-CHECKSUM_LEN:]
-    if not hmac.compare_digest(checksum(head), check):
-        return None
-    return ParsedKey(raw=raw, prefix=prefix, lookup_id=body[:LOOKUP_LEN])
-
-
-def hash_key(raw: str, pepper: str) -> str:
-    """What is stored: HMAC-SHA256 of the whole key under a server-side pepper."""
-    return hmac.new(pepper.encode(), raw.encode(), hashlib.sha256).hexdigest()
-
-
-def matches(raw: str, stored_hash: str, pepper: str) -> bool:
-    return hmac.compare_digest(hash_key(raw, pepper), stored_hash)
 
 
 # -- key records: issue, list, revoke, rotate ----------------------------------------------
 
 PREFIX_LEN = 12  # "mb_test_" and 4 lookup characters: enough to recognise, never the secret
 ISSUABLE_STATUSES = frozenset({"active", "suspended"})
-
-
-def _now_iso(at: float | None = None) -> str:
-    moment = datetime.fromtimestamp(at, UTC) if at is not None else datetime.now(UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def new_record(tenant_id: str, settings: Settings) -> tuple[str, dict[str, object]]:
@@ -118,7 +50,7 @@ def new_record(tenant_id: str, settings: Settings) -> tuple[str, dict[str, objec
         "prefix": raw[:PREFIX_LEN],
         "key_hash": hash_key(raw, settings.key_pepper),
         "status": "active",
-        "created_at": _now_iso(),
+        "created_at": rfc3339(),
     }
     return raw, record
 
@@ -137,7 +69,7 @@ def to_api_key(record: dict[str, object]) -> ApiKey:
         status=status,  # type: ignore[arg-type]
         created_at=str(record["created_at"]),
         last_used_at=record.get("last_used_at"),  # type: ignore[arg-type]
-        expires_at=_now_iso(float(expires)) if expires is not None else None,  # type: ignore[arg-type]
+        expires_at=rfc3339(float(expires)) if expires is not None else None,  # type: ignore[arg-type]
     )
 
 
@@ -197,7 +129,7 @@ def revoke(tenant_id: str, key_id: str, settings: Settings | None = None) -> Api
             set_="SET #s = :revoked, revoked_at = :now",
             condition="tenant_id = :t AND #s = :active",
             names={"#s": "status"},
-            vals={":revoked": "revoked", ":active": "active", ":now": _now_iso(), ":t": tenant_id},
+            vals={":revoked": "revoked", ":active": "active", ":now": rfc3339(), ":t": tenant_id},
         )
     except ConditionFailed:
         record = _own_key(tenant_id, key_id, settings)  # already revoked: same answer

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, computed_field
 from meterbridge.dal import status as status_dal
 from meterbridge.resilience import BreakerState
 from meterbridge.settings import Settings, get_settings
+from meterbridge.timestamps import rfc3339
 
 BREAKER_NAMES = {int(s): s.name.lower() for s in BreakerState}
 _NATS_STATE = re.compile(r"^meterbridge_nats_circuit_state(?:\{[^}]*\})?\s+([0-9.eE+-]+)\s*$", re.M)
@@ -91,10 +92,6 @@ def _parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def current_period(now: datetime) -> str:
     """The billing period key of the usage counters: the calendar month (UTC), ``YYYY-MM``."""
     return now.astimezone(UTC).strftime("%Y-%m")
@@ -141,7 +138,7 @@ def record_flush(
     settings = settings or get_settings()
     record: dict[str, Any] = {
         **result.model_dump(),
-        "finished_at": _iso(now or datetime.now(UTC)),
+        "finished_at": rfc3339(now or datetime.now(UTC)),
     }
     if openmeter_breaker is not None:
         record["openmeter_breaker"] = BREAKER_NAMES.get(int(openmeter_breaker), "unknown")
@@ -205,7 +202,7 @@ def collect_status(
     if streaming_url:
         breakers.nats, breakers.nats_error = fetch_nats(streaming_url)
     return Status(
-        checked_at=_iso(now),
+        checked_at=rfc3339(now),
         period=period,
         outbox=outbox_status(settings, now),
         dead_letters=status_dal.count_dead_letters(settings.events_table),

@@ -23,13 +23,13 @@ subscription is under ``parent.subscription_details``, a line's price under
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from meterbridge.models.cloudevent import STRIPE_SOURCE, CloudEvent
 from meterbridge.plans import catalog
+from meterbridge.timestamps import rfc3339
 
 SUBSCRIPTION_STARTED = "subscription.started"
 SUBSCRIPTION_UPDATED = "subscription.updated"
@@ -112,7 +112,7 @@ class BillingChange(BaseModel):
             source=STRIPE_SOURCE,
             type=self.billing_type,
             subject=tenant_id,
-            time=datetime.fromtimestamp(self.created, UTC).isoformat().replace("+00:00", "Z"),
+            time=rfc3339(self.created, timespec="auto"),
             data={
                 k: v
                 for k, v in {**self.data, "stripe_api_version": self.api_version}.items()

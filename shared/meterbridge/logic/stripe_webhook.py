@@ -31,7 +31,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from meterbridge.bus.publisher import Message, get_publisher
-from meterbridge.bus.subjects import tenant_subject
+from meterbridge.bus.subjects import nats_msg_id, tenant_subject
 from meterbridge.dal import outbox, tenant_state, webhooks
 from meterbridge.errors import InvalidSignature, MeterbridgeError, ValidationFailed
 from meterbridge.logic import auth
@@ -349,12 +349,6 @@ def _pool() -> ThreadPoolExecutor:
     return _executor
 
 
-def resolve_tenant(change: BillingChange, settings: Settings) -> str | None:
-    """The tenant a Stripe object belongs to (``resolve_profile``'s rule)."""
-    profile = resolve_profile(change, settings)
-    return str(profile["tenant_id"]) if profile else None
-
-
 def resolve_profile(change: BillingChange, settings: Settings) -> dict[str, Any] | None:
     """The profile of the tenant a Stripe object belongs to, or None (docs/stripe-webhooks.md).
 
@@ -545,7 +539,7 @@ def apply_state(
 
 def _publish(cloud_event: CloudEvent, tenant_id: str, settings: Settings) -> None:
     """Best effort: what NATS does not acknowledge stays in the republish index for the flush."""
-    msg_id = f"{cloud_event.source}#{cloud_event.id}"
+    msg_id = nats_msg_id(cloud_event.source, cloud_event.id)
     message = Message(
         subject=tenant_subject(tenant_id, "billing"), msg_id=msg_id, payload=cloud_event.wire()
     )

@@ -44,6 +44,7 @@ from meterbridge.models.tenant import (
 )
 from meterbridge.observability import logger, metrics
 from meterbridge.settings import Settings, get_settings
+from meterbridge.timestamps import rfc3339
 
 # The Stripe gateway, the plan catalogue and the NATS publisher are imported inside the
 # lifecycle functions that use them (provision, plan change, suspend/resume, offboard): the
@@ -67,8 +68,7 @@ class ProvisioningInProgress(Conflict):
     code = "provisioning_in_progress"
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+now_iso = rfc3339
 
 
 def new_tenant_id() -> str:
@@ -655,7 +655,7 @@ def offboard_sync(
         settings,
         sets={
             "status": "deleted",
-            "deleted_at": deleted_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "deleted_at": rfc3339(deleted_at),
             "retain_until": retain_until.date().isoformat(),
             "subscription_cancelled": bool(tenant.stripe_subscription_id),
         },

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from decimal import Decimal
 
 from meterbridge.dal import usage as usage_dal
-from meterbridge.logic.periods import bounds, month_range, period_of
-from meterbridge.models.usage import GroupUsage, MeterUsage, PeriodUsage, UsageReport
+from meterbridge.logic.periods import bounds
+from meterbridge.models.usage import GroupUsage, MeterUsage, PeriodUsage
 from meterbridge.plans import Plan, as_number, catalog
-from meterbridge.settings import Settings, get_settings
+from meterbridge.settings import Settings
 
 
 def period_usage(
@@ -62,15 +61,6 @@ def period_usage(
     )
 
 
-def _first_period(tenant_id: str, settings: Settings) -> str | None:
-    """The period the tenant was created in (YYYY-MM), if its profile says."""
-    from meterbridge.dal import tenants as tenants_dal
-
-    profile = tenants_dal.get_tenant(settings.tenants_table, tenant_id)
-    created = str((profile or {}).get("created_at") or "")
-    return created[:7] if len(created) >= 7 else None
-
-
 def _groups(
     aggregation: str,
     dims: Mapping[str, str],
@@ -97,38 +87,3 @@ def _groups(
         if cell.value is not None
     ]
     return sorted(rows, key=lambda g: (-g.used, json.dumps(g.group_by, sort_keys=True)))
-
-
-def usage_report(
-    tenant_id: str,
-    plan_id: str,
-    *,
-    first: str | None = None,
-    last: str | None = None,
-    group_by: Sequence[str] = (),
-    settings: Settings | None = None,
-    now: datetime | None = None,
-) -> UsageReport:
-    """The current period, and past periods ``first``..``last`` (YYYY-MM) when asked.
-
-    Past periods are priced with the tenant's current plan: the plan history lives in Stripe's
-    invoices, which are the record for what was billed. Periods that ended before the tenant
-    existed are left out: nothing was billed for them, so nothing is priced.
-    """
-    settings = settings or get_settings()
-    plan = catalog().plan(plan_id)
-    current = period_of(now or datetime.now(UTC))
-    periods: list[PeriodUsage] = []
-    if first or last:
-        since = _first_period(tenant_id, settings)
-        for period in month_range(first or last or current, last or current):
-            if since is None or period >= since:
-                periods.append(period_usage(tenant_id, plan, period, settings))
-    from meterbridge.logic.billing.overage import next_invoice
-
-    now_usage = period_usage(tenant_id, plan, current, settings, group_by)
-    return UsageReport(
-        tenant_id=tenant_id,
-        current=now_usage.model_copy(update={"next_invoice": next_invoice(plan, now_usage)}),
-        periods=periods,
-    )

@@ -8,10 +8,11 @@ recognised as the same event by OpenMeter and by NATS (``Nats-Msg-Id``).
 # field's annotation string when the model class is built, which the cold start pays
 # (docs/performance/cold_start.md).
 import uuid
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from meterbridge.timestamps import rfc3339
 
 # Sources: one per producer; usage events carry the tenant so tenant-chosen ids never collide.
 ADMIN_SOURCE = "//meterbridge/admin"
@@ -44,8 +45,8 @@ def stable_id(*parts: str) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, "/".join(parts)))
 
 
-def now_rfc3339() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+# The CloudEvent ``time`` default, and the name the outbox and the flush import.
+now_rfc3339 = rfc3339
 
 
 class CloudEvent(BaseModel):

@@ -137,10 +137,9 @@ def publish_unbilled(report: ReconcileReport) -> None:
     Prometheus ``meterbridge_billing_unbilled_cents`` (the local stack's ``/metrics``)."""
     from aws_lambda_powertools.metrics import MetricUnit
 
-    from meterbridge.observability import metrics
-    from meterbridge.prometheus import BILLING_UNBILLED_CENTS
+    from meterbridge.observability import metrics, set_gauge
 
     metrics.add_metric(
         name="BillingUnbilledCents", unit=MetricUnit.Count, value=report.unbilled_cents
     )
-    BILLING_UNBILLED_CENTS.labels(period=report.period).set(report.unbilled_cents)
+    set_gauge("billing_unbilled_cents", report.unbilled_cents, period=report.period)

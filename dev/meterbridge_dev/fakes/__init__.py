@@ -1,0 +1,1 @@
+"""Stand-ins of the external systems (moto server, OpenMeter, Stripe) on loopback."""

@@ -1,1 +1,0 @@
-"""Local stand-ins for the real parts (moto, nats-server, OpenMeter, Stripe)."""

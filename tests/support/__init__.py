@@ -1,0 +1,1 @@
+"""The test harness that tests import: fixtures, builders, servers, checks (never a test module)."""
