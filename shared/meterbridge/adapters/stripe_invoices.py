@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+from meterbridge.adapters import stripe_client
 from meterbridge.errors import UpstreamUnavailable
-from meterbridge.observability import logger
 from meterbridge.settings import Settings
 
 T = TypeVar("T")
@@ -22,26 +22,11 @@ class StripeInvoices:
     def __init__(self, api_key: str, api_base: str = "") -> None:
         import stripe
 
-        from meterbridge.adapters.stripe_billing import stripe_client
-
         self._stripe = stripe
-        self._client = stripe_client(api_key, api_base)
+        self._client = stripe_client.client(api_key, api_base)
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        try:
-            return fn()
-        except self._stripe.StripeError as exc:
-            status = getattr(exc, "http_status", None)
-            code = getattr(exc, "code", None)
-            logger.warning(
-                "stripe call failed",
-                extra={"stripe_call": what, "http_status": status, "stripe_code": code},
-            )
-            raise UpstreamUnavailable(
-                f"Stripe failed to {what}; retry later",
-                details={"stripe_status": status, "stripe_code": code},
-                headers={"Retry-After": "5"},
-            ) from exc
+        return stripe_client.call(what, fn)
 
     def invoice(self, invoice_id: str) -> dict[str, Any]:
         found = self._call(
