@@ -152,8 +152,13 @@ class StripeBilling:
 
     def cancel_subscription(self, *, subscription_id: str, idempotency_key: str) -> None:
         try:
+            # At once, no proration credit and no invoice from Stripe: a paid period's base
+            # price is not refunded, and the last period's overage goes on meterbridge's own
+            # final invoice (docs/billing.md#offboarding), so nothing is charged twice.
             self._client.v1.subscriptions.cancel(
-                subscription_id, options={"idempotency_key": idempotency_key}
+                subscription_id,
+                params={"invoice_now": False, "prorate": False},
+                options={"idempotency_key": idempotency_key},
             )
             return
         except self._stripe.StripeError:

@@ -57,6 +57,43 @@ class StripeInvoices:
         )
         return str(item.id)
 
+    # the final invoice of an offboarded tenant (docs/billing.md#offboarding)
+
+    def invoices(self, customer: str) -> Iterator[dict[str, Any]]:
+        """Every invoice of ``customer``, newest first, every page."""
+        page = self._call(
+            "list invoices",
+            lambda: self._client.v1.invoices.list(
+                params={"customer": customer, "limit": PAGE_SIZE}
+            ),
+        )
+        try:
+            for invoice in page.auto_paging_iter():
+                yield invoice.to_dict()
+        except self._stripe.StripeError as exc:
+            raise UpstreamUnavailable("Stripe failed to list invoices; retry later") from exc
+
+    def create_invoice(self, params: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
+        invoice = self._call(
+            "create the invoice",
+            lambda: self._client.v1.invoices.create(
+                params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": idempotency_key},
+            ),
+        )
+        return invoice.to_dict()
+
+    def finalize_invoice(self, invoice_id: str, idempotency_key: str) -> dict[str, Any]:
+        invoice = self._call(
+            "finalize the invoice",
+            lambda: self._client.v1.invoices.finalize_invoice(
+                invoice_id,
+                params={"auto_advance": True},
+                options={"idempotency_key": idempotency_key},
+            ),
+        )
+        return invoice.to_dict()
+
     # the catalogue (meterbridge stripe sync-catalog)
 
     def prices_by_lookup_key(self, keys: list[str]) -> dict[str, dict[str, Any]]:

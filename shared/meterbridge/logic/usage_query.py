@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from meterbridge.dal import usage as usage_dal
 from meterbridge.logic.periods import bounds, month_range, period_of
@@ -20,6 +21,8 @@ def period_usage(
     period: str,
     settings: Settings,
     group_by: Sequence[str] = (),
+    *,
+    changes: Sequence[Mapping[str, Any]] = (),
 ) -> PeriodUsage:
     cat = catalog()
     meters = []

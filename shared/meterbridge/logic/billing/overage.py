@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from meterbridge.logic.usage_query import period_usage
 from meterbridge.models.usage import InvoiceLine, NextInvoice, PeriodUsage
@@ -49,9 +50,23 @@ def currency_of(plan: Plan) -> str:
     return str(getattr(plan, "currency", None) or "usd").lower()
 
 
-def overage_lines(tenant_id: str, plan: Plan, period: str, settings: Settings) -> list[OverageLine]:
-    """One line per priced meter with a charge above zero for ``period`` (``YYYY-MM``)."""
-    return lines_of(plan, period_usage(tenant_id, plan, period, settings))
+def overage_lines(
+    tenant_id: str,
+    plan: Plan,
+    period: str,
+    settings: Settings,
+    *,
+    profile: dict[str, Any] | None = None,
+) -> list[OverageLine]:
+    """One line per priced meter with a charge above zero for ``period`` (``YYYY-MM``); a
+    ``profile`` with plan changes in that period prices each part with its plan."""
+    changes = plan_changes(profile)
+    return lines_of(plan, period_usage(tenant_id, plan, period, settings, changes=changes))
+
+
+def plan_changes(profile: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The profile's recorded plan changes (docs/billing.md#plan-changes), oldest first."""
+    return list((profile or {}).get("plan_changes") or [])
 
 
 def lines_of(plan: Plan, usage: PeriodUsage) -> list[OverageLine]:
