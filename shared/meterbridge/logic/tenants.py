@@ -551,6 +551,12 @@ def update_sync(
         assert change.plan is not None
         sets["plan"] = change.plan
         subscription_id = _move_subscription(tenant, change.plan, settings)
+        # Each part of the period is priced with the plan in force (docs/billing.md#plan-changes).
+        from meterbridge.logic.billing import plan_parts
+
+        profile = tenants_dal.get_tenant(settings.tenants_table, tenant_id) or {}
+        record = plan_parts.change_record(tenant_id, tenant.plan, change.plan, settings)
+        sets["plan_changes"] = plan_parts.with_change(profile.get("plan_changes") or [], record)
         if subscription_id is None and tenant.stripe_subscription_id:
             removes.append("stripe_subscription_id")
         elif subscription_id is not None:

@@ -10,8 +10,8 @@ from typing import Any
 
 from meterbridge.dal import usage as usage_dal
 from meterbridge.logic.periods import bounds, month_range, period_of
-from meterbridge.models.usage import GroupUsage, MeterUsage, PeriodUsage, UsageReport
-from meterbridge.plans import Plan, as_number, catalog
+from meterbridge.models.usage import GroupUsage, MeterUsage, PartUsage, PeriodUsage, UsageReport
+from meterbridge.plans import Plan, as_number, catalog, round_cents
 from meterbridge.settings import Settings, get_settings
 
 
@@ -24,18 +24,47 @@ def period_usage(
     *,
     changes: Sequence[Mapping[str, Any]] = (),
 ) -> PeriodUsage:
+    from meterbridge.logic.billing import plan_parts
+
     cat = catalog()
     meters = []
     overage_total = 0
+    # A plan change in this period splits it (docs/billing.md#plan-changes).
+    split = plan_parts.parts(period, changes, plan) if changes else None
     for name, spec in cat.meters.items():
         state = usage_dal.meter_state(
             settings.usage_table, tenant_id, period, name, spec.aggregation
         )
         used = state.total.value or Decimal(0)
-        limit = plan.limit(name)
-        hard = cat.hard_capped(plan, name)
-        overage = max(Decimal(0), used - limit) if limit is not None and not hard else Decimal(0)
-        charge = plan.overage_cents(name, used)
+        priced: list[PartUsage] | None = None
+        if split and spec.aggregation in plan_parts.ADDITIVE:
+            charges = plan_parts.price_parts(name, cat.hard_capped, used, split)
+            limits = [c.limit for c in charges]
+            known = [x for x in limits if x is not None]
+            limit = sum(known, Decimal(0)) if len(known) == len(limits) else None
+            hard = False
+            overage = sum((c.overage for c in charges), Decimal(0))
+            charge = round_cents(sum((c.cents for c in charges), Decimal(0)))
+            priced = [
+                PartUsage(
+                    plan=c.plan.id,
+                    start=c.start,
+                    end=c.end,
+                    used=as_number(c.used),
+                    limit=None if c.limit is None else as_number(c.limit),
+                    overage=as_number(c.overage),
+                )
+                for c in charges
+            ]
+        else:
+            # Non-additive meters, or no change: the plan in force at the period's end.
+            in_force = split[-1].plan if split else plan
+            limit = in_force.limit(name)
+            hard = cat.hard_capped(in_force, name)
+            overage = (
+                max(Decimal(0), used - limit) if limit is not None and not hard else Decimal(0)
+            )
+            charge = in_force.overage_cents(name, used)
         overage_total += charge
         meters.append(
             MeterUsage(
@@ -49,6 +78,7 @@ def period_usage(
                 overage_charge_cents=charge,
                 dimensions=list(spec.group_by),
                 groups=_groups(spec.aggregation, spec.group_by, state, group_by),
+                parts=priced,
             )
         )
     start, end = bounds(period)
@@ -63,6 +93,14 @@ def period_usage(
         meters=meters,
         estimated_charge_cents=estimate,
     )
+
+
+def _plan_changes(tenant_id: str, settings: Settings) -> list[Any]:
+    """The tenant's recorded plan changes (docs/billing.md#plan-changes)."""
+    from meterbridge.dal import tenants as tenants_dal
+
+    profile = tenants_dal.get_tenant(settings.tenants_table, tenant_id)
+    return list((profile or {}).get("plan_changes") or [])
 
 
 def _first_period(tenant_id: str, settings: Settings) -> str | None:
@@ -121,15 +159,16 @@ def usage_report(
     settings = settings or get_settings()
     plan = catalog().plan(plan_id)
     current = period_of(now or datetime.now(UTC))
+    changes = _plan_changes(tenant_id, settings)
     periods: list[PeriodUsage] = []
     if first or last:
         since = _first_period(tenant_id, settings)
         for period in month_range(first or last or current, last or current):
             if since is None or period >= since:
-                periods.append(period_usage(tenant_id, plan, period, settings))
+                periods.append(period_usage(tenant_id, plan, period, settings, changes=changes))
     from meterbridge.logic.billing.overage import next_invoice
 
-    now_usage = period_usage(tenant_id, plan, current, settings, group_by)
+    now_usage = period_usage(tenant_id, plan, current, settings, group_by, changes=changes)
     return UsageReport(
         tenant_id=tenant_id,
         current=now_usage.model_copy(update={"next_invoice": next_invoice(plan, now_usage)}),
