@@ -932,10 +932,11 @@ class PeriodClose(threading.Thread):
         end = int(sub["items"].data[0].current_period_end)
         self._advance(client, end + 5)
         self.steps.append("test clock crossed the period end")
+        listed = client.v1.events.list(params={"type": "invoice.created", "limit": 100})
         created = [
-            e.to_dict()
-            for e in client.v1.events.list(params={"type": "invoice.created", "limit": 100})
-            if e.data.object.get("customer") == self.customer
+            e
+            for e in (event.to_dict() for event in listed)
+            if e["data"]["object"].get("customer") == self.customer
         ]
         assert len(created) == 1, created
         path = self.stack.workdir / "invoice.created.json"
