@@ -83,6 +83,13 @@ class UpstreamUnavailable(MeterbridgeError):
     status, code = 502, "upstream_unavailable"
 
 
+class PriceMissing(MeterbridgeError):
+    """A priced plan has no Stripe price under its lookup key: the catalogue was never synced
+    (``meterbridge stripe sync-catalog``). Nothing billable is created until it is."""
+
+    status, code = 409, "stripe_price_missing"
+
+
 class StorageUnavailable(MeterbridgeError):
     """DynamoDB throttled or failed; nothing was accepted, the caller retries."""
 

@@ -267,7 +267,9 @@ class Catalog(BaseModel):
 
     def plan_for_price(self, price_id: str, lookup_key: str | None = None) -> Plan | None:
         """The plan of a Stripe price: by its lookup key ``meterbridge_<plan id>`` (synced by
-        ``meterbridge stripe sync-catalog``), else by ``stripe_price_id``."""
+        ``meterbridge stripe sync-catalog``), else by ``stripe_price_id``: kept only so events
+        about subscriptions made before the catalogue sync still name their plan; provisioning
+        never subscribes to it (``adapters.stripe_billing.plan_price``)."""
         if lookup_key and lookup_key.startswith("meterbridge_"):
             found = self.plans.get(lookup_key.removeprefix("meterbridge_"))
             if found is not None:

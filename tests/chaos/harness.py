@@ -55,6 +55,23 @@ TRAFFIC_SPREAD_S = 42.0
 IDLE_FLUSH_PAUSE_S = 2.0
 OPENMETER_KEY = "om_chaos"
 WEBHOOK_SECRET = "whsec_chaos_0123456789abcdef"
+STRIPE_KEY = "sk_test_chaos"
+# The period-close tenant's plan: Basic's prices with 5 API calls and 3 queries included.
+BILLING_PLAN = "metered"
+
+
+def chaos_plans(workdir: Path) -> Path:
+    """plans.json plus ``BILLING_PLAN`` (the three chaos tenants' plans are untouched)."""
+    from meterbridge.plans import PLANS_FILE_DEFAULT
+
+    raw = json.loads(PLANS_FILE_DEFAULT.read_text())
+    metered = copy.deepcopy(raw["plans"]["basic"])
+    metered.update(name="Metered", stripe_price_id=None)
+    metered["limits"].update({"api_calls": 5, "queries": 3})
+    raw["plans"][BILLING_PLAN] = metered
+    path = workdir / "plans.json"
+    path.write_text(json.dumps(raw))
+    return path
 
 
 class Deadline:
@@ -115,7 +132,15 @@ class Stack:
     nats: NatsServer | None = None
     sink: Child | None = None
     app: Child | None = None
+    stripe: Child | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # The app's environment plus Stripe: what the webhook Lambda and reconcile run with.
+    billing_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def stripe_url(self) -> str:
+        assert self.stripe is not None and self.stripe.port is not None
+        return f"http://127.0.0.1:{self.stripe.port}"
 
     @property
     def base(self) -> str:
@@ -158,10 +183,32 @@ class Stack:
                 "POWERTOOLS_METRICS_NAMESPACE": "meterbridge-chaos",
                 "PYTHONUNBUFFERED": "1",
                 "COLUMNS": "200",
+                "METERBRIDGE_PLANS_FILE": str(chaos_plans(self.workdir)),
                 **{TABLE_ENV[lid]: name for lid, name in DEFAULT_TABLES.items()},
             }
         )
         self.env = env
+        stripe_port = free_port()
+        self.stripe = Child(
+            "stripe-fake",
+            [
+                sys.executable,
+                "-m",
+                "meterbridge_dev.fakes.stripe_fake",
+                "--port",
+                str(stripe_port),
+                "--api-key",
+                STRIPE_KEY,
+            ],
+            env,
+            self.workdir / "stripe.log",
+            stripe_port,
+        ).start()
+        self.billing_env = {
+            **env,
+            "STRIPE_API_KEY": STRIPE_KEY,
+            "STRIPE_API_BASE": self.stripe_url,
+        }
         self.sink = Child(
             "openmeter-sink",
             [
@@ -213,7 +260,7 @@ class Stack:
         return False
 
     def stop(self) -> None:
-        for part in (self.app, self.sink):
+        for part in (self.app, self.sink, self.stripe):
             if part is not None:
                 with contextlib.suppress(Exception):
                     part.stop()
@@ -743,6 +790,182 @@ class StripeDeliverer(threading.Thread):
             time.sleep(0.5)
 
 
+class PeriodClose(threading.Thread):
+    """A period closing under the faults: a tenant over two meters, its Stripe test clock
+    crossing the period end, ``invoice.created`` handled by webhook Lambda runs (each a process,
+    ``meterbridge invoke stripe_webhook``) twice concurrently, once more, and once again after
+    the invoice was finalized; at the end ``meterbridge billing reconcile`` and the invoice."""
+
+    def __init__(self, stack: Stack, deadline: Deadline) -> None:
+        super().__init__(name="period-close", daemon=True)
+        self.stack, self.deadline = stack, deadline
+        self.tenant_id = self.key = self.customer = self.clock = self.period = ""
+        self.accepted: set[str] = set()
+        self.expected: dict[str, int] = {}
+        self.outcomes: Counter[str] = Counter()
+        self.steps: list[str] = []
+        self.reconcile: dict[str, Any] = {}
+        self.items: list[dict[str, Any]] = []
+        self.invoice_status = ""
+        self.error: BaseException | None = None
+
+    def _client(self) -> Any:
+        import stripe
+
+        return stripe.StripeClient(
+            STRIPE_KEY,
+            base_addresses={"api": self.stack.stripe_url},
+            max_network_retries=0,
+            http_client=stripe.HTTPXClient(timeout=30.0, allow_sync_methods=True),
+        )
+
+    def _cli(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-m", "meterbridge_dev.cli.main", *args],
+            cwd=ROOT,
+            env=self.stack.billing_env,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+
+    def setup(self) -> None:
+        """Before the faults: the catalogue in Stripe, the tenant, its usage over two meters."""
+        from meterbridge.adapters.stripe_billing import CALENDAR_MONTH_ANCHOR
+
+        synced = self._cli("stripe", "sync-catalog")
+        assert synced.returncode == 0, synced.stderr.decode(errors="replace")
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Idempotency-Key": "chaos-billing"}
+        body = {"name": "Chaos billing", "email": "billing@example.com", "plan": BILLING_PLAN}
+        r = httpx.post(f"{self.stack.base}/admin/tenants", json=body, headers=admin, timeout=30)
+        assert r.status_code == 201, r.text
+        self.tenant_id, self.key = r.json()["tenant"]["tenant_id"], r.json()["api_key"]["secret"]
+        client = self._client()
+        [price] = client.v1.prices.list(params={"lookup_keys": [f"meterbridge_{BILLING_PLAN}"]})
+        self.clock = client.v1.test_helpers.test_clocks.create(
+            params={"frozen_time": int(time.time())}
+        ).id
+        self.customer = client.v1.customers.create(
+            params={"test_clock": self.clock, "metadata": {"tenant_id": self.tenant_id}}
+        ).id
+        client.v1.subscriptions.create(
+            params={
+                "customer": self.customer,
+                "items": [{"price": price.id}],
+                "metadata": {"tenant_id": self.tenant_id},
+                **CALENDAR_MONTH_ANCHOR,
+            }
+        )
+        # The link provisioning would have stored (the app itself runs without Stripe).
+        linked = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from meterbridge.dal import tenant_state;"
+                " from meterbridge.settings import get_settings;"
+                " tenant_state.link_customer("
+                "get_settings().tenants_table, sys.argv[1], sys.argv[2])",
+                self.tenant_id,
+                self.customer,
+            ],
+            cwd=ROOT,
+            env=self.stack.billing_env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert linked.returncode == 0, linked.stderr.decode(errors="replace")
+        events = [
+            {"id": f"bill-{kind}-{n}", "type": kind, "data": {}}
+            for kind, count in (("api.call", 12), ("query", 5))
+            for n in range(count)
+        ]
+        auth = {"Authorization": f"Bearer {self.key}"}
+        r = httpx.post(f"{self.stack.base}/v1/events", json=events, headers=auth, timeout=30)
+        assert r.status_code == 202, r.text
+        self.accepted = {e["id"] for e in events}
+        current = httpx.get(f"{self.stack.base}/v1/usage", headers=auth, timeout=30).json()
+        self.period = current["current"]["period"]
+        self.expected = {
+            m["meter"]: m["overage_charge_cents"]
+            for m in current["current"]["meters"]
+            if m["overage_charge_cents"]
+        }
+        assert self.expected == {"api_calls": 10, "queries": 100}, self.expected
+
+    def run(self) -> None:
+        try:
+            self._close()
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+    def _advance(self, client: Any, to: int) -> None:
+        client.v1.test_helpers.test_clocks.advance(self.clock, params={"frozen_time": to})
+        poll(
+            lambda: client.v1.test_helpers.test_clocks.retrieve(self.clock).status == "ready",
+            self.deadline,
+            "the test clock",
+            0.2,
+        )
+
+    def _deliver(self, path: Path) -> None:
+        """One webhook delivery as Stripe makes it: retried until the Lambda answers 2xx."""
+        while True:
+            if self.deadline.expired():
+                raise TimeoutError("invoice.created never acknowledged")
+            done = self._cli("invoke", "stripe_webhook", "--event", str(path))
+            try:
+                answer = json.loads(done.stdout)
+                status = int(answer.get("statusCode", 0))
+                outcome = json.loads(answer.get("body") or "{}").get("outcome")
+            except (ValueError, TypeError, AttributeError):
+                status, outcome = 0, None
+            if done.returncode == 0 and 200 <= status < 300:
+                self.outcomes[str(outcome)] += 1
+                return
+            self.outcomes[str(status or f"exit {done.returncode}")] += 1
+            time.sleep(0.5)
+
+    def _close(self) -> None:
+        client = self._client()
+        sub = client.v1.subscriptions.list(params={"customer": self.customer}).data[0]
+        end = int(sub["items"].data[0].current_period_end)
+        self._advance(client, end + 5)
+        self.steps.append("test clock crossed the period end")
+        listed = client.v1.events.list(params={"type": "invoice.created", "limit": 100})
+        created = [
+            e
+            for e in (event.to_dict() for event in listed)
+            if e["data"]["object"].get("customer") == self.customer
+        ]
+        assert len(created) == 1, created
+        path = self.stack.workdir / "invoice.created.json"
+        path.write_text(json.dumps(created[0]))
+        twins = [threading.Thread(target=self._deliver, args=(path,)) for _ in range(2)]
+        for t in twins:
+            t.start()
+        for t in twins:
+            t.join()
+        self._deliver(path)
+        self.steps.append("invoice.created delivered 3 times (2 concurrently)")
+        self._advance(client, end + 2 * 3600)  # Stripe finalizes and charges the draft
+        self._deliver(path)
+        self.steps.append("invoice.created redelivered after invoice.finalized")
+
+    def finish(self) -> None:
+        """After the drain: reconcile the closed period, read the invoice."""
+        done = self._cli("billing", "reconcile", "--period", self.period, "--json")
+        self.reconcile = json.loads(done.stdout or b"{}")
+        self.reconcile["exit"] = done.returncode
+        client = self._client()
+        self.items = [
+            i.to_dict()
+            for i in client.v1.invoice_items.list(params={"customer": self.customer, "limit": 100})
+        ]
+        invoices = client.v1.invoices.list(params={"customer": self.customer}).data
+        self.invoice_status = ",".join(sorted(str(i.status) for i in invoices))
+
+
 # -- the run ---------------------------------------------------------------------------------
 
 
@@ -820,6 +1043,7 @@ class Figures:
     throttled: int = 0
     sse: list[str] = field(default_factory=list)
     stripe: dict[str, int] = field(default_factory=dict)
+    period_close: str = ""
 
     def lines(self, ledger: Ledger) -> list[str]:
         t = ledger.tenants.values()
@@ -847,6 +1071,7 @@ class Figures:
             f"{self.sink.get('events_recorded')} recorded, {self.sink.get('unique_events')} "
             f"distinct, {len(self.sink.get('resent', []))} re-sent (same source, id)",
             f"  Stripe deliveries: {self.stripe}",
+            f"  period close: {self.period_close}",
             *[f"  SSE {line}" for line in self.sse],
             "  time: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.phases.items()),
         ]
@@ -874,6 +1099,7 @@ class ChaosRun:
         self._faults_done = threading.Event()
         self._stripe: list[StripeDeliverer] = []
         self._killer: threading.Thread | None = None
+        self.close: PeriodClose | None = None
 
     # -- phases --------------------------------------------------------------------------
 
@@ -882,6 +1108,8 @@ class ChaosRun:
         self.stack.start(self.deadline)
         self.figures.phases["start"] = time.monotonic() - t
         self.provision()
+        self.close = PeriodClose(self.stack, self.deadline)
+        self.close.setup()
         self.open_streams()
         t = time.monotonic()
         self.traffic_under_faults()
@@ -976,6 +1204,14 @@ class ChaosRun:
             "the Stripe deliveries",
             0.5,
         )
+        poll(
+            lambda: self.close is None or not self.close.is_alive(),
+            self.deadline,
+            "the period close",
+            0.5,
+        )
+        if self.close is not None and self.close.error is not None:
+            self.errors.append(f"period close: {self.close.error!r}")
         for client in clients:
             if client.error is not None:
                 self.errors.append(f"{client.name}: {client.error!r}")
@@ -1019,6 +1255,8 @@ class ChaosRun:
             )
             at(8, "OpenMeter recovers", lambda: s.sink_faults({"clear": True}))
             at(9, "flush kill armed", kill_flush)
+            assert self.close is not None
+            at(9.5, "period close: the test clock crosses the period end", self.close.start)
             at(10, "nats-server killed (-9)", s.nats.kill)
             at(13, "nats-server restarted", s.nats.start)
             at(14, "DynamoDB throttles 50% for 8s", lambda: s.throttle_dynamodb(0.5, 8))
@@ -1065,7 +1303,13 @@ class ChaosRun:
             for i in t.accepted
         }
         stripe = {(STRIPE_SOURCE, e["id"]) for sc in self.scenarios for e in sc.events.values()}
-        return usage | stripe
+        return usage | stripe | self.close_openmeter()
+
+    def close_openmeter(self) -> set[tuple[str, str]]:
+        """The period-close tenant's usage events, in OpenMeter too."""
+        if self.close is None:
+            return set()
+        return {(USAGE_SOURCE + self.close.tenant_id, i) for i in self.close.accepted}
 
     def drain(self) -> None:
         """After the faults: flush until a clean run finds the outbox empty; streams catch up."""
@@ -1109,6 +1353,8 @@ class ChaosRun:
             for client in clients:
                 client.join(timeout=25)
         self.sink_events = self.stack.sink_events()
+        if self.close is not None:
+            self.close.finish()
         for tenant in self.ledger.tenants.values():
             r = httpx.get(
                 f"{self.stack.base}/v1/usage",
@@ -1140,6 +1386,15 @@ class ChaosRun:
             f.sink = self.stack.sink_stats()
         with contextlib.suppress(Exception):
             f.throttled = self.stack.dynamodb_throttled()
+        if self.close is not None:
+            c = self.close
+            items = [(i["metadata"].get("meter"), i["amount"]) for i in c.items]
+            f.period_close = (
+                f"{c.period} {'; '.join(c.steps)}; webhook runs {dict(c.outcomes)}; invoice "
+                f"{c.invoice_status}; items {items}; "
+                f"reconcile exit {c.reconcile.get('exit')} difference "
+                f"{c.reconcile.get('difference_cents')}"
+            )
         for sender in self._stripe:
             if sender.error is not None:
                 self.errors.append(f"{sender.name}: {sender.error!r}")

@@ -11,7 +11,11 @@ order (one of them suspends a tenant for a moment); SSE clients drop and resume 
 - OpenMeter holds exactly the accepted events, by ``(source, id)``: none lost, none extra;
 - ``GET /v1/usage`` equals each tenant's accepted count;
 - every SSE client saw each of its tenant's usage events exactly once;
-- tenant plan and status match the final Stripe state.
+- tenant plan and status match the final Stripe state;
+- a fourth tenant's period closes under the faults (its Stripe test clock crosses the period end;
+  ``invoice.created`` is handled by webhook Lambda runs twice concurrently, again, and once more
+  after the invoice was finalized): one item per meter at ``/v1/usage``'s overage, and
+  ``billing reconcile`` finds zero unbilled and zero double-billed cents.
 
 Bounded: the run gives up at its budget: ``CHAOS_BUDGET_S`` if set, else 270 s scaled by a
 calibration of the machine taken at the start (``harness.chaos_budget``, at most 2700 s), and
@@ -71,6 +75,7 @@ def test_money_path_survives_chaos(tmp_path: Path) -> None:
     usage = {k for k in recorded if k[0].startswith(USAGE_SOURCE)}
     accepted = {(USAGE_SOURCE + t.tenant_id, i) for t in tenants.values() for i in t.accepted}
     assert len(accepted) == run.events
+    accepted |= run.close_openmeter()  # the period-close tenant's usage
     assert accepted - usage == set(), "accepted events missing from OpenMeter"
     assert usage - accepted == set(), "events in OpenMeter that no client was told were accepted"
     # ... and each Stripe event once (the sink, like OpenMeter, dedupes re-sends by (source, id))
@@ -90,3 +95,20 @@ def test_money_path_survives_chaos(tmp_path: Path) -> None:
 
     # Then each tenant's plan and status are the final Stripe state
     assert run.states == {sc.tenant_id: (sc.final_plan, sc.final_status) for sc in run.scenarios}
+
+    # Then the period that closed under the faults is billed to the cent, once: one invoice item
+    # per meter at /v1/usage's overage, on the invoice Stripe finalized and charged
+    close = run.close
+    assert close is not None
+    assert close.invoice_status == "paid"
+    assert sorted((i["metadata"]["meter"], i["amount"]) for i in close.items) == sorted(
+        close.expected.items()
+    )
+    assert all(i["metadata"]["period"] == close.period for i in close.items)
+    # ... and billing reconcile finds zero unbilled and zero double-billed cents
+    report = close.reconcile
+    assert report["exit"] == 0
+    assert report["difference_cents"] == 0
+    rows = {r["meter"]: r for r in report["rows"] if r["tenant_id"] == close.tenant_id}
+    assert {m: r["invoiced_cents"] for m, r in rows.items()} == close.expected
+    assert all(r["difference_cents"] == 0 for r in report["rows"])

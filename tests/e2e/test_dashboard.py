@@ -314,3 +314,72 @@ def test_without_openmeter_the_daily_chart_says_history_is_unavailable(
     box = page.locator('[data-meter="tokens"] .meter-days')
     expect(box).to_have_attribute("data-state", "unavailable")
     expect(page.locator('[data-meter="tokens"] .used')).to_have_text("5 tokens")
+
+
+@pytest.fixture
+def small_basic_stack(
+    aws: dict[str, str], nats_server: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[str]:
+    """The dashboard stack with Basic's limits cut to 5 API calls and 3 queries, and API calls
+    priced per call ($0.10 each), so a handful of events makes two overage lines."""
+    import json
+
+    from meterbridge.plans import PLANS_FILE_DEFAULT
+    from tests.support.fixtures import reset_singletons
+
+    raw = json.loads(PLANS_FILE_DEFAULT.read_text())
+    basic = raw["plans"]["basic"]
+    basic["limits"].update({"api_calls": 5, "queries": 3})
+    basic["overage"]["api_calls"] = {"per_units": 1, "price_cents": 10}
+    path = tmp_path / "plans.json"
+    path.write_text(json.dumps(raw))
+    monkeypatch.setenv("METERBRIDGE_PLANS_FILE", str(path))
+    reset_singletons()
+    app = create_dev_app()
+    include_dashboard(app)
+    with BackgroundServer(app, graceful_timeout=2.0) as server:
+        yield server.url
+
+
+def test_next_invoice_shows_base_price_one_line_per_meter_and_total(
+    small_basic_stack: str, page: Page
+) -> None:
+    # Given a Basic tenant signed in, with nothing over its limits yet
+    base = small_basic_stack
+    _, key = make_tenant(plan="basic", name="Acme Analytics")
+    sign_in(page, base, key)
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    invoice = page.get_by_role("table").filter(has=page.locator("#invoice-total"))
+    expect(page.get_by_role("heading", name="Next invoice")).to_be_visible()
+    expect(invoice.locator('[data-line="base"]')).to_have_attribute("data-cents", "9900")
+    expect(invoice.locator("tr[data-meter]")).to_have_count(0)
+    expect(page.locator("#invoice-total")).to_have_attribute("data-cents", "9900")
+
+    # When it goes 3 API calls and 2 queries over its limits
+    send(base, key, events_of("api.call", 8))
+    send(base, key, events_of("query", 5))
+
+    # Then the card shows one line per meter with overage, as GET /v1/usage prices them
+    api_line = invoice.locator('tr[data-meter="api_calls"]')
+    query_line = invoice.locator('tr[data-meter="queries"]')
+    expect(api_line).to_have_attribute("data-cents", "30", timeout=LIVE_MS * 5)
+    expect(query_line).to_have_attribute("data-cents", "100", timeout=LIVE_MS * 5)
+    expect(page.locator("#invoice-total")).to_have_attribute("data-cents", "10030")
+    expect(page.locator("#invoice-total")).to_have_text("$100.30")
+    report = httpx.get(
+        f"{base}/v1/usage", headers={"Authorization": f"Bearer {key}"}, timeout=10
+    ).json()
+    nxt = report["current"]["next_invoice"]
+    assert nxt["total_cents"] == 10030 and nxt["base_price_cents"] == 9900
+    lines = {line["meter"]: line for line in nxt["lines"]}
+    assert {m: line["amount_cents"] for m, line in lines.items()} == {
+        "api_calls": 30,
+        "queries": 100,
+    }
+    expect(api_line).to_contain_text(lines["api_calls"]["description"])
+    expect(api_line).to_contain_text("$0.30")
+    expect(query_line).to_contain_text(lines["queries"]["description"])
+    expect(invoice.locator('[data-line="base"]')).to_contain_text("Basic base price")
+    shoot(page, "dashboard-next-invoice", 1440)
+    shoot(page, "dashboard-next-invoice", 375)
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 375

@@ -15,7 +15,7 @@ from meterbridge.logic.auth import authenticate
 from meterbridge.settings import get_settings
 from tests.support import tenants as helpers
 from tests.support.builders import event_records
-from tests.support.tenants import AUTH, FakeStripe, body, idem
+from tests.support.tenants import AUTH, FakeStripe, body, idem, price_key
 
 # Fixtures shared with the other tenant tests (pytest finds them by these names).
 admin = helpers.admin
@@ -77,7 +77,7 @@ def test_plan_change_moves_the_subscription_and_quotas_follow_at_once(
     assert pro.status_code == 200 and pro.json()["plan"] == "pro"
     assert plan_now == "pro"
     [subscription] = fake_stripe.state.subscriptions()
-    assert subscription["items"]["data"][0]["price"]["id"] == "price_meterbridge_pro_monthly"
+    assert price_key(subscription) == "meterbridge_pro"
     assert subscription["status"] == "canceled"
     assert free.json()["plan"] == "free" and free.json()["stripe_subscription_id"] is None
     assert authenticate(created["api_key"]["secret"]).plan == "free"
@@ -112,7 +112,7 @@ def test_plan_change_fails_cleanly_when_stripe_fails_and_a_retry_succeeds(
     assert failed.status_code == 502 and unchanged == "basic"
     assert retried.status_code == 200 and retried.json()["plan"] == "pro"
     [subscription] = fake_stripe.state.subscriptions()
-    assert subscription["items"]["data"][0]["price"]["id"] == "price_meterbridge_pro_monthly"
+    assert price_key(subscription) == "meterbridge_pro"
 
 
 def test_suspend_refuses_usage_and_resume_restores_it(admin: TestClient) -> None:

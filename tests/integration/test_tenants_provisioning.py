@@ -16,7 +16,7 @@ from meterbridge.errors import StorageUnavailable
 from meterbridge.settings import get_settings
 from meterbridge_dev.stack.servers import BackgroundServer
 from tests.support import tenants as helpers
-from tests.support.tenants import AUTH, FakeStripe, body, idem, plain_items
+from tests.support.tenants import AUTH, FakeStripe, body, idem, plain_items, price_key
 
 # Fixtures shared with the other tenant tests (pytest finds them by these names).
 admin = helpers.admin
@@ -54,7 +54,7 @@ def test_one_call_provisions_tenant_customer_subscription_and_key(
     assert customers[0]["email"] == "billing@acme.example"
     subscriptions = fake_stripe.state.subscriptions()
     assert [s["id"] for s in subscriptions] == [tenant["stripe_subscription_id"]]
-    assert subscriptions[0]["items"]["data"][0]["price"]["id"] == "price_meterbridge_basic_monthly"
+    assert price_key(subscriptions[0]) == "meterbridge_basic"
     keys_used = {k for _, _, k in fake_stripe.state.idempotency_keys()}
     assert keys_used == {
         f"mb-customer-{tenant['tenant_id']}",

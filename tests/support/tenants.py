@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,14 +30,49 @@ class FakeStripe:
     url: str
 
 
-@pytest.fixture
-def fake_stripe(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeStripe]:
-    state = StripeState(api_key="sk_test_meterbridge")
+def seed_catalog(state: StripeState) -> None:
+    """The prices ``meterbridge stripe sync-catalog`` would make, one per priced plan, under
+    its lookup key ``meterbridge_<plan id>`` (ids chosen by the stand-in, as Stripe does)."""
+    from meterbridge.plans import catalog
+
+    for plan in catalog().plans.values():
+        if plan.base_price_cents:
+            state.add_price(
+                unit_amount=plan.base_price_cents,
+                currency=plan.currency,
+                lookup_key=f"meterbridge_{plan.id}",
+            )
+
+
+def price_key(subscription: dict[str, Any]) -> str:
+    """The lookup key of a subscription's (first) price."""
+    return str(subscription["items"]["data"][0]["price"]["lookup_key"])
+
+
+@contextmanager
+def _stripe_stand_in(monkeypatch: pytest.MonkeyPatch, *, seeded: bool) -> Iterator[FakeStripe]:
+    state = StripeState(api_key="sk_test_meterbridge", strict_prices=True)
+    if seeded:
+        seed_catalog(state)
     with BackgroundServer(create_stripe_app(state)) as server:
         monkeypatch.setenv("STRIPE_API_KEY", "sk_test_meterbridge")
         monkeypatch.setenv("STRIPE_API_BASE", server.url)
         reset_singletons()
         yield FakeStripe(state=state, url=server.url)
+
+
+@pytest.fixture
+def bare_stripe(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeStripe]:
+    """The Stripe stand-in with nothing in it (no prices: the catalogue never synced)."""
+    with _stripe_stand_in(monkeypatch, seeded=False) as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_stripe(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeStripe]:
+    """The Stripe stand-in with the plans' prices in it."""
+    with _stripe_stand_in(monkeypatch, seeded=True) as fake:
+        yield fake
 
 
 @pytest.fixture

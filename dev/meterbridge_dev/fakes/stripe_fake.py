@@ -650,6 +650,7 @@ class StripeState:
             ("GET", "invoiceitems", 1): self._list_invoiceitems,
             ("GET", "invoiceitems", 2): self._get_invoiceitem,
             ("GET", "invoices", 1): self._list_invoices,
+            ("POST", "invoices", 1): self._create_invoice,
             ("GET", "invoices", 2): self._get_invoice,
             ("POST", "invoices", 3): self._invoice_action,
             ("POST", "test_helpers", 2): self._create_test_clock,
@@ -1132,7 +1133,14 @@ class StripeState:
                 code="resource_missing",
                 param="id",
             )
-        now = self._now()
+        # Stripe's defaults: no proration credit, no invoice at cancellation. The stand-in does
+        # not make the final invoice Stripe's `invoice_now` would; meterbridge never asks for it.
+        if _bool(params.get("invoice_now", False), "invoice_now"):
+            raise StripeError(
+                400, "invoice_now is not supported by the Stripe stand-in", param="invoice_now"
+            )
+        _bool(params.get("prorate", False), "prorate")
+        now = self._customer_now(self._customer(subscription["customer"], "customer"))
         subscription.update(status="canceled", canceled_at=now, ended_at=now)
         details = params.get("cancellation_details")
         if isinstance(details, dict):
@@ -1475,6 +1483,42 @@ class StripeState:
                 == params["subscription"]
             ]
         return self._list(items, params, "/v1/invoices")
+
+    def _create_invoice(self, *, params: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/invoices``: a one-off draft for a customer. ``pending_invoice_items_behavior``
+        ``include`` (Stripe's default) pulls the customer's pending items in, ``exclude`` leaves
+        them; items may then be added with ``invoiceitems`` ``invoice=``."""
+        if not params.get("customer"):
+            raise StripeError(
+                400, "Missing required param: customer.", code="parameter_missing", param="customer"
+            )
+        customer = self._customer(params["customer"], "customer")
+        behavior = params.get("pending_invoice_items_behavior", "include")
+        if behavior not in ("include", "exclude"):
+            raise StripeError(
+                400,
+                "Invalid pending_invoice_items_behavior: must be one of include or exclude",
+                param="pending_invoice_items_behavior",
+            )
+        now = self._customer_now(customer)
+        invoice = self._new_invoice(
+            customer["id"],
+            params.get("currency") or "usd",
+            created=now,
+            period=(now, now),
+            billing_reason="manual",
+            subscription=None,
+            lines=[],
+        )
+        invoice["metadata"] = _merge_metadata({}, params.get("metadata"))
+        invoice["description"] = params.get("description")
+        invoice["auto_advance"] = _bool(params.get("auto_advance", False), "auto_advance")
+        if behavior == "include":
+            for item in self._invoiceitems.values():
+                if item["customer"] == customer["id"] and item["invoice"] is None:
+                    self._attach_item(invoice, item)
+        self._emit("invoice.created", invoice, ctx)
+        return copy.deepcopy(invoice)
 
     def _invoice_action(
         self, invoice_id: str, action: str, *, params: dict[str, Any], ctx: dict[str, Any]

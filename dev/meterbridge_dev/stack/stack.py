@@ -191,6 +191,12 @@ class LocalStack:
             os.environ["STRIPE_API_KEY"] = "sk_test_local"
             self.endpoints["stripe"] = url
             self.started.append("stripe-fake")
+            # Provisioning finds prices by lookup key only: put the plans' prices in the
+            # stand-in as `meterbridge stripe sync-catalog` does against Stripe.
+            from meterbridge.logic.billing.catalog import sync_catalog
+            from meterbridge.settings import Settings
+
+            sync_catalog(settings=Settings())
             self.say(f"Stripe     {url} (embedded Stripe stand-in; --stripe real for Stripe)")
         elif os.environ.get("STRIPE_API_KEY"):
             base = os.environ.get("STRIPE_API_BASE") or "Stripe's API"

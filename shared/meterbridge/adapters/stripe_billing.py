@@ -14,17 +14,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from meterbridge.errors import UpstreamUnavailable
-from meterbridge.observability import logger
+from meterbridge.adapters import stripe_client
+from meterbridge.errors import PriceMissing, UpstreamUnavailable
 from meterbridge.settings import Settings
 
-if TYPE_CHECKING:  # pragma: no cover
-    import stripe
-
 T = TypeVar("T")
-STRIPE_TIMEOUT_S = 10.0
 # Every subscription renews at 00:00:00 UTC on the 1st: its invoice periods are calendar months.
 ANCHOR_CONFIG = {"day_of_month": 1, "hour": 0, "minute": 0, "second": 0}
 CALENDAR_MONTH_ANCHOR: dict[str, Any] = {
@@ -53,28 +49,25 @@ class BillingGateway(Protocol):
     def price_for_lookup_key(self, lookup_key: str) -> str | None: ...
 
 
-def stripe_client(api_key: str, api_base: str = "") -> stripe.StripeClient:
-    """A ``stripe.StripeClient`` that never retries on its own (``STRIPE_API_BASE``: a fake)."""
-    import stripe
-
-    return stripe.StripeClient(
-        api_key,
-        base_addresses={"api": api_base} if api_base else None,
-        max_network_retries=0,
-        http_client=stripe.HTTPXClient(timeout=STRIPE_TIMEOUT_S, allow_sync_methods=True),
-    )
-
-
 def plan_price(gateway: BillingGateway, plan_id: str) -> str | None:
-    """The Stripe price a plan subscribes to: the one holding lookup key ``meterbridge_<plan
-    id>`` (docs/billing.md#prices-in-stripe), else ``plans.json``'s ``stripe_price_id`` for a
-    Stripe account the catalogue was not synced to. None: the plan has no price (free, custom)."""
+    """The Stripe price a plan subscribes to: the active one holding lookup key
+    ``meterbridge_<plan id>`` (docs/billing.md#prices-in-stripe). None: the plan has no base
+    price (free, custom). A priced plan without its price in Stripe is refused with the key and
+    the command that creates it: no placeholder price id stands in."""
     from meterbridge.plans import catalog
 
     plan = catalog().plan(plan_id)
     if not plan.base_price_cents:
         return None
-    return gateway.price_for_lookup_key(f"meterbridge_{plan_id}") or plan.stripe_price_id
+    lookup_key = f"meterbridge_{plan_id}"
+    price = gateway.price_for_lookup_key(lookup_key)
+    if price is None:
+        raise PriceMissing(
+            f"Stripe has no active price with lookup key {lookup_key!r} for plan {plan_id!r}; "
+            "run meterbridge stripe sync-catalog",
+            details={"lookup_key": lookup_key, "plan": plan_id},
+        )
+    return price
 
 
 class StripeBilling:
@@ -84,28 +77,12 @@ class StripeBilling:
         import stripe
 
         self._stripe = stripe
-        self._client = stripe_client(api_key, api_base)
+        self._client = stripe_client.client(api_key, api_base)
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        try:
-            return fn()
-        except self._stripe.StripeError as exc:
-            status = getattr(exc, "http_status", None)
-            code = getattr(exc, "code", None)
-            logger.warning(
-                "stripe call failed",
-                extra={
-                    "stripe_call": what,
-                    "http_status": status,
-                    "stripe_code": code,
-                    "error": type(exc).__name__,
-                },
-            )
-            raise UpstreamUnavailable(
-                f"Stripe failed to {what}; retry the request with the same Idempotency-Key",
-                details={"stripe_status": status, "stripe_code": code},
-                headers={"Retry-After": "2"},
-            ) from exc
+        return stripe_client.call(
+            what, fn, advice="retry the request with the same Idempotency-Key", retry_after=2
+        )
 
     def create_customer(
         self, *, tenant_id: str, name: str, email: str, idempotency_key: str
@@ -175,8 +152,13 @@ class StripeBilling:
 
     def cancel_subscription(self, *, subscription_id: str, idempotency_key: str) -> None:
         try:
+            # At once, no proration credit and no invoice from Stripe: a paid period's base
+            # price is not refunded, and the last period's overage goes on meterbridge's own
+            # final invoice (docs/billing.md#offboarding), so nothing is charged twice.
             self._client.v1.subscriptions.cancel(
-                subscription_id, options={"idempotency_key": idempotency_key}
+                subscription_id,
+                params={"invoice_now": False, "prorate": False},
+                options={"idempotency_key": idempotency_key},
             )
             return
         except self._stripe.StripeError:

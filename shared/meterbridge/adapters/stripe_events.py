@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from meterbridge.adapters import stripe_client
 from meterbridge.errors import UpstreamUnavailable
 from meterbridge.observability import logger
 
-STRIPE_TIMEOUT_S = 10.0
 PAGE_SIZE = 100
 
 
@@ -24,13 +24,8 @@ class StripeEvents:
         import stripe
 
         self._stripe = stripe
-        self._client = stripe.StripeClient(
-            api_key,
-            base_addresses={"api": api_base} if api_base else None,
-            # Listing is read-only: retrying a failed page is always safe.
-            max_network_retries=2,
-            http_client=stripe.HTTPXClient(timeout=STRIPE_TIMEOUT_S, allow_sync_methods=True),
-        )
+        # Listing is read-only: retrying a failed page is always safe.
+        self._client = stripe_client.client(api_key, api_base, retries=2)
 
     def since(self, created_gte: int) -> Iterator[dict[str, Any]]:
         """Every event created at or after ``created_gte`` (epoch s), newest first, as dicts."""

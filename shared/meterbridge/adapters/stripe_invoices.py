@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+from meterbridge.adapters import stripe_client
 from meterbridge.errors import UpstreamUnavailable
-from meterbridge.observability import logger
 from meterbridge.settings import Settings
 
 T = TypeVar("T")
@@ -22,26 +22,11 @@ class StripeInvoices:
     def __init__(self, api_key: str, api_base: str = "") -> None:
         import stripe
 
-        from meterbridge.adapters.stripe_billing import stripe_client
-
         self._stripe = stripe
-        self._client = stripe_client(api_key, api_base)
+        self._client = stripe_client.client(api_key, api_base)
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        try:
-            return fn()
-        except self._stripe.StripeError as exc:
-            status = getattr(exc, "http_status", None)
-            code = getattr(exc, "code", None)
-            logger.warning(
-                "stripe call failed",
-                extra={"stripe_call": what, "http_status": status, "stripe_code": code},
-            )
-            raise UpstreamUnavailable(
-                f"Stripe failed to {what}; retry later",
-                details={"stripe_status": status, "stripe_code": code},
-                headers={"Retry-After": "5"},
-            ) from exc
+        return stripe_client.call(what, fn)
 
     def invoice(self, invoice_id: str) -> dict[str, Any]:
         found = self._call(
@@ -71,6 +56,43 @@ class StripeInvoices:
             ),
         )
         return str(item.id)
+
+    # the final invoice of an offboarded tenant (docs/billing.md#offboarding)
+
+    def invoices(self, customer: str) -> Iterator[dict[str, Any]]:
+        """Every invoice of ``customer``, newest first, every page."""
+        page = self._call(
+            "list invoices",
+            lambda: self._client.v1.invoices.list(
+                params={"customer": customer, "limit": PAGE_SIZE}
+            ),
+        )
+        try:
+            for invoice in page.auto_paging_iter():
+                yield invoice.to_dict()
+        except self._stripe.StripeError as exc:
+            raise UpstreamUnavailable("Stripe failed to list invoices; retry later") from exc
+
+    def create_invoice(self, params: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
+        invoice = self._call(
+            "create the invoice",
+            lambda: self._client.v1.invoices.create(
+                params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": idempotency_key},
+            ),
+        )
+        return invoice.to_dict()
+
+    def finalize_invoice(self, invoice_id: str, idempotency_key: str) -> dict[str, Any]:
+        invoice = self._call(
+            "finalize the invoice",
+            lambda: self._client.v1.invoices.finalize_invoice(
+                invoice_id,
+                params={"auto_advance": True},
+                options={"idempotency_key": idempotency_key},
+            ),
+        )
+        return invoice.to_dict()
 
     # the catalogue (meterbridge stripe sync-catalog)
 

@@ -551,6 +551,12 @@ def update_sync(
         assert change.plan is not None
         sets["plan"] = change.plan
         subscription_id = _move_subscription(tenant, change.plan, settings)
+        # Each part of the period is priced with the plan in force (docs/billing.md#plan-changes).
+        from meterbridge.logic.billing import plan_parts
+
+        profile = tenants_dal.get_tenant(settings.tenants_table, tenant_id) or {}
+        record = plan_parts.change_record(tenant_id, tenant.plan, change.plan, settings)
+        sets["plan_changes"] = plan_parts.with_change(profile.get("plan_changes") or [], record)
         if subscription_id is None and tenant.stripe_subscription_id:
             removes.append("stripe_subscription_id")
         elif subscription_id is not None:
@@ -629,6 +635,9 @@ def resume_sync(
     )
 
 
+OFFBOARD_ATTEMPTS = 3
+
+
 def offboard_sync(
     tenant_id: str, settings: Settings | None = None
 ) -> tuple[Tenant, list[CloudEvent]]:
@@ -642,6 +651,20 @@ def offboard_sync(
 
     revoked = keys.revoke_all(tenant_id, settings)
     gateway = get_gateway(settings)
+    final_invoice = None
+    if gateway is not None and tenant.stripe_customer_id:
+        # Bill the last, partial period before the subscription ends (the webhook would move
+        # an ended subscription's tenant to free, and price nothing): docs/billing.md#offboarding.
+        from meterbridge.logic.billing.final import bill_final_period
+
+        profile = tenants_dal.update_tenant(
+            settings.tenants_table,
+            tenant_id,
+            set_="SET offboarding_at = if_not_exists(offboarding_at, :at)",
+            condition="attribute_exists(pk)",
+            vals={":at": now_iso()},
+        )
+        final_invoice = bill_final_period(profile or {}, settings)
     if gateway is not None and tenant.stripe_subscription_id:
         gateway.cancel_subscription(
             subscription_id=tenant.stripe_subscription_id,
@@ -649,19 +672,34 @@ def offboard_sync(
         )
     deleted_at = datetime.now(UTC)
     retain_until = deleted_at + timedelta(days=RETENTION_DAYS)
+    sets = {
+        "status": "deleted",
+        "deleted_at": rfc3339(deleted_at),
+        "retain_until": retain_until.date().isoformat(),
+        "subscription_cancelled": bool(tenant.stripe_subscription_id),
+    }
+    if final_invoice:
+        sets["final_invoice_id"] = final_invoice
+    # The cancellation's own webhook (customer.subscription.deleted) may update the profile
+    # meanwhile: read it again and retry, the Stripe steps above are done and idempotent.
+    for attempt in range(OFFBOARD_ATTEMPTS):
+        try:
+            done = _transition(
+                tenant,
+                settings,
+                sets=sets,
+                event_type="tenant.offboarded",
+                data={"keys_revoked": revoked, "retention_days": RETENTION_DAYS},
+            )
+            break
+        except Conflict:
+            tenant = get_tenant(tenant_id, settings)
+            if tenant.status == "deleted":
+                return tenant, []
+            if attempt == OFFBOARD_ATTEMPTS - 1:
+                raise
     logger.info("tenant offboarded", extra={"tenant_id": tenant_id, "keys_revoked": revoked})
-    return _transition(
-        tenant,
-        settings,
-        sets={
-            "status": "deleted",
-            "deleted_at": rfc3339(deleted_at),
-            "retain_until": retain_until.date().isoformat(),
-            "subscription_cancelled": bool(tenant.stripe_subscription_id),
-        },
-        event_type="tenant.offboarded",
-        data={"keys_revoked": revoked, "retention_days": RETENTION_DAYS},
-    )
+    return done
 
 
 async def _run(fn: Any, *args: Any) -> Tenant:

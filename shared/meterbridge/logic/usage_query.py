@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from typing import Any
 
 from meterbridge.dal import usage as usage_dal
 from meterbridge.logic.periods import bounds
-from meterbridge.models.usage import GroupUsage, MeterUsage, PeriodUsage
-from meterbridge.plans import Plan, as_number, catalog
+from meterbridge.models.usage import GroupUsage, MeterUsage, PartUsage, PeriodUsage
+from meterbridge.plans import Plan, as_number, catalog, round_cents
 from meterbridge.settings import Settings
 
 
@@ -19,19 +20,50 @@ def period_usage(
     period: str,
     settings: Settings,
     group_by: Sequence[str] = (),
+    *,
+    changes: Sequence[Mapping[str, Any]] = (),
 ) -> PeriodUsage:
+    from meterbridge.logic.billing import plan_parts
+
     cat = catalog()
     meters = []
     overage_total = 0
+    # A plan change in this period splits it (docs/billing.md#plan-changes).
+    split = plan_parts.parts(period, changes, plan) if changes else None
     for name, spec in cat.meters.items():
         state = usage_dal.meter_state(
             settings.usage_table, tenant_id, period, name, spec.aggregation
         )
         used = state.total.value or Decimal(0)
-        limit = plan.limit(name)
-        hard = cat.hard_capped(plan, name)
-        overage = max(Decimal(0), used - limit) if limit is not None and not hard else Decimal(0)
-        charge = plan.overage_cents(name, used)
+        priced: list[PartUsage] | None = None
+        if split and spec.aggregation in plan_parts.ADDITIVE:
+            charges = plan_parts.price_parts(name, cat.hard_capped, used, split)
+            limits = [c.limit for c in charges]
+            known = [x for x in limits if x is not None]
+            limit = sum(known, Decimal(0)) if len(known) == len(limits) else None
+            hard = False
+            overage = sum((c.overage for c in charges), Decimal(0))
+            charge = round_cents(sum((c.cents for c in charges), Decimal(0)))
+            priced = [
+                PartUsage(
+                    plan=c.plan.id,
+                    start=c.start,
+                    end=c.end,
+                    used=as_number(c.used),
+                    limit=None if c.limit is None else as_number(c.limit),
+                    overage=as_number(c.overage),
+                )
+                for c in charges
+            ]
+        else:
+            # Non-additive meters, or no change: the plan in force at the period's end.
+            in_force = split[-1].plan if split else plan
+            limit = in_force.limit(name)
+            hard = cat.hard_capped(in_force, name)
+            overage = (
+                max(Decimal(0), used - limit) if limit is not None and not hard else Decimal(0)
+            )
+            charge = in_force.overage_cents(name, used)
         overage_total += charge
         meters.append(
             MeterUsage(
@@ -45,6 +77,7 @@ def period_usage(
                 overage_charge_cents=charge,
                 dimensions=list(spec.group_by),
                 groups=_groups(spec.aggregation, spec.group_by, state, group_by),
+                parts=priced,
             )
         )
     start, end = bounds(period)

@@ -8,12 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from meterbridge.logic.periods import month_range, period_of
 from meterbridge.logic.usage_query import period_usage
 from meterbridge.models.usage import PeriodUsage, UsageReport
 from meterbridge.plans import catalog
 from meterbridge.settings import Settings, get_settings
+
+
+def _plan_changes(tenant_id: str, settings: Settings) -> list[Any]:
+    """The tenant's recorded plan changes (docs/billing.md#plan-changes)."""
+    from meterbridge.dal import tenants as tenants_dal
+
+    profile = tenants_dal.get_tenant(settings.tenants_table, tenant_id)
+    return list((profile or {}).get("plan_changes") or [])
 
 
 def _first_period(tenant_id: str, settings: Settings) -> str | None:
@@ -44,16 +53,17 @@ def usage_report(
     settings = settings or get_settings()
     plan = catalog().plan(plan_id)
     current = period_of(now or datetime.now(UTC))
+    changes = _plan_changes(tenant_id, settings)
     periods: list[PeriodUsage] = []
     if first or last:
         since = _first_period(tenant_id, settings)
         for period in month_range(first or last or current, last or current):
             if since is None or period >= since:
-                periods.append(period_usage(tenant_id, plan, period, settings))
+                periods.append(period_usage(tenant_id, plan, period, settings, changes=changes))
     # Loaded with the first report, not at the usage API's import (its cold start).
     from meterbridge.logic.billing.overage import next_invoice
 
-    now_usage = period_usage(tenant_id, plan, current, settings, group_by)
+    now_usage = period_usage(tenant_id, plan, current, settings, group_by, changes=changes)
     return UsageReport(
         tenant_id=tenant_id,
         current=now_usage.model_copy(update={"next_invoice": next_invoice(plan, now_usage)}),

@@ -136,6 +136,8 @@ class Tenant(BaseModel):
     stripe_subscription_id: str | None = None
     deleted_at: str | None = None
     retain_until: str | None = None
+    # The invoice offboarding billed the last, partial period on (docs/billing.md#offboarding).
+    final_invoice_id: str | None = None
     version: int = 0
 
 

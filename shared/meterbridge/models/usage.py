@@ -119,6 +119,17 @@ class GroupUsage(BaseModel):
     used: int | float
 
 
+class PartUsage(BaseModel):
+    """One part of a period whose plan changed in it (docs/billing.md#plan-changes)."""
+
+    plan: str
+    start: datetime
+    end: datetime
+    used: int | float
+    limit: int | float | None = Field(description="The plan's limit times the part's share")
+    overage: int | float
+
+
 class MeterUsage(BaseModel):
     meter: str
     aggregation: str = Field(description="COUNT, SUM, MAX, MIN, UNIQUE_COUNT or LATEST")
@@ -139,6 +150,10 @@ class MeterUsage(BaseModel):
     )
     groups: list[GroupUsage] | None = Field(
         default=None, description="With ?group_by=: the meter's value per group, largest first"
+    )
+    parts: list[PartUsage] | None = Field(
+        default=None,
+        description="When the plan changed in the period: each part, priced with its plan",
     )
 
 

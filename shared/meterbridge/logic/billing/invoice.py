@@ -75,7 +75,7 @@ def on_invoice_created(invoice: dict[str, Any], settings: Settings) -> InvoiceBi
             "ignored", "the invoice is no longer a draft; the next one catches up", tenant_id
         )
     plan = plan_of(profile)
-    records = plan_records(tenant_id, plan, period, live, settings, stripe)
+    records = plan_records(tenant_id, plan, period, live, settings, stripe, profile)
     items = [resume(record, stripe, settings) for record in records]
     return InvoiceBilling("applied", "", tenant_id, period, items)
 
@@ -87,6 +87,7 @@ def plan_records(
     invoice: dict[str, Any],
     settings: Settings,
     stripe: StripeInvoices,
+    profile: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """The records (claimed now or pending from an earlier delivery) this invoice should carry."""
     table = settings.usage_table
@@ -95,7 +96,7 @@ def plan_records(
     for _ in range(CATCH_UP_PERIODS):
         periods.append(previous_period(periods[-1]))
     for period in periods:
-        for line in overage_lines(tenant_id, plan, period, settings):
+        for line in overage_lines(tenant_id, plan, period, settings, profile=profile):
             key = billing_dal.record_key(tenant_id, period, line.meter, invoice_period)
             existing = billing_dal.records(table, tenant_id, period, line.meter)
             mine = next((r for r in existing if r["sk"] == key["sk"]), None)

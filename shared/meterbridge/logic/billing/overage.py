@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from meterbridge.logic.usage_query import period_usage
-from meterbridge.models.usage import InvoiceLine, NextInvoice, PeriodUsage
+from meterbridge.models.usage import InvoiceLine, NextInvoice, PartUsage, PeriodUsage
 from meterbridge.plans import Plan, catalog
 from meterbridge.settings import Settings
 
@@ -45,13 +46,41 @@ def describe(plan: Plan, meter: str, over: float | Decimal, limit: float | Decim
     return f"{head}: {over:,} \u00d7 {_money(price)}{unit}"
 
 
+def describe_parts(meter: str, parts: list[PartUsage]) -> str:
+    """A period split by a plan change, e.g. "Queries, each part with its plan: Basic Dec 1 -
+    Dec 15, Queries over 1: 7 x $0.50; Pro Dec 15 - Jan 1, Queries over 5,000: 0 x $0.25"."""
+    label = METER_LABELS.get(meter) or meter.replace("_", " ").capitalize()
+    pieces = []
+    for part in parts:
+        plan = catalog().plans.get(part.plan)
+        if plan is None:
+            continue
+        span = f"{part.start:%b %-d} - {part.end:%b %-d}"
+        pieces.append(f"{plan.name} {span}, {describe(plan, meter, part.overage, part.limit)}")
+    return f"{label}, each part with its plan: " + "; ".join(pieces)
+
+
 def currency_of(plan: Plan) -> str:
     return str(getattr(plan, "currency", None) or "usd").lower()
 
 
-def overage_lines(tenant_id: str, plan: Plan, period: str, settings: Settings) -> list[OverageLine]:
-    """One line per priced meter with a charge above zero for ``period`` (``YYYY-MM``)."""
-    return lines_of(plan, period_usage(tenant_id, plan, period, settings))
+def overage_lines(
+    tenant_id: str,
+    plan: Plan,
+    period: str,
+    settings: Settings,
+    *,
+    profile: dict[str, Any] | None = None,
+) -> list[OverageLine]:
+    """One line per priced meter with a charge above zero for ``period`` (``YYYY-MM``); a
+    ``profile`` with plan changes in that period prices each part with its plan."""
+    changes = plan_changes(profile)
+    return lines_of(plan, period_usage(tenant_id, plan, period, settings, changes=changes))
+
+
+def plan_changes(profile: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The profile's recorded plan changes (docs/billing.md#plan-changes), oldest first."""
+    return list((profile or {}).get("plan_changes") or [])
 
 
 def lines_of(plan: Plan, usage: PeriodUsage) -> list[OverageLine]:
@@ -60,12 +89,16 @@ def lines_of(plan: Plan, usage: PeriodUsage) -> list[OverageLine]:
         cents = int(meter.overage_charge_cents)
         if cents <= 0:
             continue
+        if meter.parts:
+            description = describe_parts(meter.meter, meter.parts)
+        else:
+            description = describe(plan, meter.meter, meter.overage, meter.limit)
         lines.append(
             OverageLine(
                 meter=meter.meter,
                 amount_cents=cents,
                 currency=currency_of(plan),
-                description=describe(plan, meter.meter, meter.overage, meter.limit),
+                description=description,
             )
         )
     return lines

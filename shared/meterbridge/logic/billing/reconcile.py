@@ -59,7 +59,10 @@ def reconcile(
         tenant_id = str(profile["tenant_id"])
         customer = profile.get("stripe_customer_id")
         plan = plan_of(profile)
-        metered = {line.meter: line for line in overage_lines(tenant_id, plan, period, settings)}
+        metered = {
+            line.meter: line
+            for line in overage_lines(tenant_id, plan, period, settings, profile=profile)
+        }
         invoiced = _invoiced(stripe, str(customer), tenant_id, period) if customer else {}
         for meter in sorted(set(metered) | set(invoiced)):
             cents = metered[meter].amount_cents if meter in metered else 0

@@ -33,6 +33,7 @@
     chargeDetail: $("charge-detail"), rateNow: $("rate-now"), rateMinute: $("rate-minute"),
     meters: $("meters"), usageUpdated: $("usage-updated"), canvas: $("rate-chart"),
     eventsBody: $("events-body"), eventsCount: $("events-count"),
+    invoiceLines: $("invoice-lines"), invoiceTotal: $("invoice-total"),
   };
 
   const fmt = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
@@ -528,8 +529,19 @@
       typeof body.estimated_charge === "number" ? body.estimated_charge : null,
       baseCents !== null ? baseCents + (overageCents || 0) : null);
     const period = body.period;
+    // current.next_invoice: {base_price_cents, lines: [{meter, description, amount_cents}],
+    // total_cents}, what the invoice closing this period carries if it closed now.
+    const next = typeof body.next_invoice === "object" && body.next_invoice !== null ? body.next_invoice : null;
+    const nextInvoice = next && {
+      baseCents: num(next.base_price_cents),
+      totalCents: num(next.total_cents),
+      lines: (Array.isArray(next.lines) ? next.lines : []).map((l) => ({
+        meter: String(l.meter ?? ""), description: String(l.description ?? meterLabel(l.meter)),
+        cents: num(l.amount_cents) ?? 0,
+      })),
+    };
     return {
-      meters, currency, baseCents, overageCents, totalCents,
+      meters, currency, baseCents, overageCents, totalCents, nextInvoice,
       planId: plan.id ?? plan.plan ?? null, planName: plan.name ?? (plan.id ? planLabel(plan.id) : null),
       hardLimit: plan.hard_limit ?? body.hard_limit ?? null,
       periodStart: body.start || (period && period.start) || null,
@@ -572,11 +584,46 @@
       "base " + money(u.baseCents, u.currency) + " + overage " + money(u.overageCents || 0, u.currency);
     el.charge.dataset.cents = u.totalCents === null ? "" : String(u.totalCents);
 
+    renderNextInvoice(u);
+
     const seen = new Set();
     for (const m of u.meters) { seen.add(m.name); renderMeter(m, u.hardLimit); }
     for (const li of [...el.meters.children]) if (!seen.has(li.dataset.meter)) li.remove();
     if (!u.meters.length) el.meters.innerHTML = '<li class="muted">No meters on this plan.</li>';
     el.usageUpdated.textContent = "updated " + timeFmt.format(new Date());
+  }
+
+  function invoiceRow(label, cents, currency, meter) {
+    const tr = document.createElement("tr");
+    const name = document.createElement("td");
+    name.textContent = label;
+    const amount = document.createElement("td");
+    amount.className = "amount";
+    amount.textContent = money(cents, currency);
+    tr.dataset.cents = cents === null ? "" : String(cents);
+    if (meter) tr.dataset.meter = meter; else tr.dataset.line = "base";
+    tr.append(name, amount);
+    return tr;
+  }
+
+  function renderNextInvoice(u) {
+    const inv = u.nextInvoice;
+    el.invoiceLines.replaceChildren();
+    if (!inv) {
+      el.invoiceLines.innerHTML = '<tr class="empty"><td colspan="2">–</td></tr>';
+      el.invoiceTotal.textContent = "–";
+      el.invoiceTotal.dataset.cents = "";
+      return;
+    }
+    if (inv.baseCents !== null) {
+      el.invoiceLines.appendChild(invoiceRow((u.planName || "Plan") + " base price", inv.baseCents, u.currency, null));
+    }
+    for (const line of inv.lines) el.invoiceLines.appendChild(invoiceRow(line.description, line.cents, u.currency, line.meter));
+    if (inv.baseCents === null && !inv.lines.length) {
+      el.invoiceLines.innerHTML = '<tr class="empty"><td colspan="2">Custom contract: billed by agreement</td></tr>';
+    }
+    el.invoiceTotal.textContent = inv.totalCents === null ? "Custom" : money(inv.totalCents, u.currency);
+    el.invoiceTotal.dataset.cents = inv.totalCents === null ? "" : String(inv.totalCents);
   }
 
   function unitOf(m) {
