@@ -4,36 +4,24 @@ the dev app over HTTP, the Stripe stand-in through the real stripe client, fault
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import httpx
-import pytest
 from typer.testing import CliRunner
 
-from meterbridge.dal import tenants as tenants_dal
-from meterbridge.settings import get_settings
 from meterbridge_dev.cli.main import app
-from tests.integration.billing_support import Stack, Tenant, basic_tenant, send, stack, usage
-from tests.support.tenants import ADMIN_TOKEN, AUTH
+from tests.support.billing import (
+    Stack,
+    Tenant,
+    admin_token,
+    basic_tenant,
+    link_subscription,
+    send,
+    stack,
+    usage,
+)
+from tests.support.tenants import AUTH
 
-__all__ = ["stack"]
-
-
-@pytest.fixture
-def admin_token(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("METERBRIDGE_ADMIN_TOKEN", ADMIN_TOKEN)
-    yield
-
-
-def link_subscription(tenant: Tenant) -> None:
-    tenants_dal.update_tenant(
-        get_settings().tenants_table,
-        tenant.tenant_id,
-        # As provisioning leaves it: the subscription linked, and a version for the admin API.
-        set_="SET stripe_subscription_id = :s, version = if_not_exists(version, :v)",
-        condition="attribute_exists(pk)",
-        vals={":s": tenant.subscription, ":v": 1},
-    )
+__all__ = ["admin_token", "stack"]
 
 
 def offboard(stack: Stack, tenant: Tenant) -> httpx.Response:

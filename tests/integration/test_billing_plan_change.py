@@ -11,18 +11,19 @@ import httpx
 
 from meterbridge.dal import tenants as tenants_dal
 from meterbridge.settings import get_settings
-from tests.integration.billing_support import (
+from tests.support.billing import (
     Stack,
+    admin_token,
     advance,
     basic_tenant,
     invoices,
+    link_subscription,
     overage_items,
     period_end,
     send,
     stack,
     usage,
 )
-from tests.integration.test_billing_offboard import admin_token, link_subscription
 from tests.support.tenants import AUTH
 
 __all__ = ["admin_token", "stack"]

@@ -22,6 +22,7 @@ import stripe
 
 from meterbridge.adapters.stripe_billing import CALENDAR_MONTH_ANCHOR
 from meterbridge.dal import dynamo, tenant_state
+from meterbridge.dal import tenants as tenants_dal
 from meterbridge.dal import usage as usage_dal
 from meterbridge.logic import auth
 from meterbridge.logic.periods import bounds
@@ -33,7 +34,7 @@ from meterbridge_dev.stack.devapp import create_dev_app
 from meterbridge_dev.stack.servers import BackgroundServer
 from tests.support.builders import make_tenant
 from tests.support.fixtures import reset_singletons
-from tests.support.tenants import FakeStripe
+from tests.support.tenants import ADMIN_TOKEN, FakeStripe
 from tests.support.webhooks import NEW_SECRET
 
 API_KEY = "sk_test_meterbridge_billing"
@@ -196,3 +197,20 @@ def setup(
     invoice, event = fake_stripe.state.add_draft_invoice(customer["id"], start, end)
     assert event is not None
     yield fake_stripe, tenant_id, invoice, event
+
+
+@pytest.fixture
+def admin_token(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("METERBRIDGE_ADMIN_TOKEN", ADMIN_TOKEN)
+    yield
+
+
+def link_subscription(tenant: Tenant) -> None:
+    tenants_dal.update_tenant(
+        get_settings().tenants_table,
+        tenant.tenant_id,
+        # As provisioning leaves it: the subscription linked, and a version for the admin API.
+        set_="SET stripe_subscription_id = :s, version = if_not_exists(version, :v)",
+        condition="attribute_exists(pk)",
+        vals={":s": tenant.subscription, ":v": 1},
+    )
