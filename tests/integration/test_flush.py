@@ -298,7 +298,9 @@ def test_a_segment_shard_leased_by_a_live_run_is_left_to_it(aws, sink):
     # When
     blocked = run_flush(url)
     for s in range(segments.OUTBOX_SHARDS):
-        shard_leases.release_shard(aws["IdempotencyTable"], aws["EventsTable"], str(s), owner="other")
+        shard_leases.release_shard(
+            aws["IdempotencyTable"], aws["EventsTable"], str(s), owner="other"
+        )
     freed = run_flush(url)
 
     # Then

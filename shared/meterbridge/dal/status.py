@@ -43,8 +43,14 @@ def oldest_pending(table: str, lease_table: str | None = None) -> dict[str, Any]
         if parked:
             candidates.append({"pk": None, "accepted_at": parked, "tenant_id": None})
         _, streamed = stream.unread(lease_table, table, max_calls=1)
-        if streamed:
-            candidates.append({"pk": None, "accepted_at": streamed, "tenant_id": None})
+        if streamed is not None:
+            candidates.append(
+                {
+                    "pk": streamed.pk,
+                    "accepted_at": streamed.accepted_at,
+                    "tenant_id": streamed.tenant_id,
+                }
+            )
     found = [c for c in candidates if c.get("accepted_at")]
     return min(found, key=lambda c: str(c["accepted_at"])) if found else None
 

@@ -444,13 +444,13 @@ class Flusher:
                 extra={"pk": pk, "tenant": delivery.tenant, "status": exc.http_status},
             )
 
-    def _release(self, segments: list[dict[str, Any]], error: str) -> None:
+    def _release(self, held: list[dict[str, Any]], error: str) -> None:
         # If DynamoDB refuses, the leases simply expire.
-        if not segments:
+        if not held:
             return
         with contextlib.suppress(StorageUnavailable):
             segments.release_many(
-                self.table, [s["pk"] for s in segments], owner=self.owner, error=error
+                self.table, [s["pk"] for s in held], owner=self.owner, error=error
             )
 
     # -- the stream and the backlog (docs/flush.md) ----------------------------------------
@@ -605,7 +605,8 @@ class Flusher:
                     return True
                 return False  # caught up with an open shard
             queued = [q for r in records for q in stream.queued(r)]
-            if not self._send_or_park(queued):
+            acked = self._send_or_park(queued)
+            if acked is None:
                 self._stream_incomplete = True
                 return False
             seq = stream.sequence(records[-1])
@@ -618,8 +619,11 @@ class Flusher:
                 now_ms=self._now_ms(),
                 lease_ms=self._lease_ms(),
             ):
+                # Only if this run outlived its lease: the new holder re-sends from the old
+                # checkpoint (OpenMeter dedupes) and counts them.
                 logger.warning("stream shard lease lost", extra={"shard": shard.shard_id})
                 return False
+            self._add(sent=acked)
             requeued = sum(1 for q in queued if q.requeued)
             if requeued:
                 with contextlib.suppress(StorageUnavailable):
@@ -627,23 +631,23 @@ class Flusher:
             it = nxt
         return False
 
-    def _send_or_park(self, queued: list[stream.Queued]) -> bool:
-        """Deliver one page of queued events, or park what OpenMeter did not take. True when
-        every event is delivered or parked (the checkpoint may move past them)."""
+    def _send_or_park(self, queued: list[stream.Queued]) -> int | None:
+        """Deliver one page of queued events, or park what OpenMeter did not take. Returns how
+        many OpenMeter acknowledged once every event is delivered or parked (the checkpoint
+        may move past them), None otherwise."""
         assert self.lease_ledger is not None
         if not queued:
-            return True
+            return 0
         self._republish_recent(queued)
-        left = queued
+        left, acked = queued, 0
         if self.send_enabled and self._stop is None:
             acked, failed = self._send([q.event for q in queued], queued[0].tenant_id)
-            self._add(sent=acked)
             if not failed:
-                return True
+                return acked
             unsent = set(failed)
             left = [q for q in queued if q.event in unsent]
         if self._stop in ("deadline", "storage"):
-            return False
+            return None
         try:
             parked = backlog.park(
                 self.lease_ledger, self.table, [(q.accepted_at, q.event) for q in left]
@@ -651,9 +655,9 @@ class Flusher:
         except MeterbridgeError as exc:
             logger.warning("backlog park failed", extra={"error": exc.message})
             self._stop_run("storage")
-            return False
+            return None
         self._add(parked=parked)
-        return True
+        return acked
 
     def _republish_recent(self, queued: list[stream.Queued]) -> None:
         """Publish recent stream records to NATS again, with the ``Nats-Msg-Id`` ingest used:

@@ -37,6 +37,7 @@ from meterbridge.dal.outbox.segments import (
     OUTBOX_INDEX,
     OUTBOX_SHARDS,
     SEGMENT_MAX_BYTES,
+    SEGMENT_PREFIX,
     SEGMENT_SK,
     segment_events,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "OUTBOX_SHARDS",
     "REPUBLISH_INDEX",
     "SEGMENT_MAX_BYTES",
+    "SEGMENT_PREFIX",
     "SEGMENT_SK",
     "dead_letter",
     "enqueue",

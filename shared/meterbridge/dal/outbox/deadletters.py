@@ -115,13 +115,14 @@ def retry_dead_letter(table: str, pk: str, *, retried_at: str) -> bool:
             }
         ),
     }
-    put = {
+    put: dict[str, Any] = {
         "TableName": table,
         "Item": dynamo.serialize(requeue),
         "ConditionExpression": "attribute_not_exists(pk)",
     }
     try:
-        dynamo.client().transact_write_items(TransactItems=[{"Update": retry}, {"Put": put}])  # type: ignore[list-item]
+        ops: list[Any] = [{"Update": retry}, {"Put": put}]
+        dynamo.client().transact_write_items(TransactItems=ops)
     except Exception as exc:
         if dynamo.cancellation_reasons(exc) is not None:
             return False  # retried or delivered meanwhile

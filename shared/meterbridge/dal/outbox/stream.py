@@ -12,6 +12,7 @@ split never skips a parent's tail.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -208,7 +209,7 @@ def commit(
 
 
 def release(lease_table: str, events_table: str, shard_id: str, *, owner: str) -> None:
-    try:
+    with contextlib.suppress(StorageUnavailable):  # the lease simply expires
         dynamo.update_if(
             lease_table,
             _checkpoint_key(events_table, shard_id),
@@ -216,8 +217,6 @@ def release(lease_table: str, events_table: str, shard_id: str, *, owner: str) -
             condition="lease_owner = :me",
             vals={":me": owner},
         )
-    except StorageUnavailable:
-        pass  # the lease simply expires
 
 
 def iterator(arn: str, shard_id: str, seq: str | None) -> str | None:
@@ -297,15 +296,16 @@ def sequence(record: Mapping[str, Any]) -> str:
 
 def unread(
     lease_table: str, events_table: str, *, max_calls: int = 200
-) -> tuple[int, str | None]:
+) -> tuple[int, Queued | None]:
     """Events the stream holds past the checkpoints: how many (read up to ``max_calls``
-    ``GetRecords``; streams read units, no table reads) and the oldest acceptance time."""
+    ``GetRecords``; streams read units, no table reads) and the one accepted first."""
     arn = stream_arn(events_table)
     if arn is None:
         return 0, None
     found = shards(arn)
     done = done_shards(lease_table, events_table, found)
-    count, oldest, calls = 0, None, 0
+    count, calls = 0, 0
+    oldest: Queued | None = None
     for shard in found:
         if done.get(shard.shard_id):
             continue
@@ -318,6 +318,6 @@ def unread(
                 break
             for q in (q for r in records for q in queued(r)):
                 count += 1
-                if q.accepted_at and (oldest is None or q.accepted_at < oldest):
-                    oldest = q.accepted_at
+                if q.accepted_at and (oldest is None or q.accepted_at < oldest.accepted_at):
+                    oldest = q
     return count, oldest
