@@ -124,3 +124,25 @@ def test_a_backlog_of_the_segment_layout_drains_after_the_upgrade_once_each(aws,
     _, legacy = events_table_items(table)
     assert {s["status"] for s in legacy} == {"sent"}
     assert not any(segments.any_pending(table, str(s)) for s in range(segments.OUTBOX_SHARDS))
+
+
+def test_a_flush_that_lags_half_a_retention_parks_before_the_stream_can_trim(aws, sink):
+    # Given: records the stream has held for 13 hours (a simulated clock), OpenMeter healthy
+    state, url = sink
+    events_table, lease_table = aws["EventsTable"], aws["IdempotencyTable"]
+    events = make_events(80, prefix="late")
+    fill_outbox(events_table, events)
+    later = time.time() + 13 * 3600
+
+    # When: a run reads them
+    lagging = _run(url, clock=lambda: later)
+
+    # Then: it parked them instead of sending (parking is a few writes, and it ends the
+    # stream's hold on them), and the next run delivers them from the backlog, once each
+    assert (lagging.sent, lagging.parked) == (0, 80)
+    assert _behind_checkpoints(events_table, lease_table)[0] == 0
+    assert lagging.remaining == 80
+    caught_up = _run(url, clock=lambda: later + 60)
+    assert caught_up.sent == 80 and caught_up.remaining == 0
+    assert state.unique_keys() == {(e.source, e.id) for e in events}
+    assert state.resent() == {}

@@ -605,7 +605,11 @@ class Flusher:
                     return True
                 return False  # caught up with an open shard
             queued = [q for r in records for q in stream.queued(r)]
-            acked = self._send_or_park(queued)
+            # A page the stream has held for half its retention is parked whatever OpenMeter
+            # says: a flush that lags (not only one facing an outage) never lets the 24-hour
+            # stream hold the only copy of an undelivered event.
+            old = stream.age_s(records[0], now_s=self.clock()) >= PARK_AFTER_S
+            acked = self._send_or_park(queued, park_only=old)
             if acked is None:
                 self._stream_incomplete = True
                 return False
@@ -631,7 +635,7 @@ class Flusher:
             it = nxt
         return False
 
-    def _send_or_park(self, queued: list[stream.Queued]) -> int | None:
+    def _send_or_park(self, queued: list[stream.Queued], *, park_only: bool = False) -> int | None:
         """Deliver one page of queued events, or park what OpenMeter did not take. Returns how
         many OpenMeter acknowledged once every event is delivered or parked (the checkpoint
         may move past them), None otherwise."""
@@ -640,7 +644,7 @@ class Flusher:
             return 0
         self._republish_recent(queued)
         left, acked = queued, 0
-        if self.send_enabled and self._stop is None:
+        if self.send_enabled and self._stop is None and not park_only:
             acked, failed = self._send([q.event for q in queued], queued[0].tenant_id)
             if not failed:
                 return acked
@@ -750,6 +754,8 @@ class Flusher:
 
 
 _REPUBLISH_MARGIN_S = 60
+# Half the stream's 24-hour retention (docs/flush.md).
+PARK_AFTER_S = 12 * 3600
 
 
 def _mark_published(table: str, wrapped: dict[str, Any]) -> bool:

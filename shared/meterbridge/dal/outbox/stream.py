@@ -321,3 +321,12 @@ def unread(
                 if q.accepted_at and (oldest is None or q.accepted_at < oldest.accepted_at):
                     oldest = q
     return count, oldest
+
+
+def age_s(record: Mapping[str, Any], *, now_s: float) -> float:
+    """How long the stream has held ``record`` (its ``ApproximateCreationDateTime``)."""
+    created = record.get("dynamodb", {}).get("ApproximateCreationDateTime")
+    if created is None:
+        return 0.0
+    stamp = created.timestamp() if hasattr(created, "timestamp") else float(created)
+    return max(0.0, now_s - stamp)
