@@ -224,7 +224,7 @@ def _fast_get_records() -> None:
         result = self.backend.get_records(self._get_param("ShardIterator"), limit)
         return json.dumps(result, default=default)
 
-    DynamoDBStreamsHandler.get_records = get_records  # type: ignore[method-assign]
+    DynamoDBStreamsHandler.get_records = get_records  # type: ignore[method-assign, assignment]
 
 
 def _serialised(method: Any, lock: Any) -> Any:
