@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["cold_start", "ingest", "flush", "webhook", "stream", "flood", "client"]
+ORDER = ["cost", "cold_start", "ingest", "flush", "webhook", "stream", "flood", "client"]
 TITLES = {
+    "cost": "Cost: DynamoDB units per accepted event, by phase",
     "cold_start": "Cold start: handler import time",
     "ingest": "Ingest: events/s and DynamoDB requests",
     "flush": "Flush: delivery to OpenMeter",

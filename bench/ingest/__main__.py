@@ -407,7 +407,7 @@ def main() -> int:
         tenant_record = tenants_dal.get_tenant(settings.tenants_table, tenant_id)
         patches: list[tuple[Any, str, Any]] = [
             (events_dal, "write_chunk", lambda *a, **k: events_dal.ChunkOutcome(written=True)),
-            (events_dal, "clear_republish", lambda *a, **k: None),
+            (outbox, "mark_pending", lambda *a, **k: 0),
             (usage_dal, "take_rate_slot", lambda *a, **k: True),
             (usage_dal, "used", lambda *a, **k: 0),
             (usage_dal, "total", lambda *a, **k: Decimal(0)),

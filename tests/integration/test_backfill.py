@@ -15,6 +15,7 @@ from typing import Any
 from typer.testing import CliRunner
 
 from meterbridge.dal import outbox
+from meterbridge.dal import status as status_dal
 from meterbridge.errors import ValidationFailed
 from meterbridge.models.cloudevent import CloudEvent, usage_source
 from meterbridge.settings import get_settings
@@ -69,4 +70,4 @@ def test_backfill_imports_dedupes_and_reports_bad_lines(aws, tmp_path, monkeypat
     assert sorted(e["line"] for e in summary["errors"]) == [8, 122]
     rerun = json.loads(again.stdout[again.stdout.index("{") :])
     assert rerun["accepted"] == 0 and rerun["duplicates"] == 260
-    assert outbox.count_pending(aws["EventsTable"]) == 250
+    assert status_dal.count_pending(aws["EventsTable"], aws["IdempotencyTable"]) == 250

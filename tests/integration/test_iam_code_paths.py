@@ -80,6 +80,9 @@ _KEYWORDS = {"SET", "ADD", "REMOVE", "DELETE", "AND", "OR", "NOT", "BETWEEN", "I
 # -- recording -------------------------------------------------------------------------------
 
 
+_KEY_QUERY = re.compile(r"^pk = (:\w+)$")
+
+
 @dataclass
 class Request:
     """One authorization IAM makes: action, table (logical id), index, partition keys..."""
@@ -133,6 +136,15 @@ class Recorder:
                 yield Request(function, op, self.tables[table], None, [k["pk"]["S"] for k in keys])
         elif op in ("GetItem", "PutItem", "UpdateItem", "DeleteItem"):
             yield self._item(function, op, p)
+        elif (
+            op == "Query"
+            and not p.get("IndexName")
+            and _KEY_QUERY.match(p.get("KeyConditionExpression", ""))
+        ):
+            # IAM evaluates dynamodb:LeadingKeys on a Query by its partition key value.
+            placeholder = _KEY_QUERY.match(p["KeyConditionExpression"]).group(1)  # type: ignore[union-attr]
+            value = p["ExpressionAttributeValues"][placeholder]["S"]
+            yield Request(function, op, self.tables[p["TableName"]], None, [value])
         else:  # Query, Scan, DescribeTable: the table or index as a whole
             yield Request(function, op, self.tables[p["TableName"]], p.get("IndexName"))
 

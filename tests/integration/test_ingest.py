@@ -10,8 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from meterbridge.api.usage import create_app
-from meterbridge.dal import outbox
-from tests.support.builders import event_records, events_table_items, make_tenant
+from tests.support.builders import event_records, events_table_items, make_tenant, stream_queued
 
 
 @pytest.fixture
@@ -42,11 +41,12 @@ def test_single_event_is_accepted_stored_and_counted(client: TestClient, aws: di
     [item] = [i for i in _events_in_table(aws["EventsTable"])]
     stored = json.loads(item["event"])
     assert stored["source"] == f"//meterbridge/tenants/{tenant}" and stored["subject"] == tenant
-    # And queued for OpenMeter: one pending segment carries it
-    [segment] = events_table_items(aws["EventsTable"])[1]
-    assert item["status"] == "accepted" and item["segment"] == segment["pk"]
-    assert segment["status"] == "pending" and segment["outbox_shard"]
-    assert outbox.segment_events(segment) == [item["event"]]
+    # And queued for OpenMeter: the record's one INSERT in the table's stream carries it, and
+    # nothing else was written for the outbox (no segment, no marker, no index entry)
+    [queued] = stream_queued(aws["EventsTable"])
+    assert (queued.pk, queued.event) == (item["pk"], item["event"])
+    assert events_table_items(aws["EventsTable"])[1] == []
+    assert not {"segment", "outbox_shard", "republish_shard", "dead"} & set(item)
     usage = client.get("/v1/usage", headers=_auth(key)).json()
     api_calls = {m["meter"]: m for m in usage["current"]["meters"]}["api_calls"]
     assert api_calls["used"] == 1 and api_calls["remaining"] == 99_999
@@ -74,7 +74,7 @@ def test_batch_with_repeats_and_a_retry_is_counted_once(client: TestClient, aws:
     assert meters["api_calls"]["used"] == 2
 
 
-def test_a_large_batch_is_queued_in_segments_within_the_item_limit(
+def test_a_large_batch_is_queued_once_each_within_the_request_limit(
     client: TestClient, aws: dict
 ) -> None:
     # Given a Pro tenant and a batch of 1,000 events of about 900 bytes each (~0.9 MB)
@@ -82,20 +82,17 @@ def test_a_large_batch_is_queued_in_segments_within_the_item_limit(
     batch = [_event(i, data={"blob": "x" * 850}) for i in range(1000)]
     # When it is posted
     resp = client.post("/v1/events", json=batch, headers=_auth(key))
-    # Then every event has one record and sits in exactly one segment; no segment is over the
-    # size that keeps it inside DynamoDB's 400 KB item limit, nor over 98 events
+    # Then every event has one record and the stream queued each exactly once (in chunks that
+    # keep each transaction inside DynamoDB's 4 MB request limit); no segment was written
     assert resp.status_code == 202 and resp.json()["accepted"] == 1000
     records, segments = events_table_items(aws["EventsTable"])
-    queued = [json.loads(e)["id"] for s in segments for e in outbox.segment_events(s)]
+    queued = [json.loads(q.event)["id"] for q in stream_queued(aws["EventsTable"])]
     assert (
         sorted(queued)
         == sorted(e["id"] for e in batch)
         == sorted(json.loads(r["event"])["id"] for r in records)
     )
-    assert len(segments) >= 3
-    assert max(len(s["events"]) for s in segments) <= outbox.SEGMENT_MAX_BYTES
-    assert max(s["count"] for s in segments) <= 98
-    assert {r["segment"] for r in records} == {s["pk"] for s in segments}
+    assert segments == []
 
 
 def test_tenant_comes_from_the_key_not_the_body(client: TestClient, aws: dict) -> None:

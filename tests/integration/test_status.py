@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typer.testing import CliRunner
 
 from meterbridge.dal import dynamo, outbox
+from meterbridge.dal.outbox import stream
 from meterbridge.logic import status as status_logic
 from meterbridge.logic.flush import FlushResult
 from meterbridge.models.cloudevent import CloudEvent, usage_source
@@ -23,7 +24,8 @@ def _iso(moment: datetime) -> str:
 
 
 def _pending(tenant: str, event_id: str, accepted_at: datetime) -> str:
-    """One event accepted into the outbox (its record and a segment), the way writers do."""
+    """One event accepted into the outbox (its record: an INSERT in the stream), the way
+    writers do."""
     event = CloudEvent(id=event_id, source=usage_source(tenant), type="api.call", data={"n": 1})
     item = outbox.outbox_item(
         event, tenant_id=tenant, kind="usage", nats_pending=False, accepted_at=_iso(accepted_at)
@@ -34,16 +36,32 @@ def _pending(tenant: str, event_id: str, accepted_at: datetime) -> str:
 
 
 def _dead(tenant: str, event_id: str) -> None:
-    """A dead letter: an event OpenMeter rejected, its segment delivered without it."""
-    table = get_settings().events_table
+    """A dead letter: an event OpenMeter rejected, the stream read past it by a flush run."""
+    settings = get_settings()
+    table = settings.events_table
     pk = _pending(tenant, event_id, datetime.now(UTC))
-    segment = outbox.get_event(table, pk)["segment"]  # type: ignore[index]
-    now_ms = int(datetime.now(UTC).timestamp() * 1000)
-    assert outbox.claim(table, segment, owner="test-run", now_ms=now_ms, lease_ms=60_000)
     assert outbox.dead_letter(table, pk, error='{"status": 400}', dead_at=_iso(datetime.now(UTC)))
-    assert outbox.mark_sent_many(
-        table, [segment], owner="test-run", sent_at=_iso(datetime.now(UTC)), now_s=now_ms // 1000
-    ) == {segment}
+    _checkpoint_at_the_end()
+
+
+def _checkpoint_at_the_end() -> None:
+    """What a flush run leaves: every stream shard's checkpoint at its last record."""
+    settings = get_settings()
+    arn = stream.stream_arn(settings.events_table)
+    assert arn is not None
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    for shard in stream.shards(arn):
+        args = (settings.idempotency_table, settings.events_table, shard.shard_id)
+        checkpoint = stream.acquire(*args, owner="test-run", now_ms=now_ms, lease_ms=60_000)
+        assert checkpoint is not None
+        it, last = stream.iterator(arn, shard.shard_id, checkpoint.seq), checkpoint.seq
+        while it is not None:
+            records, it = stream.read(it)
+            if not records:
+                break
+            last = stream.sequence(records[-1])
+        assert stream.commit(*args, owner="test-run", seq=last, now_ms=now_ms, lease_ms=60_000)
+        stream.release(*args, owner="test-run")
 
 
 def _usage(tenant: str, meter: str, shards: list[int], period: str) -> None:
@@ -60,11 +78,11 @@ def _usage(tenant: str, meter: str, shards: list[int], period: str) -> None:
 def test_status_shows_backlog_oldest_age_dead_letters_and_top_tenants(aws: dict[str, str]) -> None:
     # Given three pending events, the oldest accepted 10 minutes ago, and two dead letters
     now = datetime.now(UTC)
+    _dead("t_cccc", "d1")
+    _dead("t_cccc", "d2")
     _pending("t_aaaa", "e1", now - timedelta(minutes=10))
     _pending("t_bbbb", "e2", now - timedelta(minutes=1))
     _pending("t_bbbb", "e3", now)
-    _dead("t_cccc", "d1")
-    _dead("t_cccc", "d2")
     # And usage counters this period (sharded) and last period
     period = status_logic.current_period(now)
     _usage("t_big", "events", [700, 500], period)
@@ -114,8 +132,8 @@ def test_status_text_report_of_an_empty_system_is_ok(aws: dict[str, str]) -> Non
 def test_outbox_gauges_for_the_flush(aws: dict[str, str]) -> None:
     # Given one event pending for 6 minutes and one dead letter
     now = datetime.now(UTC)
-    _pending("t_aaaa", "e1", now - timedelta(minutes=6))
     _dead("t_aaaa", "d1")
+    _pending("t_aaaa", "e1", now - timedelta(minutes=6))
 
     # When the flush asks for its gauges
     gauges = status_logic.outbox_gauges(now=now)

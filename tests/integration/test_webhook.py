@@ -41,13 +41,15 @@ BASE_T = 1_780_000_000
 
 
 def assert_enqueued_once(env: dict[str, str], event_id: str) -> None:
-    """The events table holds the event's record and one segment carrying it to OpenMeter."""
+    """The events table holds the event's record, and its stream queued it once for OpenMeter."""
+    from tests.support.builders import stream_queued
+
     items = scan_all(env)[env["EventsTable"]]
     records = [i for i in items if i["sk"] == outbox.EVENT_SK]
-    segments = [i for i in items if i["sk"] == outbox.SEGMENT_SK]
     assert [i["pk"] for i in records] == [outbox.event_pk(STRIPE_SOURCE, event_id)]
-    assert [json.loads(e)["id"] for s in segments for e in outbox.segment_events(s)] == [event_id]
-    assert records[0]["segment"] == segments[0]["pk"]
+    queued = stream_queued(env["EventsTable"])
+    assert [json.loads(q.event)["id"] for q in queued] == [event_id]
+    assert [q.pk for q in queued] == [records[0]["pk"]]
 
 
 # -- translations and state ------------------------------------------------------------------

@@ -7,14 +7,15 @@ accepted, how many per meter, which ids were posted in an answer that may have b
 
 Invariants, after every step:
 - the outbox holds every accepted event exactly once, and nothing else: one dedupe record
-  each, and each in exactly one segment;
+  each, and each queued by exactly one INSERT in the table's stream;
 - the usage counters equal the accepted counts per tenant and meter;
-- OpenMeter holds no event that was not accepted; every event marked sent is in OpenMeter;
-- the flush runs' ``sent`` totals equal the events marked sent (nothing is marked twice);
+- OpenMeter holds no event that was not accepted; every event behind a committed stream
+  checkpoint (and not parked in a backlog item) is in OpenMeter;
+- the flush runs' ``sent`` totals equal the events so delivered (nothing is counted twice);
 - an event reached OpenMeter twice only after an answer that may have been lost (a run
-  killed between the POST and the mark, or a stored-then-500 answer).
+  killed between the POST and the checkpoint commit, or a stored-then-500 answer).
 At the end, after a clean flush once every lease has expired: OpenMeter's distinct
-(source, id) set equals the accepted set exactly, and every segment is marked sent.
+(source, id) set equals the accepted set exactly, and every event is delivered.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ from hypothesis.stateful import (
 )
 
 from meterbridge.adapters.openmeter import OpenMeterClient, RetryPolicy, reset_client
-from meterbridge.dal import dynamo, outbox
+from meterbridge.dal import dynamo
 from meterbridge.dal import usage as usage_dal
+from meterbridge.dal.outbox import backlog, stream
 from meterbridge.logic import flush, ingest
 from meterbridge.logic.periods import period_of
 from meterbridge.models.cloudevent import usage_source
@@ -166,17 +168,20 @@ class MoneyPathModel(RuleBasedStateMachine):
 
     @contextlib.contextmanager
     def killed_after_post(self) -> Iterator[None]:
-        """Every batch dies right after OpenMeter acknowledged it (before its mark)."""
-        real = outbox.mark_sent_many
+        """Every batch dies right after OpenMeter acknowledged it (before its checkpoint
+        commit, or the delete of its backlog item)."""
+        real_commit, real_delivered = stream.commit, backlog.delivered
 
-        def die(*args: Any, **kwargs: Any) -> set[str]:
+        def die(*args: Any, **kwargs: Any) -> bool:
             raise Killed()
 
-        outbox.mark_sent_many = die  # type: ignore[assignment]
+        stream.commit = die  # type: ignore[assignment]
+        backlog.delivered = die  # type: ignore[assignment]
         try:
             yield
         finally:
-            outbox.mark_sent_many = real  # type: ignore[assignment]
+            stream.commit = real_commit  # type: ignore[assignment]
+            backlog.delivered = real_delivered  # type: ignore[assignment]
 
     def recorded_since(self, first_event: int, ids: set[str] | None = None) -> set[tuple[str, str]]:
         """(source, id) of the events OpenMeter recorded since ``first_event`` (of ``ids``)."""
@@ -318,32 +323,55 @@ class MoneyPathModel(RuleBasedStateMachine):
 
     # -- invariants -----------------------------------------------------------------------
 
-    def records_and_segments(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        return events_table_items(self.settings.events_table)
-
-    @staticmethod
-    def keys_of(segments: list[dict[str, Any]]) -> Counter[tuple[str, str]]:
-        wire = [json.loads(e) for s in segments for e in outbox.segment_events(s)]
-        return Counter((e["source"], e["id"]) for e in wire)
+    def queued_and_delivered(
+        self,
+    ) -> tuple[Counter[tuple[str, str]], Counter[tuple[str, str]]]:
+        """What the stream queued, and what the flush delivered: behind a committed checkpoint
+        and not parked in a backlog item."""
+        events, ledger_table = self.settings.events_table, self.settings.idempotency_table
+        arn = stream.stream_arn(events)
+        assert arn is not None
+        queued: Counter[tuple[str, str]] = Counter()
+        committed: Counter[tuple[str, str]] = Counter()
+        for shard in stream.shards(arn):
+            checkpoint = dynamo.get(
+                ledger_table, {"pk": f"FLUSH#{events}#STREAM#{shard.shard_id}", "sk": "CHECKPOINT"}
+            )
+            upto = int((checkpoint or {}).get("seq") or 0)
+            it = stream.iterator(arn, shard.shard_id, None)
+            while it is not None:
+                records, it = stream.read(it)
+                if not records:
+                    break
+                for record in records:
+                    for q in stream.queued(record):
+                        wire = json.loads(q.event)
+                        queued[(wire["source"], wire["id"])] += 1
+                        if int(stream.sequence(record)) <= upto:
+                            committed[(wire["source"], wire["id"])] += 1
+        parked = Counter(
+            (json.loads(e)["source"], json.loads(e)["id"])
+            for item in backlog.page(ledger_table, events, limit=1000)
+            for e in str(item["events"]).split("\n")
+        )
+        return queued, committed - parked
 
     @invariant()
     def outbox_holds_each_accepted_event_once(self) -> None:
-        records, segments = self.records_and_segments()
-        # One dedupe record per accepted event, and each event in exactly one segment
+        records, segments = events_table_items(self.settings.events_table)
+        # One dedupe record per accepted event, each queued once by its stream INSERT
         records_keys = Counter(
             (json.loads(i["event"])["source"], json.loads(i["event"])["id"]) for i in records
         )
         assert set(records_keys) == self.expected_keys()
         assert all(n == 1 for n in records_keys.values())
-        queued = self.keys_of(segments)
+        assert segments == []
+        queued, delivered = self.queued_and_delivered()
         assert set(queued) == self.expected_keys()
         assert all(n == 1 for n in queued.values())
-        assert {i["status"] for i in records} <= {"accepted"}
-        assert {i["status"] for i in segments} <= {"pending", "sent"}
-        sent = self.keys_of([s for s in segments if s["status"] == "sent"])
-        # Marked sent only after OpenMeter acknowledged it; each mark counted by one run
-        assert set(sent) <= self.sink.unique_keys()
-        assert len(sent) == self.sent_total
+        # Delivered only after OpenMeter acknowledged it; each delivery counted by one run
+        assert set(delivered) <= self.sink.unique_keys()
+        assert sum(delivered.values()) == self.sent_total
 
     @invariant()
     def openmeter_holds_nothing_unaccepted_and_resends_only_after_lost_answers(self) -> None:
@@ -370,11 +398,11 @@ class MoneyPathModel(RuleBasedStateMachine):
             for _ in range(5):
                 if self.run_flush().remaining == 0:
                     break
-            # Then: OpenMeter holds exactly the accepted events, each marked sent once
+            # Then: OpenMeter holds exactly the accepted events, each delivered once
             assert self.sink.unique_keys() == self.expected_keys()
-            _, segments = self.records_and_segments()
-            assert {i["status"] for i in segments} <= {"sent"}
-            total = sum(self.keys_of(segments).values())
+            _, delivered = self.queued_and_delivered()
+            assert set(delivered) == self.expected_keys()
+            total = sum(delivered.values())
             assert total == self.sent_total == len(self.expected_keys())
             self.usage_counters_equal_accepted_counts()
         finally:

@@ -65,6 +65,24 @@ def events_table_items(table: str) -> tuple[list[dict[str, Any]], list[dict[str,
     return records, [i for i in items if i["sk"] == outbox.SEGMENT_SK]
 
 
+def stream_queued(table: str) -> list[Any]:
+    """Every event the table's stream queued for OpenMeter, from the start of each shard
+    (``stream.Queued``: the record's key, its JSON, ...), in stream order."""
+    from meterbridge.dal.outbox import stream
+
+    arn = stream.stream_arn(table)
+    assert arn is not None, "the events table has no stream"
+    queued: list[Any] = []
+    for shard in stream.shards(arn):
+        it = stream.iterator(arn, shard.shard_id, None)
+        while it is not None:
+            records, it = stream.read(it)
+            if not records:
+                break
+            queued.extend(q for r in records for q in stream.queued(r))
+    return queued
+
+
 def event_records(table: str) -> list[dict[str, Any]]:
     """The events table's event records (one per accepted CloudEvent)."""
     return events_table_items(table)[0]

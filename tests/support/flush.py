@@ -10,7 +10,8 @@ import pytest
 
 from meterbridge.adapters.openmeter import OpenMeterClient, RetryPolicy, reset_client
 from meterbridge.dal import dynamo
-from meterbridge.dal.outbox import outbox_item, segment_for
+from meterbridge.dal.outbox import outbox_item
+from meterbridge.dal.outbox.segments import legacy_item, segment_for
 from meterbridge.logic import flush
 from meterbridge.logic.flush import FlushConfig
 from meterbridge.models.cloudevent import CloudEvent, usage_source
@@ -41,12 +42,20 @@ def fill_outbox(
     tenant: str = "t1",
     *,
     segment_size: int = 10,
+    legacy: bool = False,
     **kw: Any,
 ) -> list[str]:
-    """Accept ``events`` into the outbox directly: their records, and segments of
-    ``segment_size`` events with ids derived from the first event (BatchWriteItem, 25 a
-    request, in parallel). Returns the segments' keys, in order."""
-    records = [outbox_item(e, tenant_id=tenant, kind="usage", **kw) for e in events]
+    """Accept ``events`` into the outbox directly (BatchWriteItem, 25 a request, in parallel).
+
+    By default as ingest does: their records, each an INSERT in the table's stream; returns
+    the records' keys. ``legacy``: as the code before issue 16 did, their records and segments
+    of ``segment_size`` events with ids derived from the first event; returns the segments'
+    keys, in order."""
+    if not legacy:
+        records = [outbox_item(e, tenant_id=tenant, kind="usage", **kw) for e in events]
+        _batch_put(table, records)
+        return [r["pk"] for r in records]
+    records = [legacy_item(e, tenant_id=tenant, kind="usage", **kw) for e in events]
     tag = events[0].id if events else "none"
     items: list[dict[str, Any]] = []
     segments: list[str] = []
@@ -57,6 +66,11 @@ def fill_outbox(
         items.extend(linked)
         items.append(segment)
         segments.append(segment["pk"])
+    _batch_put(table, items)
+    return segments
+
+
+def _batch_put(table: str, items: list[dict[str, Any]]) -> None:
     wire = [dynamo.serialize(i) for i in items]
     chunks = [wire[i : i + 25] for i in range(0, len(wire), 25)]
 
@@ -68,7 +82,6 @@ def fill_outbox(
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(write, chunks))
-    return segments
 
 
 # A request to the loopback sink can take seconds on a loaded machine; a client timeout there

@@ -18,6 +18,7 @@ import pytest
 
 from meterbridge.dal import outbox, usage, webhooks
 from meterbridge.dal import tenants as tenants_dal
+from meterbridge.dal.outbox import segments
 from meterbridge.models.cloudevent import (
     ADMIN_SOURCE,
     ALERTS_SOURCE,
@@ -303,7 +304,8 @@ def test_patterns_match_the_keys_the_dal_builds() -> None:
         PROFILE: tenants_dal.tenant_pk(tenant),
         WEBHOOK_RECORD: webhooks.record_pk("evt_1"),
     }
-    _, segment = outbox.segment_for([{"event": "{}", "accepted_at": "2026-12-03T00:00:00Z"}])
+    # (segments of the layout before the stream, and a dead letter's requeue item)
+    _, segment = segments.segment_for([{"event": "{}", "accepted_at": "2026-12-03T00:00:00Z"}])
 
     # Then each pattern matches its key, and the tenant-scoped ones no other family's key
     for pattern, key in keys.items():

@@ -18,7 +18,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from mypy_boto3_dynamodb.client import DynamoDBClient
 
 TABLE_TYPE = "AWS::DynamoDB::Table"
-_COPIED = ("KeySchema", "AttributeDefinitions", "GlobalSecondaryIndexes", "LocalSecondaryIndexes")
+_COPIED = (
+    "KeySchema",
+    "AttributeDefinitions",
+    "GlobalSecondaryIndexes",
+    "LocalSecondaryIndexes",
+    "StreamSpecification",
+)
 
 
 def default_template_path() -> Path:
@@ -84,6 +90,9 @@ def table_specs(template_path: str | Path | None = None) -> dict[str, dict[str, 
             key: _literal(props[key], f"{logical_id}.{key}") for key in _COPIED if key in props
         }
         kwargs["BillingMode"] = "PAY_PER_REQUEST"
+        if "StreamSpecification" in kwargs:
+            # CloudFormation's form names the view only; the API wants it enabled explicitly.
+            kwargs["StreamSpecification"] = {**kwargs["StreamSpecification"], "StreamEnabled": True}
         ttl = props.get("TimeToLiveSpecification") or {}
         ttl_attribute = ttl.get("AttributeName") if ttl.get("Enabled") is True else None
         specs[logical_id] = {"create_table": kwargs, "ttl_attribute": ttl_attribute}

@@ -68,11 +68,43 @@ def client() -> DynamoDBClient:
     return _client
 
 
+_streams_client: Any = None
+
+
+def streams_client() -> Any:
+    """The process-wide DynamoDB Streams client (the flush reads the events table's stream),
+    built with the same timeouts and retries as ``client()``."""
+    global _streams_client
+    if _streams_client is None:
+        with _lock:
+            if _streams_client is None:
+                import boto3
+                from botocore.config import Config
+
+                from meterbridge.settings import get_settings
+
+                settings = get_settings()
+                _streams_client = boto3.client(
+                    "dynamodbstreams",
+                    config=Config(
+                        retries={
+                            "total_max_attempts": settings.dynamodb_max_attempts,
+                            "mode": "adaptive",
+                        },
+                        max_pool_connections=20,
+                        connect_timeout=settings.dynamodb_connect_timeout_s,
+                        read_timeout=settings.dynamodb_read_timeout_s,
+                    ),
+                )
+    return _streams_client
+
+
 def reset_clients() -> None:
-    """Forget the cached client (tests change AWS_ENDPOINT_URL between servers)."""
-    global _client
+    """Forget the cached clients (tests change AWS_ENDPOINT_URL between servers)."""
+    global _client, _streams_client
     with _lock:
         _client = None
+        _streams_client = None
 
 
 # -- (de)serialisation ---------------------------------------------------------------------

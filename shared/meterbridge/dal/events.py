@@ -2,9 +2,9 @@
 
 Budget (issue 4): at most 30 DynamoDB requests per 1,000 new events. One
 ``TransactWriteItems`` per chunk stores up to 100 items: each event record conditional on the
-event being new, the chunk's outbox segment (``outbox.put_ops``) and the chunk's counter
-updates, so an event is stored, queued for OpenMeter and counted in one atomic step or not at
-all; one more per 100 clears the NATS markers after publishing.
+event being new (``outbox.put_ops``; its INSERT in the table's stream queues it for OpenMeter)
+and the chunk's counter updates, so an event is stored, queued and counted in one atomic step
+or not at all. Nothing more on the happy path (docs/flush.md).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Any
 
 from meterbridge.dal import dynamo, outbox
 from meterbridge.dal.dynamo import TRANSACT_MAX
-from meterbridge.dal.outbox import EVENT_SK
 from meterbridge.dal.usage import CellOp
 from meterbridge.errors import StorageUnavailable
 
@@ -61,16 +60,15 @@ class ChunkOutcome:
 def write_chunk(
     table: str, items: Sequence[dict[str, Any]], counters: Sequence[CounterUpdate | CellOp]
 ) -> ChunkOutcome:
-    """Store ``items`` (new events only) with their segment and apply ``counters``, in one
-    transaction.
+    """Store ``items`` (new events only) and apply ``counters``, in one transaction.
 
     On cancellation, reports which items were stored meanwhile by a concurrent request and
     whether a capped counter refused the amount; nothing of the chunk is written then.
     """
-    # Reasons come back in this order: the events, the segment, then the counters.
+    # Reasons come back in this order: the events, then the counters.
     transact: list[Any] = outbox.put_ops(table, items) + [c.transact_item() for c in counters]
     if len(transact) > TRANSACT_MAX:
-        raise ValueError("a chunk holds at most 100 items with its segment and counters")
+        raise ValueError("a chunk holds at most 100 items with its counters")
     try:
         dynamo.client().transact_write_items(TransactItems=transact)
         return ChunkOutcome(written=True)
@@ -86,14 +84,12 @@ def write_chunk(
             if code == "ConditionalCheckFailed":
                 if index < len(items):
                     outcome.duplicate_pks.add(items[index]["pk"])
-                elif index > len(items):
-                    op = counters[index - len(items) - 1]
+                else:
+                    op = counters[index - len(items)]
                     if isinstance(op, CellOp) and op.droppable:
-                        outcome.dropped.add(index - len(items) - 1)
+                        outcome.dropped.add(index - len(items))
                     else:
                         outcome.over_cap = True
-                else:
-                    failed = True  # the segment's fresh key: never stored before
             elif code == "TransactionConflict":
                 outcome.conflict = True
             elif code != "None":
@@ -106,30 +102,3 @@ def write_chunk(
                 "storage is busy, retry the request", headers={"Retry-After": "1"}
             ) from exc
         return outcome
-
-
-def clear_republish(table: str, pks: Sequence[str]) -> None:
-    """NATS has these events: take them out of the ``republish`` index, 100 per request.
-
-    Best effort: an item left there is republished by the flush with the same
-    ``Nats-Msg-Id``, which JetStream drops inside its duplicate window.
-    """
-    from meterbridge.observability import logger
-
-    for start in range(0, len(pks), TRANSACT_MAX):
-        updates: list[Any] = [
-            {
-                "Update": {
-                    "TableName": table,
-                    "Key": dynamo.serialize({"pk": pk, "sk": EVENT_SK}),
-                    "UpdateExpression": "REMOVE republish_shard",
-                }
-            }
-            for pk in pks[start : start + TRANSACT_MAX]
-        ]
-        try:
-            dynamo.client().transact_write_items(TransactItems=updates)
-        except Exception as exc:
-            if not dynamo.is_client_error(exc):
-                raise
-            logger.warning("republish markers left", extra={"error": dynamo.error_code(exc)})

@@ -1,9 +1,9 @@
 """Reads (and one write) behind ``meterbridge status`` and the flush's backlog gauges.
 
-- The outbox backlog: the sparse ``outbox`` index of the events table, sorted by
-  ``outbox_at`` (``<accepted_at>#<id>``) within each shard, so the oldest pending event is the
-  minimum over the shards' first items: ``OUTBOX_SHARDS`` queries of one item each.
-- Dead letters: a ``Select=COUNT`` query on the sparse ``deadletters`` index.
+- The outbox backlog: the stream past the flush's checkpoints, the backlog items (oldest
+  first per key) and the ledger's running counters in the idempotency table, and the segment
+  layout's ``outbox`` index while an upgraded stack still holds segments (docs/flush.md).
+- Dead letters: the ledger's running counter (one ``GetItem``).
 - The last flush result: one item ``FLUSH#last``/``RESULT`` in the idempotency table, written
   (overwritten) at the end of every flush run by ``put_last_flush``.
 - Usage this period: the usage table's sharded counters ``<tenant>#<period>#<meter>``/
@@ -17,6 +17,7 @@ from collections import defaultdict
 from typing import Any, NoReturn
 
 from meterbridge.dal import dynamo, outbox
+from meterbridge.dal.outbox import backlog, ledger, segments, stream
 
 LAST_FLUSH_KEY = {"pk": "FLUSH#last", "sk": "RESULT"}
 # Counter shards' numeric attribute (issue 4 writes it with ``ADD``).
@@ -29,48 +30,51 @@ def _raise(exc: Exception, what: str) -> NoReturn:
     raise exc
 
 
-def oldest_pending(table: str) -> dict[str, Any] | None:
-    """The pending event accepted first (``pk``, ``accepted_at``, ``tenant_id``), or None."""
-    oldest: dict[str, Any] | None = None
-    for shard in range(outbox.OUTBOX_SHARDS):
-        items, _ = dynamo.query(
-            table,
-            index=outbox.OUTBOX_INDEX,
-            key_condition="outbox_shard = :s",
-            vals={":s": str(shard)},
-            limit=1,
-        )
-        if items and (oldest is None or items[0]["outbox_at"] < oldest["outbox_at"]):
-            oldest = items[0]
-    if oldest is None:
-        return None
-    return {k: oldest.get(k) for k in ("pk", "accepted_at", "outbox_at", "tenant_id", "attempts")}
+def oldest_pending(table: str, lease_table: str | None = None) -> dict[str, Any] | None:
+    """The pending event accepted first (``accepted_at``, ``tenant_id`` when known), or None:
+    the oldest of the backlog items, the stream past its checkpoints, and the segment layout
+    (docs/flush.md). No index is read whole."""
+    candidates: list[dict[str, Any]] = []
+    legacy = segments.oldest_pending(table)
+    if legacy is not None:
+        candidates.append({k: legacy.get(k) for k in ("pk", "accepted_at", "tenant_id")})
+    if lease_table is not None:
+        parked = backlog.oldest(lease_table, table)
+        if parked:
+            candidates.append({"pk": None, "accepted_at": parked, "tenant_id": None})
+        _, streamed = stream.unread(lease_table, table, max_calls=1)
+        if streamed is not None:
+            candidates.append(
+                {
+                    "pk": streamed.pk,
+                    "accepted_at": streamed.accepted_at,
+                    "tenant_id": streamed.tenant_id,
+                }
+            )
+    found = [c for c in candidates if c.get("accepted_at")]
+    return min(found, key=lambda c: str(c["accepted_at"])) if found else None
 
 
-def count_pending(table: str) -> int:
-    return outbox.count_pending(table)
+def count_pending(table: str, lease_table: str | None = None) -> int:
+    """Events waiting: the ledger's backlog, the stream past its checkpoints (read with
+    streams units), and the segment layout's pending segments while any are left."""
+    total = 0
+    if any(segments.any_pending(table, str(s)) for s in range(segments.OUTBOX_SHARDS)):
+        total += segments.count_pending(table)
+    if lease_table is not None:
+        total += ledger.read(lease_table, table)["backlog"]
+        total += stream.unread(lease_table, table)[0]
+    return total
 
 
-def count_dead_letters(table: str) -> int:
-    total, start = 0, None
-    while True:
-        kwargs: dict[str, Any] = {
-            "TableName": table,
-            "IndexName": outbox.DEADLETTER_INDEX,
-            "KeyConditionExpression": "dead = :d",
-            "ExpressionAttributeValues": dynamo.values({":d": outbox.DEAD}),
-            "Select": "COUNT",
-        }
-        if start:
-            kwargs["ExclusiveStartKey"] = start
-        try:
-            resp = dynamo.client().query(**kwargs)
-        except Exception as exc:  # noqa: BLE001 - translated or re-raised by _raise
-            _raise(exc, f"count dead letters {table}")
-        total += int(resp.get("Count", 0))
-        start = resp.get("LastEvaluatedKey")
-        if not start:
-            return total
+def count_dead_letters(table: str, lease_table: str | None = None) -> int:
+    """Dead letters not retried: the ledger's running counter once seeded (one read), else
+    one count of the ``deadletters`` index (before the first flush after an upgrade)."""
+    if lease_table is not None:
+        counts = ledger.read(lease_table, table)
+        if counts["dead_seeded"]:
+            return int(counts["dead"])
+    return outbox.deadletters.count_dead_letters(table)
 
 
 def get_last_flush(table: str) -> dict[str, Any] | None:

@@ -50,6 +50,7 @@ from meterbridge.adapters.openmeter import (
 )
 from meterbridge.bus.subjects import nats_msg_id, tenant_subject
 from meterbridge.dal import outbox
+from meterbridge.dal.outbox import backlog, ledger, segments, shard_leases, stream
 from meterbridge.errors import MeterbridgeError, StorageUnavailable
 from meterbridge.models.cloudevent import now_rfc3339
 from meterbridge.observability import logger, metrics
@@ -74,6 +75,8 @@ class FlushConfig(BaseModel):
     group_events: int = Field(400, ge=1, le=10_000)
     republish_limit: int = Field(2000, ge=0)
     shard_leases: bool = True
+    # Records per GetRecords call (DynamoDB Streams returns at most 1,000 and 1 MB).
+    stream_page: int = Field(1000, ge=1, le=1000)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FlushConfig:
@@ -99,6 +102,8 @@ class FlushResult(BaseModel):
     republished: int = 0
     # OpenMeter ingest requests that failed (retried, refused, or given up on).
     failed_requests: int = 0
+    # Events moved from the stream into backlog items while OpenMeter could not take them.
+    parked: int = 0
     stopped: StopReason | None = None
 
 
@@ -135,6 +140,11 @@ class Flusher:
         self.send_enabled = send_enabled
         self.publisher = publisher
         self.lease_table = lease_table if self.config.shard_leases else None
+        # Checkpoints, backlog and counters live in the idempotency table whatever the tuning.
+        self.lease_ledger = lease_table
+        # Set when a stream shard was left unread (another run's, or a stop): ``remaining``
+        # then reads the stream's tail (streams read units, not table reads).
+        self._stream_incomplete = False
         self.owner = f"flush-{uuid.uuid4().hex}"
         self.result = FlushResult()
         self._lock = threading.Lock()
@@ -185,9 +195,11 @@ class Flusher:
             try:
                 if self.send_enabled:
                     self._drain()
-                if self.publisher is not None and getattr(self.publisher, "enabled", False):
+                    self._drain_backlog()
+                self._drain_stream()
+                if self._nats_on():
                     self._republish()
-                self.result.remaining = outbox.count_pending(self.table)
+                self.result.remaining = self._remaining()
             except StorageUnavailable as exc:
                 logger.warning("flush stopped: storage unavailable", extra={"error": exc.message})
                 self._stop_run("storage")
@@ -198,8 +210,8 @@ class Flusher:
         return self.result
 
     def _shards(self) -> list[str]:
-        first = random.randrange(outbox.OUTBOX_SHARDS)
-        return [str((first + i) % outbox.OUTBOX_SHARDS) for i in range(outbox.OUTBOX_SHARDS)]
+        first = random.randrange(segments.OUTBOX_SHARDS)
+        return [str((first + i) % segments.OUTBOX_SHARDS) for i in range(segments.OUTBOX_SHARDS)]
 
     def _settle(self, below: int) -> None:
         """Wait until fewer than ``below + 1`` batches are queued or in flight."""
@@ -212,7 +224,10 @@ class Flusher:
     def _drain(self) -> None:
         with ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="flush-send") as pool:
             try:
-                deferred = [s for s in self._shards() if not self._drain_shard(s, pool)]
+                # The segment layout (before the stream): drained after an upgrade, then each
+                # shard costs one empty one-item query a run (docs/flush.md#migration).
+                busy = [s for s in self._shards() if segments.any_pending(self.table, s)]
+                deferred = [s for s in busy if not self._drain_shard(s, pool)]
                 # Shards another run held a moment ago: it may have finished them since.
                 for shard in deferred:
                     if self._stop is not None:
@@ -228,7 +243,7 @@ class Flusher:
     def _lease_shard(self, name: str) -> bool:
         if self.lease_table is None:
             return True
-        return outbox.acquire_shard(
+        return shard_leases.acquire_shard(
             self.lease_table,
             self.table,
             name,
@@ -246,7 +261,9 @@ class Flusher:
         if self.lease_table is not None:
             # If DynamoDB refuses, the lease simply expires.
             with contextlib.suppress(StorageUnavailable):
-                outbox.release_shard(self.lease_table, self.table, shard.name, owner=self.owner)
+                shard_leases.release_shard(
+                    self.lease_table, self.table, shard.name, owner=self.owner
+                )
 
     def _batch_done(self, shard: _Shard, _future: Future[None] | None = None) -> None:
         with self._lock:
@@ -276,12 +293,12 @@ class Flusher:
                 if not first and not self._lease_shard(name):
                     break  # the lease expired and another run took the shard over
                 first = False
-                page, start = outbox.pending_page(
+                page, start = segments.pending_page(
                     self.table,
                     name,
                     limit=cfg.page_size,
                     start_key=start,
-                    attributes=outbox.FLUSH_ATTRIBUTES,
+                    attributes=segments.FLUSH_ATTRIBUTES,
                 )
                 now_ms = self._now_ms()
                 # The index copy may be stale; the claim decides. Skipping visibly leased
@@ -317,7 +334,7 @@ class Flusher:
         now_ms = self._now_ms()
         lease_ms = int(cfg.lease_s * 1000)
         try:
-            won = outbox.claim_many(
+            won = segments.claim_many(
                 self.table,
                 [s["pk"] for s in group],
                 owner=self.owner,
@@ -380,13 +397,13 @@ class Flusher:
             return
         pks = [s["pk"] for d in delivered for s in d.segments]
         try:
-            marked = outbox.mark_sent_many(
+            marked = segments.mark_sent_many(
                 self.table, pks, owner=self.owner, sent_at=now_rfc3339(), now_s=int(self.clock())
             )
         except StorageUnavailable:
             marked = set()  # the answer was lost, not necessarily the writes: read them back
         if len(marked) < len(pks):
-            marked |= outbox.marked_by(
+            marked |= segments.marked_by(
                 self.table, [pk for pk in pks if pk not in marked], owner=self.owner
             )
         sent = lost = 0
@@ -414,19 +431,280 @@ class Flusher:
             return
         if outbox.dead_letter(self.table, pk, error=error, dead_at=now_rfc3339()):
             self._add(dead_lettered=1)
+            if self.lease_ledger is not None:
+                with contextlib.suppress(StorageUnavailable):
+                    ledger.add(self.lease_ledger, self.table, dead=1)
             logger.warning(
                 "event dead-lettered",
                 extra={"pk": pk, "tenant": delivery.tenant, "status": exc.http_status},
             )
 
-    def _release(self, segments: list[dict[str, Any]], error: str) -> None:
+    def _release(self, held: list[dict[str, Any]], error: str) -> None:
         # If DynamoDB refuses, the leases simply expire.
-        if not segments:
+        if not held:
             return
         with contextlib.suppress(StorageUnavailable):
-            outbox.release_many(
-                self.table, [s["pk"] for s in segments], owner=self.owner, error=error
+            segments.release_many(
+                self.table, [s["pk"] for s in held], owner=self.owner, error=error
             )
+
+    # -- the stream and the backlog (docs/flush.md) ----------------------------------------
+
+    def _nats_on(self) -> bool:
+        return self.publisher is not None and bool(getattr(self.publisher, "enabled", False))
+
+    def _lease_ms(self) -> int:
+        return int(self.config.lease_s * 1000)
+
+    def _send(self, events: list[str], tenant: str | None) -> tuple[int, list[str]]:
+        """POST ``events`` in batches of ``batch_size`` (bisecting on rejection, the rejected
+        event dead-lettered), the batches concurrently. Returns how many OpenMeter
+        acknowledged and the events of the batches it did not take (empty: all handled)."""
+        cfg = self.config
+        budget = min(cfg.send_budget_s, cfg.lease_s * 0.75, self._left_s())
+        deadline = time.monotonic() + budget
+        chunks = [events[i : i + cfg.batch_size] for i in range(0, len(events), cfg.batch_size)]
+        holder = _Delivery([])
+        holder.tenant = tenant
+
+        def one(chunk: list[str]) -> Exception | None:
+            if self._stop is not None:
+                return _NotTried()
+            try:
+                self._deliver(chunk, deadline, holder)
+            except (OpenMeterUnavailable, OpenMeterMisconfigured, StorageUnavailable) as exc:
+                self._stopped_by(exc)
+                return exc
+            return None
+
+        if len(chunks) == 1 or cfg.concurrency == 1:
+            outcomes = [one(chunk) for chunk in chunks]
+        else:
+            with ThreadPoolExecutor(cfg.concurrency, thread_name_prefix="flush-send") as pool:
+                outcomes = list(pool.map(one, chunks))
+        failed = [e for chunk, error in zip(chunks, outcomes, strict=True) if error for e in chunk]
+        return holder.acked, failed
+
+    def _stopped_by(self, exc: Exception) -> None:
+        reason: StopReason = (
+            "openmeter_misconfigured"
+            if isinstance(exc, OpenMeterMisconfigured)
+            else "storage"
+            if isinstance(exc, StorageUnavailable)
+            else "openmeter_unavailable"
+        )
+        attempts = getattr(exc, "attempts", 1)
+        self._add(retried=max(0, attempts - 1), failed_requests=attempts)
+        log = logger.error if reason == "openmeter_misconfigured" else logger.warning
+        log("flush batch not delivered", extra={"reason": reason, "error": str(exc)})
+        self._stop_run(reason)
+
+    def _drain_backlog(self) -> None:
+        """Deliver parked events, oldest first, before the stream (OpenMeter is back)."""
+        if self.lease_ledger is None:
+            return
+        while self._stop is None and self._can_start_request():
+            items = backlog.page(self.lease_ledger, self.table, limit=4)
+            progressed = False
+            for item in items:
+                if self._stop is not None or not self._can_start_request():
+                    break
+                if not backlog.lease(
+                    self.lease_ledger,
+                    item,
+                    owner=self.owner,
+                    now_ms=self._now_ms(),
+                    lease_ms=self._lease_ms(),
+                ):
+                    continue
+                events = str(item["events"]).split("\n")
+                done, failed = self._send(events, None)
+                if failed:
+                    with contextlib.suppress(StorageUnavailable):
+                        backlog.release(self.lease_ledger, item, owner=self.owner)
+                    return
+                if backlog.delivered(self.lease_ledger, self.table, item, owner=self.owner):
+                    self._add(sent=done)
+                    progressed = True
+            if not progressed:
+                return
+
+    def _drain_stream(self) -> None:
+        """Read every stream shard from its checkpoint: send what it queued (or park it while
+        OpenMeter cannot take it), then commit the checkpoint."""
+        if self.lease_ledger is None:
+            return
+        arn = stream.stream_arn(self.table)
+        if arn is None:
+            logger.error("the events table has no stream: nothing reaches OpenMeter")
+            return
+        finished: set[str] = set()
+        for _ in range(4):  # a parent finished in this run lets its children go next pass
+            found = stream.shards(arn)
+            done = stream.done_shards(self.lease_ledger, self.table, found)
+            done.update(dict.fromkeys(finished, True))
+            ready = [s for s in stream.in_lineage_order(found, done) if s.shard_id not in finished]
+            if not ready:
+                return
+            for shard in ready:
+                if self._stop in ("deadline", "storage") or not self._can_start_request():
+                    self._stop_run("deadline")
+                    self._stream_incomplete = True
+                    return
+                checkpoint = stream.acquire(
+                    self.lease_ledger,
+                    self.table,
+                    shard.shard_id,
+                    owner=self.owner,
+                    now_ms=self._now_ms(),
+                    lease_ms=self._lease_ms(),
+                )
+                if checkpoint is None:
+                    finished.add(shard.shard_id)  # another run reads it
+                    self._stream_incomplete = True
+                    continue
+                # Released when the read ends or fails; a run killed mid-read (a Lambda
+                # timeout) keeps it until it expires, like its checkpoint.
+                try:
+                    if checkpoint.done or self._read_shard(arn, shard, checkpoint.seq):
+                        finished.add(shard.shard_id)
+                except Exception:
+                    stream.release(self.lease_ledger, self.table, shard.shard_id, owner=self.owner)
+                    raise
+                stream.release(self.lease_ledger, self.table, shard.shard_id, owner=self.owner)
+            if not any(s.closed for s in found):
+                return
+
+    def _read_shard(self, arn: str, shard: stream.Shard, seq: str | None) -> bool:
+        """Read one shard from ``seq``; True when it is done (closed and read to its end)."""
+        assert self.lease_ledger is not None
+        it = stream.iterator(arn, shard.shard_id, seq)
+        while it is not None:
+            if self._stop in ("deadline", "storage") or not self._can_start_request():
+                self._stop_run("deadline")
+                self._stream_incomplete = True
+                return False
+            records, nxt = stream.read(it, limit=self.config.stream_page)
+            if not records:
+                if nxt is None:
+                    stream.commit(
+                        self.lease_ledger,
+                        self.table,
+                        shard.shard_id,
+                        owner=self.owner,
+                        seq=seq,
+                        done=True,
+                        now_ms=self._now_ms(),
+                        lease_ms=self._lease_ms(),
+                    )
+                    return True
+                return False  # caught up with an open shard
+            queued = [q for r in records for q in stream.queued(r)]
+            # A page the stream has held for half its retention is parked whatever OpenMeter
+            # says: a flush that lags (not only one facing an outage) never lets the 24-hour
+            # stream hold the only copy of an undelivered event.
+            old = stream.age_s(records[0], now_s=self.clock()) >= PARK_AFTER_S
+            acked = self._send_or_park(queued, park_only=old)
+            if acked is None:
+                self._stream_incomplete = True
+                return False
+            seq = stream.sequence(records[-1])
+            if not stream.commit(
+                self.lease_ledger,
+                self.table,
+                shard.shard_id,
+                owner=self.owner,
+                seq=seq,
+                now_ms=self._now_ms(),
+                lease_ms=self._lease_ms(),
+            ):
+                # Only if this run outlived its lease: the new holder re-sends from the old
+                # checkpoint (OpenMeter dedupes) and counts them.
+                logger.warning("stream shard lease lost", extra={"shard": shard.shard_id})
+                return False
+            self._add(sent=acked)
+            requeued = sum(1 for q in queued if q.requeued)
+            if requeued:
+                with contextlib.suppress(StorageUnavailable):
+                    ledger.add(self.lease_ledger, self.table, dead=-requeued)
+            it = nxt
+        return False
+
+    def _send_or_park(self, queued: list[stream.Queued], *, park_only: bool = False) -> int | None:
+        """Deliver one page of queued events, or park what OpenMeter did not take. Returns how
+        many OpenMeter acknowledged once every event is delivered or parked (the checkpoint
+        may move past them), None otherwise."""
+        assert self.lease_ledger is not None
+        if not queued:
+            return 0
+        self._republish_recent(queued)
+        left, acked = queued, 0
+        if self.send_enabled and self._stop is None and not park_only:
+            acked, failed = self._send([q.event for q in queued], queued[0].tenant_id)
+            if not failed:
+                return acked
+            unsent = set(failed)
+            left = [q for q in queued if q.event in unsent]
+        if self._stop in ("deadline", "storage"):
+            return None
+        try:
+            parked = backlog.park(
+                self.lease_ledger, self.table, [(q.accepted_at, q.event) for q in left]
+            )
+        except MeterbridgeError as exc:
+            logger.warning("backlog park failed", extra={"error": exc.message})
+            self._stop_run("storage")
+            return None
+        self._add(parked=parked)
+        return acked
+
+    def _republish_recent(self, queued: list[stream.Queued]) -> None:
+        """Publish recent stream records to NATS again, with the ``Nats-Msg-Id`` ingest used:
+        inside JetStream's duplicate window a repeat is dropped, so this only fills in what an
+        ingest that died between its commit and its publish never sent. Older records are left
+        (ingest published them, or marked them for ``_republish``)."""
+        if not self._nats_on():
+            return
+        from meterbridge.bus.publisher import Message
+        from meterbridge.bus.subjects import DUPLICATE_WINDOW_S
+
+        horizon = self.clock() - DUPLICATE_WINDOW_S + _REPUBLISH_MARGIN_S
+        messages = []
+        for q in queued:
+            if q.requeued or not q.accepted_at or outbox.epoch_s(q.accepted_at) < horizon:
+                continue
+            try:
+                subject = tenant_subject(str(q.tenant_id), str(q.kind))
+            except ValueError:
+                continue
+            event = json.loads(q.event)
+            msg_id = nats_msg_id(event["source"], event["id"])
+            messages.append(Message(subject=subject, msg_id=msg_id, payload=event))
+        if messages:
+            with contextlib.suppress(Exception):
+                self.publisher.publish_sync(messages)
+
+    def _remaining(self) -> int:
+        """Events waiting: the ledger's backlog, the stream's tail when this run left some of
+        it unread, and the segment layout's pending segments while any are left. No index is
+        counted whole."""
+        left = 0
+        if self.lease_ledger is not None and self._stream_incomplete:
+            left += stream.unread(self.lease_ledger, self.table)[0]
+        if self.lease_ledger is not None:
+            counts = ledger.read(self.lease_ledger, self.table)
+            left += counts["backlog"]
+            if not counts["dead_seeded"]:
+                # Once, after an upgrade: the dead letters the segment layout left.
+                ledger.seed_dead(
+                    self.lease_ledger,
+                    self.table,
+                    outbox.deadletters.count_dead_letters(self.table),
+                )
+        busy = [s for s in self._shards() if segments.any_pending(self.table, s)]
+        if busy:
+            left += segments.count_pending(self.table)
+        return left
 
     # -- NATS ----------------------------------------------------------------------------
 
@@ -470,19 +748,28 @@ class Flusher:
                     break
 
 
+_REPUBLISH_MARGIN_S = 60
+# Half the stream's 24-hour retention (docs/flush.md).
+PARK_AFTER_S = 12 * 3600
+
+
 def _mark_published(table: str, wrapped: dict[str, Any]) -> bool:
     source, event_id = wrapped["k"]
     outbox.mark_published(table, source, event_id)
     return True
 
 
+class _NotTried(Exception):
+    """A batch not sent because the run had stopped sending."""
+
+
 class _Delivery:
     """Segments POSTed together, and how many of their events OpenMeter acknowledged."""
 
-    def __init__(self, segments: list[dict[str, Any]]) -> None:
-        self.segments = segments
-        self.events = [e for s in segments for e in outbox.segment_events(s)]
-        self.tenant = segments[0].get("tenant_id")
+    def __init__(self, held: list[dict[str, Any]]) -> None:
+        self.segments = held
+        self.events = [e for s in held for e in segments.segment_events(s)]
+        self.tenant = held[0].get("tenant_id") if held else None
         self.acked = 0
 
 

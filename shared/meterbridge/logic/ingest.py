@@ -7,8 +7,8 @@ Order of work for one request (docs/usage.md):
    each put conditional on the id being new: an id stored before (by a retry or a concurrent
    request) cancels its transaction with a reason naming it, and becomes a duplicate;
 4. emit threshold alerts (once per period, meter and threshold);
-5. publish to NATS, best effort; what NATS acknowledged leaves the republish index, the rest
-   waits there for the flush.
+5. publish to NATS, best effort; what NATS did not acknowledge is marked for the flush's
+   republish (no write on the happy path).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from meterbridge.models.cloudevent import (
     ALERTS_SOURCE,
     CloudEvent,
     is_reserved_type,
+    now_rfc3339,
     stable_id,
     usage_source,
 )
@@ -343,8 +344,6 @@ def ingest(
     accepted_at = rfc3339(now)
     new = _Pending()
     for event, event_feeds in zip(batch.events, batch.feeds, strict=True):
-        # Stored as waiting for NATS too (when NATS is on): publish() clears that for what
-        # JetStream acknowledged, so a crash between the two leaves work for the flush.
         new.items.append(
             outbox.outbox_item(event, tenant_id=tenant_id, kind="usage", accepted_at=accepted_at)
         )
@@ -377,8 +376,8 @@ def ingest(
 
 
 def _chunks(pending: _Pending) -> list[_Pending]:
-    """Groups of events that fit one transaction with their segment and cell writes (<= 100
-    items), and one segment (<= ``SEGMENT_MAX_BYTES`` of events)."""
+    """Groups of events that fit one transaction with their cell writes (<= 100 items) and
+    DynamoDB's 4 MB request (<= ``SEGMENT_MAX_BYTES`` of events)."""
     chunks: list[_Pending] = []
     current = _Pending()
     budget = meters.OpsBudget()
@@ -386,7 +385,7 @@ def _chunks(pending: _Pending) -> list[_Pending]:
     for item, fed, event in zip(pending.items, pending.fed, pending.events, strict=True):
         grown = size + len(item["event"]) + 1
         if current.items and (
-            len(current.items) + 2 + budget.with_(fed) > events_dal.TRANSACT_MAX
+            len(current.items) + 1 + budget.with_(fed) > events_dal.TRANSACT_MAX
             or grown > outbox.SEGMENT_MAX_BYTES
         ):
             chunks.append(current)
@@ -593,9 +592,8 @@ async def publish(
 ) -> None:
     """Publish stored events and alerts to the tenant's subject, best effort.
 
-    They were stored waiting for NATS; what JetStream acknowledged leaves the republish index
-    (100 per request), the rest waits there for the flush, which republishes with the same
-    ``Nats-Msg-Id``.
+    What JetStream acknowledged costs no write; the rest is marked for the flush (the
+    ``republish`` index), which republishes it with the same ``Nats-Msg-Id``.
     """
     import asyncio
 
@@ -609,13 +607,21 @@ async def publish(
     ]
     started = time.perf_counter()
     acked = await get_publisher().publish(messages)
-    done = [
-        outbox.event_pk(e.source, e.id) for e in everything if nats_msg_id(e.source, e.id) in acked
+    missed = [
+        outbox.event_pk(e.source, e.id)
+        for e in everything
+        if nats_msg_id(e.source, e.id) not in acked
     ]
-    if done:
-        await asyncio.to_thread(events_dal.clear_republish, settings.events_table, done)
-    if len(done) < len(everything):
-        logger.warning("events left for republish", extra={"count": len(everything) - len(done)})
+    if missed:
+        logger.warning("events left for republish", extra={"count": len(missed)})
+        try:
+            await asyncio.to_thread(
+                outbox.mark_pending, settings.events_table, missed, accepted_at=now_rfc3339()
+            )
+        except StorageUnavailable as exc:
+            # The live stream is best effort; the flush still republishes recent records
+            # from the table's stream (docs/flush.md).
+            logger.warning("republish markers not written", extra={"error": exc.message})
     metrics.add_metric(
         name="NatsPublishMs", unit="Milliseconds", value=(time.perf_counter() - started) * 1000
     )

@@ -99,8 +99,8 @@ def current_period(now: datetime) -> str:
 
 def outbox_status(settings: Settings, now: datetime) -> OutboxStatus:
     table = settings.events_table
-    oldest = status_dal.oldest_pending(table)
-    pending = status_dal.count_pending(table)
+    oldest = status_dal.oldest_pending(table, settings.idempotency_table)
+    pending = status_dal.count_pending(table, settings.idempotency_table)
     if oldest is None or not oldest.get("accepted_at"):
         return OutboxStatus(pending=pending)
     at = str(oldest["accepted_at"])
@@ -117,13 +117,15 @@ def outbox_gauges(settings: Settings | None = None, now: datetime | None = None)
     """The backlog gauges the flush emits; 0 s when nothing is pending."""
     settings = settings or get_settings()
     now = now or datetime.now(UTC)
-    oldest = status_dal.oldest_pending(settings.events_table)
+    oldest = status_dal.oldest_pending(settings.events_table, settings.idempotency_table)
     age = 0.0
     if oldest is not None and oldest.get("accepted_at"):
         age = max(0.0, (now - _parse_time(str(oldest["accepted_at"]))).total_seconds())
     return OutboxGauges(
         oldest_pending_age_s=round(age, 1),
-        dead_letters=status_dal.count_dead_letters(settings.events_table),
+        dead_letters=status_dal.count_dead_letters(
+            settings.events_table, settings.idempotency_table
+        ),
     )
 
 
@@ -205,7 +207,9 @@ def collect_status(
         checked_at=rfc3339(now),
         period=period,
         outbox=outbox_status(settings, now),
-        dead_letters=status_dal.count_dead_letters(settings.events_table),
+        dead_letters=status_dal.count_dead_letters(
+            settings.events_table, settings.idempotency_table
+        ),
         last_flush=flush,
         breakers=breakers,
         top_tenants=top_tenants(settings, period, top),

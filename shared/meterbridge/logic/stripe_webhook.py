@@ -41,7 +41,7 @@ from meterbridge.logic.stripe_translate import (
     StripeEvent,
     translate,
 )
-from meterbridge.models.cloudevent import CloudEvent
+from meterbridge.models.cloudevent import CloudEvent, now_rfc3339
 from meterbridge.observability import logger
 from meterbridge.settings import Settings, get_settings
 
@@ -538,13 +538,18 @@ def apply_state(
 
 
 def _publish(cloud_event: CloudEvent, tenant_id: str, settings: Settings) -> None:
-    """Best effort: what NATS does not acknowledge stays in the republish index for the flush."""
+    """Best effort: what NATS does not acknowledge is marked for the flush's republish."""
     msg_id = nats_msg_id(cloud_event.source, cloud_event.id)
     message = Message(
         subject=tenant_subject(tenant_id, "billing"), msg_id=msg_id, payload=cloud_event.wire()
     )
-    if msg_id in get_publisher().publish_sync([message]):
-        outbox.mark_published(settings.events_table, cloud_event.source, cloud_event.id)
+    publisher = get_publisher()
+    if publisher.enabled and msg_id not in publisher.publish_sync([message]):
+        outbox.mark_pending(
+            settings.events_table,
+            [outbox.event_pk(cloud_event.source, cloud_event.id)],
+            accepted_at=now_rfc3339(),
+        )
 
 
 # -- overage on the cycle invoice (docs/billing.md) ------------------------------------------

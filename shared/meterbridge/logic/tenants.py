@@ -31,7 +31,7 @@ from meterbridge.errors import (
 )
 from meterbridge.logic import keys
 from meterbridge.logic.auth import forget
-from meterbridge.models.cloudevent import ADMIN_SOURCE, CloudEvent, stable_id
+from meterbridge.models.cloudevent import ADMIN_SOURCE, CloudEvent, now_rfc3339, stable_id
 from meterbridge.models.tenant import (
     IDEMPOTENCY_KEY_RE,
     ApiKey,
@@ -91,13 +91,14 @@ def _event(event_type: str, tenant_id: str, version: int, data: dict[str, Any]) 
 
 
 def _outbox_ops(settings: Settings, event: CloudEvent, tenant_id: str) -> list[dict[str, Any]]:
-    """The event's record (only if new) and its outbox segment, for the caller's transaction."""
+    """The event's record (only if new), for the caller's transaction: its stream INSERT
+    queues it for OpenMeter."""
     item = outbox.outbox_item(event, tenant_id=tenant_id, kind="tenant")
     return outbox.put_ops(settings.events_table, [item])
 
 
 async def publish(events: Sequence[CloudEvent], settings: Settings | None = None) -> None:
-    """Send lifecycle events to the tenant's NATS subject; mark the acknowledged ones.
+    """Send lifecycle events to the tenant's NATS subject; mark the ones NATS missed.
 
     Never raises: the outbox holds the events and the flush republishes what NATS missed.
     """
@@ -108,16 +109,18 @@ async def publish(events: Sequence[CloudEvent], settings: Settings | None = None
 
     settings = settings or get_settings()
     publisher = get_publisher()
+    if not publisher.enabled:
+        return
     messages = [Message(tenant_subject(str(e.subject), "tenant"), e.id, e.wire()) for e in events]
     acked = await publisher.publish(messages)
-    for event in events:
-        if event.id in acked:
-            try:
-                await asyncio.to_thread(
-                    outbox.mark_published, settings.events_table, event.source, event.id
-                )
-            except Exception as exc:  # noqa: BLE001 - a republish is harmless (Nats-Msg-Id)
-                logger.warning("mark published failed", extra={"error": type(exc).__name__})
+    missed = [outbox.event_pk(e.source, e.id) for e in events if e.id not in acked]
+    if missed:
+        try:
+            await asyncio.to_thread(
+                outbox.mark_pending, settings.events_table, missed, accepted_at=now_rfc3339()
+            )
+        except Exception as exc:  # noqa: BLE001 - the live stream is best effort
+            logger.warning("republish mark failed", extra={"error": type(exc).__name__})
 
 
 # -- provisioning --------------------------------------------------------------------------

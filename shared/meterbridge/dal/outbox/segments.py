@@ -1,62 +1,40 @@
-"""The outbox: every CloudEvent meterbridge must deliver (to OpenMeter, and to NATS).
+"""The segment layout of the outbox (before issue 16), kept to drain a stack that upgrades.
 
-Two kinds of item in the events table (docs/flush.md, docs/data-model.md):
-
-- The **event record**, one per CloudEvent, keyed by its (source, id), which is also the dedupe
-  key: ``pk = "<source>#<id>"``, ``sk = "EVENT"``. It holds the event, ``outbox_at``
-  (``<accepted_at>#<id>``, the order key of the sparse indexes), ``republish_shard`` while it
-  waits for NATS (the ``republish`` index), ``dead`` once OpenMeter rejected it (the
-  ``deadletters`` index), and ``expires_at``: the dedupe window, 45 days from acceptance.
-- The **segment**, one per write that accepted events (an ingest transaction, one webhook, one
-  tenant change): ``pk = "SEG#<uuid>"``, ``sk = "SEGMENT"``. It carries those events to
-  OpenMeter (``events``: their JSON, one per line, ready to send), sits in the sparse ``outbox``
-  index (``outbox_shard``/``outbox_at``) while pending, and is what the flush claims, leases and
-  marks sent: two conditional writes per segment (up to 98 events), not per event.
-
-Both are written in the same ``TransactWriteItems`` (``put_ops``): the event records
-conditional on being new, the segment with them, so an event is in the outbox exactly when it
-was accepted. Writers add items; only the flush removes a segment from the outbox index, with
-conditional updates.
+Before the stream, every write that accepted events wrote, in one ``TransactWriteItems``, the
+event records (each with ``segment``: its segment's key) and one **segment**,
+``SEG#<uuid>``/``SEGMENT``, carrying those events to OpenMeter in the sparse ``outbox`` index
+(``outbox_shard``/``outbox_at``) while pending. The flush still claims, leases and marks such
+segments (``claim_many``, ``mark_sent_many``, ``release_many``) until none is left; nothing
+new writes them. ``legacy_item`` and ``legacy_put_ops`` are the old writers' items, for the
+migration test. The stream reader skips records that carry ``segment``: their segments
+deliver them, so nothing is sent twice across the upgrade.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import time
 import uuid
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
-from meterbridge.bus.subjects import nats_msg_id
 from meterbridge.dal import dynamo
 from meterbridge.dal.dynamo import TRANSACT_MAX
-from meterbridge.errors import ConditionFailed, StorageUnavailable
+from meterbridge.dal.outbox.records import DEDUPE_RETENTION_S, epoch_s, event_pk
+from meterbridge.errors import StorageUnavailable
 from meterbridge.models.cloudevent import CloudEvent, Kind, now_rfc3339
 
 OUTBOX_SHARDS = 8
 OUTBOX_INDEX = "outbox"
-REPUBLISH_INDEX = "republish"
-DEADLETTER_INDEX = "deadletters"
-EVENT_SK = "EVENT"
 SEGMENT_SK = "SEGMENT"
 SEGMENT_PREFIX = "SEG#"
-# A segment stays well inside DynamoDB's 400 KB item limit; its events' records hold the same
-# JSON, so one ingest transaction stays far below the 4 MB request limit too.
 SEGMENT_MAX_BYTES = 300_000
-# Dedupe records outlive the 35-day late-event window with margin: a duplicate of any event
-# ingest may still accept finds its record (docs/flush.md).
-DEDUPE_RETENTION_S = 45 * 24 * 3600
 # A sent segment is only a delivery record: kept a week for operators, then TTL-deleted.
 SENT_SEGMENT_RETENTION_S = 7 * 24 * 3600
 _NEW = "attribute_not_exists(pk)"
-
-
-def event_pk(source: str, event_id: str) -> str:
-    return nats_msg_id(source, event_id)
+_ERROR_MAX = 2000
 
 
 def shard_of_pk(pk: str) -> str:
@@ -64,15 +42,7 @@ def shard_of_pk(pk: str) -> str:
     return str(zlib.crc32(pk.encode()) % OUTBOX_SHARDS)
 
 
-def shard_of(source: str, event_id: str) -> str:
-    return shard_of_pk(event_pk(source, event_id))
-
-
-def _epoch_s(rfc3339: str) -> int:
-    return int(datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp())
-
-
-def outbox_item(
+def legacy_item(
     event: CloudEvent,
     *,
     tenant_id: str | None,
@@ -91,7 +61,7 @@ def outbox_item(
     at = accepted_at or now_rfc3339()
     item: dict[str, Any] = {
         "pk": event_pk(event.source, event.id),
-        "sk": EVENT_SK,
+        "sk": "EVENT",
         "tenant_id": tenant_id,
         "kind": kind,
         "event_type": event.type,
@@ -99,11 +69,11 @@ def outbox_item(
         "status": "accepted",
         "accepted_at": at,
         "outbox_at": f"{at}#{event.id}",
-        "expires_at": _epoch_s(at) + DEDUPE_RETENTION_S,
+        "expires_at": epoch_s(at) + DEDUPE_RETENTION_S,
         "attempts": 0,
     }
     if nats_pending:
-        item["republish_shard"] = shard_of(event.source, event.id)
+        item["republish_shard"] = str(zlib.crc32(event_pk(event.source, event.id).encode()) % 8)
     return item
 
 
@@ -140,7 +110,7 @@ def segment_events(segment: Mapping[str, Any]) -> list[str]:
     return str(segment["events"]).split("\n")
 
 
-def put_ops(table: str, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def legacy_put_ops(table: str, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """``TransactWriteItems`` entries that accept ``items``: each event record put only if new
     (in order, so a cancellation reason's index names the event), then their segment."""
     records, segment = segment_for(items)
@@ -153,39 +123,6 @@ def _put_new(table: str, item: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def enqueue(
-    table: str,
-    event: CloudEvent,
-    *,
-    tenant_id: str | None,
-    kind: Kind,
-    nats_pending: bool | None = None,
-) -> bool:
-    """Accept ``event`` into the outbox once. False if an event with its (source, id) is there."""
-    item = outbox_item(event, tenant_id=tenant_id, kind=kind, nats_pending=nats_pending)
-    try:
-        dynamo.client().transact_write_items(TransactItems=put_ops(table, [item]))  # type: ignore[arg-type]
-    except Exception as exc:
-        reasons = dynamo.cancellation_reasons(exc)
-        if reasons and reasons[0] == "ConditionalCheckFailed":
-            return False
-        if dynamo.is_client_error(exc):
-            raise dynamo.translate(exc, f"enqueue {table}") from exc
-        raise
-    return True
-
-
-def mark_published(table: str, source: str, event_id: str) -> bool:
-    """NATS acknowledged the event: drop it from the republish index. False if its record is
-    gone (its dedupe window ended): nothing is left to mark."""
-    return dynamo.update_if(
-        table,
-        {"pk": event_pk(source, event_id), "sk": EVENT_SK},
-        set_="REMOVE republish_shard",
-        condition="attribute_exists(pk)",
-    )
-
-
 # -- the flush: segment leases, delivery marks, dead letters (issue 5) -----------------------
 #
 # A pending segment is claimed by one flush run at a time: a conditional update on the base
@@ -196,17 +133,11 @@ def mark_published(table: str, source: str, event_id: str) -> bool:
 # (``claim_many``, ``mark_sent_many``, ``release_many``: one ``TransactWriteItems`` of up to
 # 100 conditional updates, retried without the items whose condition failed).
 
-DEAD = "DEAD"
-_ERROR_MAX = 2000
 
 _PENDING_UNLEASED = (
     "#st = :pending AND attribute_exists(outbox_shard) "
     "AND (attribute_not_exists(lease_until) OR lease_until < :now)"
 )
-
-
-def _key(pk: str) -> dict[str, str]:
-    return {"pk": pk, "sk": EVENT_SK}
 
 
 def _segment_key(pk: str) -> dict[str, str]:
@@ -296,28 +227,6 @@ def claim(table: str, pk: str, *, owner: str, now_ms: int, lease_ms: int) -> boo
         condition=_PENDING_UNLEASED,
         names={"#st": "status"},
         vals={":me": owner, ":until": now_ms + lease_ms, ":now": now_ms, ":pending": "pending"},
-    )
-
-
-def dead_letter(table: str, pk: str, *, error: str, dead_at: str) -> bool:
-    """OpenMeter rejected this one event: park its record in the ``deadletters`` index with
-    the error (no TTL while dead). False if it is dead already (a repeat after a crash)."""
-    return dynamo.update_if(
-        table,
-        _key(pk),
-        set_=(
-            "SET #st = :dead, dead = :dead_key, dead_at = :at, #err = :err ADD attempts :one "
-            "REMOVE expires_at"
-        ),
-        condition="attribute_exists(pk) AND attribute_not_exists(dead)",
-        names={"#st": "status", "#err": "error"},
-        vals={
-            ":dead": "dead",
-            ":dead_key": DEAD,
-            ":at": dead_at,
-            ":err": error[:_ERROR_MAX],
-            ":one": 1,
-        },
     )
 
 
@@ -509,116 +418,24 @@ def release_many(table: str, pks: Iterable[str], *, owner: str, error: str) -> s
     )
 
 
-# -- shard leases (in the idempotency table) -------------------------------------------------
-#
-# A run works a shard only while it holds that shard's lease (one conditional write per shard,
-# renewed per page), so overlapping runs drain different shards and their claims rarely
-# collide. The lease is an optimisation: the per-event claims above still decide who sends.
-
-SHARD_LEASE_SK = "FLUSH_LEASE"
-_SHARD_LEASE_TTL_S = 24 * 3600
+def any_pending(table: str, shard: str) -> bool:
+    """Whether ``shard`` of the segment layout still holds a pending segment (one query of one
+    key: 0.5 RRU when empty)."""
+    items, _ = pending_page(table, shard, limit=1, attributes=("pk",))
+    return bool(items)
 
 
-def _shard_key(events_table: str, shard: str) -> dict[str, str]:
-    return {"pk": f"FLUSH#{events_table}#{shard}", "sk": SHARD_LEASE_SK}
-
-
-def acquire_shard(
-    lease_table: str, events_table: str, shard: str, *, owner: str, now_ms: int, lease_ms: int
-) -> bool:
-    """Take (or renew) the lease on ``shard`` until ``now_ms + lease_ms``. False if another
-    run holds it."""
-    return dynamo.update_if(
-        lease_table,
-        _shard_key(events_table, shard),
-        set_="SET lease_owner = :me, lease_until = :until, expires_at = :exp",
-        condition="attribute_not_exists(pk) OR lease_until < :now OR lease_owner = :me",
-        vals={
-            ":me": owner,
-            ":until": now_ms + lease_ms,
-            ":now": now_ms,
-            ":exp": now_ms // 1000 + _SHARD_LEASE_TTL_S,
-        },
-    )
-
-
-def release_shard(lease_table: str, events_table: str, shard: str, *, owner: str) -> None:
-    """Give the shard back (a no-op if the lease passed to another run)."""
-    with contextlib.suppress(ConditionFailed):
-        dynamo.delete(
-            lease_table,
-            _shard_key(events_table, shard),
-            condition="lease_owner = :me",
-            vals={":me": owner},
+def oldest_pending(table: str) -> dict[str, Any] | None:
+    """The pending segment accepted first, over the shards (one one-item query each)."""
+    oldest: dict[str, Any] | None = None
+    for shard in range(OUTBOX_SHARDS):
+        items, _ = dynamo.query(
+            table,
+            index=OUTBOX_INDEX,
+            key_condition="outbox_shard = :s",
+            vals={":s": str(shard)},
+            limit=1,
         )
-
-
-def list_dead_letters(
-    table: str, *, limit: int, start_key: dict[str, Any] | None = None
-) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """One page of dead letters, oldest first."""
-    return dynamo.query(
-        table,
-        index=DEADLETTER_INDEX,
-        key_condition="dead = :d",
-        vals={":d": DEAD},
-        limit=limit,
-        start_key=start_key,
-    )
-
-
-def get_event(table: str, pk: str) -> dict[str, Any] | None:
-    return dynamo.get(table, _key(pk))
-
-
-def retry_dead_letter(table: str, pk: str, *, retried_at: str) -> bool:
-    """Put a dead letter back in the outbox (same id and source) in a new segment of its own.
-    False if it is not dead (unknown, already retried)."""
-    item = get_event(table, pk)
-    if item is None or item.get("dead") != DEAD:
-        return False
-    record = {**item, "accepted_at": retried_at}
-    _, segment = segment_for([record])
-    # ``error`` stays as the last rejection's reason until the next outcome.
-    retry: dict[str, Any] = {
-        "TableName": table,
-        "Key": dynamo.serialize(_key(pk)),
-        "UpdateExpression": (
-            "SET #st = :retried, retried_at = :at, #seg = :seg, expires_at = :exp REMOVE dead"
-        ),
-        "ConditionExpression": "#st = :dead AND attribute_exists(dead)",
-        "ExpressionAttributeNames": {"#st": "status", "#seg": "segment"},
-        "ExpressionAttributeValues": dynamo.values(
-            {
-                ":retried": "retried",
-                ":at": retried_at,
-                ":seg": segment["pk"],
-                ":exp": _epoch_s(retried_at) + DEDUPE_RETENTION_S,
-                ":dead": "dead",
-            }
-        ),
-    }
-    ops: list[Any] = [{"Update": retry}, _put_new(table, segment)]
-    try:
-        dynamo.client().transact_write_items(TransactItems=ops)
-    except Exception as exc:
-        if dynamo.cancellation_reasons(exc) is not None:
-            return False  # retried or delivered meanwhile
-        if dynamo.is_client_error(exc):
-            raise dynamo.translate(exc, f"retry dead letter {table}") from exc
-        raise
-    return True
-
-
-def republish_page(
-    table: str, shard: str, *, limit: int, start_key: dict[str, Any] | None = None
-) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """One page of events NATS has not acknowledged yet in ``shard``."""
-    return dynamo.query(
-        table,
-        index=REPUBLISH_INDEX,
-        key_condition="republish_shard = :s",
-        vals={":s": shard},
-        limit=limit,
-        start_key=start_key,
-    )
+        if items and (oldest is None or items[0]["outbox_at"] < oldest["outbox_at"]):
+            oldest = items[0]
+    return oldest
