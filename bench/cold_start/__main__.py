@@ -60,6 +60,8 @@ JUDGED = ("usage_api", "tenant_admin")
 NO_FASTAPI = ("stripe_webhook", "openmeter_flush")
 WEBHOOK_SECRET = "whsec_bench_cold_start"
 OM_KEY = "om_bench_key"
+# Packages a handler may defer to its first request (the baseline loads boto3 at init).
+DEFERRED_OF_NOTE = {"boto3", "botocore", "aws_xray_sdk", "multiprocessing", "httpx", "stripe"}
 
 PROBE = r"""
 import importlib.util, json, sys, time
@@ -262,12 +264,16 @@ def run(stack: Stack, rounds: int) -> int:
         n: {"init": [], "first": [], "second": []} for n in names
     }
     uses_fastapi: dict[str, bool] = {}
+    deferred: dict[str, list[str]] = {}
     for i in range(rounds):
         for name in names[i % len(names) :] + names[: i % len(names)]:
             data = sample(stack, name, targets[name])
             for k in ("init", "first", "second"):
                 got[name][k].append(float(data[k]))
             uses_fastapi[name] = bool(data["fastapi"])
+            deferred[name] = sorted(
+                {m.split(".")[0] for m in data["loaded_by_first"]} & DEFERRED_OF_NOTE
+            )
         print(f"  round {i + 1}/{rounds} done", file=sys.stderr)
     load_after = os.getloadavg()
     med = {n: {k: statistics.median(v) for k, v in got[n].items()} for n in names}
@@ -314,6 +320,9 @@ def run(stack: Stack, rounds: int) -> int:
         + ", ".join(f"{n} {r:.2f}x" for n, r in import_ratio.items())
         + " of the baseline's)"
     )
+    print("packages the first request imported (of " + ", ".join(sorted(DEFERRED_OF_NOTE)) + "):")
+    for name in names:
+        print(f"  {name}: {', '.join(deferred[name]) or 'none'}")
     print("\nall goals met" if ok else "\nsome goals missed")
     return 0
 
