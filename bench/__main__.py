@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ORDER = ["cost", "cold_start", "ingest", "flush", "webhook", "stream", "flood", "client"]
 TITLES = {
     "cost": "Cost: DynamoDB units per accepted event, by phase",
-    "cold_start": "Cold start: handler import time",
+    "cold_start": "Cold start: init plus the first request",
     "ingest": "Ingest: events/s and DynamoDB requests",
     "flush": "Flush: delivery to OpenMeter",
     "webhook": "Stripe webhook: handling latency",

@@ -75,6 +75,10 @@ def main() -> None:
         POWERTOOLS_LOG_LEVEL="WARNING",
         POWERTOOLS_METRICS_DISABLED="true",
     )
+    # Settings require every table name; each case creates and names its own tables, so
+    # these only let the first client be built (they name no table that exists).
+    for var in ("TENANTS_TABLE", "EVENTS_TABLE", "USAGE_TABLE", "IDEMPOTENCY_TABLE"):
+        os.environ.setdefault(var, f"bench-unset-{var.lower()}")
     from bench.flush.__main__ import start_sink
     from meterbridge_dev.stack.processes import MotoServer
 
