@@ -252,17 +252,17 @@ def test_a_run_killed_mid_recovery_resumes_from_its_progress_checkpoint(
             raise _Killed
         return real_advance(*args, **kwargs)
 
-    monkeypatch.setattr(recovery, "advance", advance_then_die)
-    monkeypatch.setattr(recovery, "release", lambda *a, **k: None)
     later = t0 + 48 * 3600 + 60
     page = 100
-    try:
-        _run(url, clock=lambda: later, recovery_page=page)
-    except _Killed:
-        pass
-    else:
-        raise AssertionError("the run was meant to die mid-recovery")
-    monkeypatch.undo()
+    with monkeypatch.context() as patched:
+        patched.setattr(recovery, "advance", advance_then_die)
+        patched.setattr(recovery, "release", lambda *a, **k: None)
+        try:
+            _run(url, clock=lambda: later, recovery_page=page)
+        except _Killed:
+            pass
+        else:
+            raise AssertionError("the run was meant to die mid-recovery")
 
     # Then: the gap is durable, with the progress of the two committed pages, and status
     # shows the recovery in progress

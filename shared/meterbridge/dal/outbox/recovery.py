@@ -85,12 +85,17 @@ def open_window(
 
 
 def windows(lease_table: str, events_table: str) -> list[Window]:
-    """Every open gap (one ``Query``; 0.5 RRU when there is none)."""
+    """Every open gap (one strongly consistent ``Query``, 1 RRU when there is none: a window
+    the same run just opened is seen, so its result and ``meterbridge status`` are true)."""
     found: list[Window] = []
     start: dict[str, Any] | None = None
     while True:
         items, start = dynamo.query(
-            lease_table, key_condition="pk = :p", vals={":p": _pk(events_table)}, start_key=start
+            lease_table,
+            key_condition="pk = :p",
+            vals={":p": _pk(events_table)},
+            start_key=start,
+            consistent=True,
         )
         found.extend(_window(i) for i in items)
         if start is None:
