@@ -290,3 +290,47 @@ def test_a_run_killed_mid_recovery_resumes_from_its_progress_checkpoint(
     assert len(set(state.resent()) - margins) <= page
     assert results[-1].remaining == 0
     assert outbox_status(get_settings(), datetime.fromtimestamp(after, UTC)).recovery == []
+
+
+def test_a_shard_whose_parent_left_the_stream_unfinished_recovers_the_parents_tail(
+    aws, sink, moto_server
+):
+    # Given: the flush read a shard up to t0 and never finished it; the shard closed (a split)
+    # and, with no flush for two days, left the stream; its child holds only the last hours
+    state, url = sink
+    events_table, lease_table = aws["EventsTable"], aws["IdempotencyTable"]
+    t0 = time.time()
+    groups = _two_days_without_a_flush(events_table, t0)
+    assert _run(url, clock=lambda: t0).sent == 110
+    arn = stream.stream_arn(events_table)
+    assert arn is not None
+    [child] = stream.shards(arn)
+    key = {"pk": f"FLUSH#{events_table}#STREAM#{child.shard_id}", "sk": "CHECKPOINT"}
+    read_so_far = dynamo.get(lease_table, key)
+    assert read_so_far is not None and read_so_far.get("committed_at")
+    parent = "shardId-00000001000000000000-parent01"
+    dynamo.client().put_item(
+        TableName=lease_table,
+        Item=dynamo.serialize({**read_so_far, "pk": f"FLUSH#{events_table}#STREAM#{parent}"}),
+    )
+    dynamo.client().delete_item(TableName=lease_table, Key=dynamo.serialize(key))
+    _accept_the_two_days(events_table, t0, groups)
+    trim_stream_before(
+        moto_server.url, events_table, _keys(groups["kept_first"]), parent_shard=parent
+    )
+    everything = [e for g in groups.values() for e in g]
+
+    # When: the flush runs again, two days later, and on its schedule after that
+    later = t0 + 48 * 3600 + 60
+    results = [_run(url, clock=lambda i=i: later + 60 * i) for i in range(4)]
+
+    # Then: the parent's unread tail was read back from the records, the parent counts as
+    # done, and every event reached OpenMeter (re-sends only within the margins)
+    in_window = len(groups["edge"]) + len(groups["gap"]) + len(groups["gap_late"]) + 10
+    assert results[0].recovered == in_window
+    assert stream.checkpoint(lease_table, events_table, parent).done  # type: ignore[union-attr]
+    assert state.unique_keys() == _keys(everything)
+    margins = _keys(groups["edge"]) | _keys(groups["kept_first"])
+    assert set(state.resent()) <= margins
+    assert results[-1].remaining == 0 and results[-1].recovering == 0
+    assert sum(r.recovered for r in results) == in_window

@@ -142,10 +142,13 @@ def drain(url: str, max_runs: int = 30, **kw: Any) -> list[flush.FlushResult]:
     return results
 
 
-def trim_stream_before(moto_url: str, events_table: str, keys: set[tuple[str, str]]) -> None:
+def trim_stream_before(
+    moto_url: str, events_table: str, keys: set[tuple[str, str]], *, parent_shard: str = ""
+) -> None:
     """DynamoDB's 24-hour trim, on the moto server: the stream drops every record before the
     first INSERT of one of ``keys``, and an iterator into the dropped part is refused with
-    ``TrimmedDataAccessException``."""
+    ``TrimmedDataAccessException``. ``parent_shard``: the shard then names that parent, gone
+    from the stream (a split whose parent was trimmed)."""
     arn = stream.stream_arn(events_table)
     assert arn is not None
     pks = {f"{source}#{event_id}" for source, event_id in keys}
@@ -162,7 +165,7 @@ def trim_stream_before(moto_url: str, events_table: str, keys: set[tuple[str, st
     assert first is not None
     answer = httpx.post(
         f"{moto_url}/_meterbridge/streams/trim",
-        json={"table": events_table, "before_sequence": str(first)},
+        json={"table": events_table, "before_sequence": str(first), "parent_shard": parent_shard},
         timeout=30,
     )
     answer.raise_for_status()

@@ -231,6 +231,9 @@ def _fast_get_records() -> None:
 # Per table: the first sequence number its stream still holds (``/_meterbridge/streams/trim``).
 # DynamoDB trims records older than 24 hours; moto never does, so tests trim by hand.
 _TRIM_HORIZONS: dict[str, int] = {}
+# Per table: a parent its one stream shard claims (a shard split's aftermath: the parent has
+# left the stream), set with ``parent_shard`` on the same endpoint.
+_PARENTS: dict[str, str] = {}
 
 
 def _stream_trim() -> None:
@@ -265,6 +268,19 @@ def _stream_trim() -> None:
         return original(self, arn, shard_id, shard_iterator_type, sequence_number)
 
     DynamoDBStreamsBackend.get_shard_iterator = get_shard_iterator  # type: ignore[method-assign]
+
+    from moto.dynamodb.models.table import StreamShard
+
+    original_json = StreamShard.to_json
+
+    def to_json(self: Any) -> dict[str, Any]:
+        found = original_json(self)
+        parent = _PARENTS.get(self.table.name)
+        if parent:
+            found["ParentShardId"] = parent
+        return found
+
+    StreamShard.to_json = to_json  # type: ignore[method-assign]
 
 
 def _serialised(method: Any, lock: Any) -> Any:
@@ -307,10 +323,13 @@ class FaultInjector:
         import time
 
         if environ.get("PATH_INFO") == self.TRIM_PATH and environ.get("REQUEST_METHOD") == "POST":
-            # {"table": name, "before_sequence": "N"}: the stream drops the records before N.
+            # {"table": name, "before_sequence": "N"[, "parent_shard": id]}: the stream drops
+            # the records before N (and its shard names a parent no longer in the stream).
             size = int(environ.get("CONTENT_LENGTH") or 0)
             spec = json.loads(environ["wsgi.input"].read(size) or b"{}")
             _TRIM_HORIZONS[str(spec["table"])] = int(spec["before_sequence"])
+            if spec.get("parent_shard"):
+                _PARENTS[str(spec["table"])] = str(spec["parent_shard"])
             return self._json(start_response, "200 OK", {"trimmed_before": spec["before_sequence"]})
         if environ.get("PATH_INFO") == self.PATH:
             method = environ.get("REQUEST_METHOD")
