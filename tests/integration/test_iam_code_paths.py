@@ -37,7 +37,7 @@ from tests.support import flush as flush_support
 from tests.support import tenants as tenant_support
 from tests.support.builders import make_tenant
 from tests.support.fixtures import reset_singletons
-from tests.support.flush import fill_outbox, make_events
+from tests.support.flush import fill_outbox, make_events, trim_stream_before
 from tests.support.tenants import ADMIN_TOKEN, AUTH
 from tests.support.webhooks import NEW_SECRET, deliver, stripe_event
 
@@ -277,6 +277,7 @@ def recorded_fixture(
     nats_server: Any,
     sink: Any,
     fake_stripe: Any,
+    moto_server: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Recorder]:
     """Every function's flows, run once with every DynamoDB request recorded."""
@@ -324,6 +325,16 @@ def recorded_fixture(
     with recorder.acting_as("OpenMeterFlushFunction"):
         result = lambda_runtime.invoke("openmeter_flush", lambda_runtime.scheduled_event())
     assert result["dead_lettered"] >= 1, result
+    # ... and a day without a flush: the stream trimmed past its checkpoint, and the next run
+    # reads the gap back from the event records (a Scan, docs/flush.md).
+    gap = make_events(3, tenant=tenant_id, prefix=f"gap-{uuid.uuid4().hex[:6]}")
+    kept = make_events(2, tenant=tenant_id, prefix=f"kept-{uuid.uuid4().hex[:6]}")
+    fill_outbox(settings.events_table, gap, tenant=tenant_id)
+    fill_outbox(settings.events_table, kept, tenant=tenant_id)
+    trim_stream_before(moto_server.url, settings.events_table, {(e.source, e.id) for e in kept})
+    with recorder.acting_as("OpenMeterFlushFunction"):
+        result = lambda_runtime.invoke("openmeter_flush", lambda_runtime.scheduled_event())
+    assert result["recovered"] >= len(gap) and result["recovering"] == 0, result
 
     # The admin API: a tenant's whole life, and the dead letter retried.
     from meterbridge.api.admin import create_app as admin_app

@@ -6,11 +6,12 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import pytest
 
 from meterbridge.adapters.openmeter import OpenMeterClient, RetryPolicy, reset_client
 from meterbridge.dal import dynamo
-from meterbridge.dal.outbox import outbox_item
+from meterbridge.dal.outbox import outbox_item, stream
 from meterbridge.dal.outbox.segments import legacy_item, segment_for
 from meterbridge.logic import flush
 from meterbridge.logic.flush import FlushConfig
@@ -139,3 +140,32 @@ def drain(url: str, max_runs: int = 30, **kw: Any) -> list[flush.FlushResult]:
         if results[-1].remaining == 0:
             break
     return results
+
+
+def trim_stream_before(
+    moto_url: str, events_table: str, keys: set[tuple[str, str]], *, parent_shard: str = ""
+) -> None:
+    """DynamoDB's 24-hour trim, on the moto server: the stream drops every record before the
+    first INSERT of one of ``keys``, and an iterator into the dropped part is refused with
+    ``TrimmedDataAccessException``. ``parent_shard``: the shard then names that parent, gone
+    from the stream (a split whose parent was trimmed)."""
+    arn = stream.stream_arn(events_table)
+    assert arn is not None
+    pks = {f"{source}#{event_id}" for source, event_id in keys}
+    first: int | None = None
+    for shard in stream.shards(arn):
+        it = stream.iterator(arn, shard.shard_id, None)
+        while it is not None and first is None:
+            records, it = stream.read(it)
+            if not records:
+                break
+            hits = [r for r in records for q in stream.queued(r) if q.pk in pks]
+            if hits:
+                first = int(stream.sequence(hits[0]))
+    assert first is not None
+    answer = httpx.post(
+        f"{moto_url}/_meterbridge/streams/trim",
+        json={"table": events_table, "before_sequence": str(first), "parent_shard": parent_shard},
+        timeout=30,
+    )
+    answer.raise_for_status()

@@ -49,6 +49,12 @@ def render(status: Status) -> str:
         f"  dead letters:   {status.dead_letters}"
         + ("  -> meterbridge deadletters list" if status.dead_letters else ""),
     ]
+    for gap in out.recovery:
+        lines.append(
+            f"  stream gap:     recovering events accepted {gap.accepted_from or 'any time'}"
+            f" to {gap.accepted_to} from their records (shard {gap.shard}, {gap.scanned}"
+            f" scanned, {gap.recovered} re-sent; the flush does it, no action needed)"
+        )
     flush = status.last_flush
     if flush is None:
         lines.append("  last flush:     none recorded")

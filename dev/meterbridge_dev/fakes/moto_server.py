@@ -126,6 +126,7 @@ def install() -> None:
     from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 
     _fast_get_records()
+    _stream_trim()
 
     for name in ("get_records", "get_shard_iterator", "describe_stream"):
         setattr(
@@ -227,6 +228,61 @@ def _fast_get_records() -> None:
     DynamoDBStreamsHandler.get_records = get_records  # type: ignore[method-assign, assignment]
 
 
+# Per table: the first sequence number its stream still holds (``/_meterbridge/streams/trim``).
+# DynamoDB trims records older than 24 hours; moto never does, so tests trim by hand.
+_TRIM_HORIZONS: dict[str, int] = {}
+# Per table: a parent its one stream shard claims (a shard split's aftermath: the parent has
+# left the stream), set with ``parent_shard`` on the same endpoint.
+_PARENTS: dict[str, str] = {}
+
+
+def _stream_trim() -> None:
+    """DynamoDB Streams' trim, which moto lacks: ``TRIM_HORIZON`` starts at the table's
+    horizon, and an iterator at or after a trimmed sequence number is refused with
+    ``TrimmedDataAccessException``, as AWS does."""
+    from moto.core.exceptions import JsonRESTError
+    from moto.dynamodbstreams.models import DynamoDBStreamsBackend
+
+    original = DynamoDBStreamsBackend.get_shard_iterator
+
+    def get_shard_iterator(
+        self: Any,
+        arn: str,
+        shard_id: str,
+        shard_iterator_type: str,
+        sequence_number: Any = None,
+    ) -> Any:
+        table = self._get_table_from_arn(arn)
+        horizon = _TRIM_HORIZONS.get(table.name)
+        if horizon is not None:
+            if shard_iterator_type == "TRIM_HORIZON":
+                shard_iterator_type, sequence_number = "AT_SEQUENCE_NUMBER", horizon
+            elif shard_iterator_type in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"):
+                first = int(sequence_number) + (shard_iterator_type == "AFTER_SEQUENCE_NUMBER")
+                if first < horizon:
+                    raise JsonRESTError(
+                        "TrimmedDataAccessException",
+                        "The operation attempted to read past the oldest stream record in a "
+                        "shard (trimmed by the local moto server)",
+                    )
+        return original(self, arn, shard_id, shard_iterator_type, sequence_number)
+
+    DynamoDBStreamsBackend.get_shard_iterator = get_shard_iterator  # type: ignore[method-assign]
+
+    from moto.dynamodb.models.table import StreamShard
+
+    original_json = StreamShard.to_json
+
+    def to_json(self: Any) -> dict[str, Any]:
+        found = original_json(self)
+        parent = _PARENTS.get(self.table.name)
+        if parent:
+            found["ParentShardId"] = parent
+        return found
+
+    StreamShard.to_json = to_json  # type: ignore[method-assign]
+
+
 def _serialised(method: Any, lock: Any) -> Any:
     import functools
 
@@ -242,6 +298,7 @@ class FaultInjector:
     """WSGI middleware: throttles a share of DynamoDB calls while a fault is active."""
 
     PATH = "/_meterbridge/faults"
+    TRIM_PATH = "/_meterbridge/streams/trim"
 
     def __init__(self, app: Any) -> None:
         import random
@@ -265,6 +322,15 @@ class FaultInjector:
         import random
         import time
 
+        if environ.get("PATH_INFO") == self.TRIM_PATH and environ.get("REQUEST_METHOD") == "POST":
+            # {"table": name, "before_sequence": "N"[, "parent_shard": id]}: the stream drops
+            # the records before N (and its shard names a parent no longer in the stream).
+            size = int(environ.get("CONTENT_LENGTH") or 0)
+            spec = json.loads(environ["wsgi.input"].read(size) or b"{}")
+            _TRIM_HORIZONS[str(spec["table"])] = int(spec["before_sequence"])
+            if spec.get("parent_shard"):
+                _PARENTS[str(spec["table"])] = str(spec["parent_shard"])
+            return self._json(start_response, "200 OK", {"trimmed_before": spec["before_sequence"]})
         if environ.get("PATH_INFO") == self.PATH:
             method = environ.get("REQUEST_METHOD")
             with self.lock:

@@ -17,7 +17,7 @@ from collections import defaultdict
 from typing import Any, NoReturn
 
 from meterbridge.dal import dynamo, outbox
-from meterbridge.dal.outbox import backlog, ledger, segments, stream
+from meterbridge.dal.outbox import backlog, ledger, recovery, segments, stream
 
 LAST_FLUSH_KEY = {"pk": "FLUSH#last", "sk": "RESULT"}
 # Counter shards' numeric attribute (issue 4 writes it with ``ADD``).
@@ -65,6 +65,13 @@ def count_pending(table: str, lease_table: str | None = None) -> int:
         total += ledger.read(lease_table, table)["backlog"]
         total += stream.unread(lease_table, table)[0]
     return total
+
+
+def recovery_windows(table: str, lease_table: str | None = None) -> list[recovery.Window]:
+    """The stream gaps the flush is filling from the event records (one ``Query``)."""
+    if lease_table is None:
+        return []
+    return recovery.windows(lease_table, table)
 
 
 def count_dead_letters(table: str, lease_table: str | None = None) -> int:

@@ -50,7 +50,7 @@ from meterbridge.adapters.openmeter import (
 )
 from meterbridge.bus.subjects import nats_msg_id, tenant_subject
 from meterbridge.dal import outbox
-from meterbridge.dal.outbox import backlog, ledger, segments, shard_leases, stream
+from meterbridge.dal.outbox import backlog, ledger, recovery, segments, shard_leases, stream
 from meterbridge.errors import MeterbridgeError, StorageUnavailable
 from meterbridge.models.cloudevent import now_rfc3339
 from meterbridge.observability import logger, metrics
@@ -77,6 +77,8 @@ class FlushConfig(BaseModel):
     shard_leases: bool = True
     # Records per GetRecords call (DynamoDB Streams returns at most 1,000 and 1 MB).
     stream_page: int = Field(1000, ge=1, le=1000)
+    # Items per recovery Scan page (DynamoDB also stops a page at 1 MB).
+    recovery_page: int = Field(1000, ge=1, le=10_000)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FlushConfig:
@@ -104,6 +106,10 @@ class FlushResult(BaseModel):
     failed_requests: int = 0
     # Events moved from the stream into backlog items while OpenMeter could not take them.
     parked: int = 0
+    # Events read back from their records for a stream gap (delivered or parked), and the
+    # gaps still open after the run (docs/flush.md#when-the-stream-trimmed-a-checkpoint).
+    recovered: int = 0
+    recovering: int = 0
     stopped: StopReason | None = None
 
 
@@ -197,6 +203,7 @@ class Flusher:
                     self._drain()
                     self._drain_backlog()
                 self._drain_stream()
+                self._recover()
                 if self._nats_on():
                     self._republish()
                 self.result.remaining = self._remaining()
@@ -566,7 +573,9 @@ class Flusher:
                 # Released when the read ends or fails; a run killed mid-read (a Lambda
                 # timeout) keeps it until it expires, like its checkpoint.
                 try:
-                    if checkpoint.done or self._read_shard(arn, shard, checkpoint.seq):
+                    if checkpoint.done or self._read_shard(
+                        arn, shard, checkpoint, {s.shard_id for s in found}
+                    ):
                         finished.add(shard.shard_id)
                 except Exception:
                     stream.release(self.lease_ledger, self.table, shard.shard_id, owner=self.owner)
@@ -575,10 +584,32 @@ class Flusher:
             if not any(s.closed for s in found):
                 return
 
-    def _read_shard(self, arn: str, shard: stream.Shard, seq: str | None) -> bool:
-        """Read one shard from ``seq``; True when it is done (closed and read to its end)."""
+    def _read_shard(
+        self, arn: str, shard: stream.Shard, checkpoint: stream.Checkpoint, present: set[str]
+    ) -> bool:
+        """Read one shard from its checkpoint; True when it is done (closed and read to its
+        end). A gap the stream trimmed gets a recovery window first."""
         assert self.lease_ledger is not None
-        it = stream.iterator(arn, shard.shard_id, seq)
+        seq = checkpoint.seq
+        if seq is None and shard.parent and shard.parent not in present:
+            self._parent_gone(arn, shard)
+        try:
+            it = stream.iterator(arn, shard.shard_id, seq, strict=True)
+        except stream.CheckpointTrimmed:
+            self._open_recovery(arn, shard.shard_id, checkpoint.committed_at)
+            if not stream.commit(
+                self.lease_ledger,
+                self.table,
+                shard.shard_id,
+                owner=self.owner,
+                seq=None,
+                reset=True,
+                now_ms=self._now_ms(),
+                lease_ms=self._lease_ms(),
+            ):
+                return False
+            seq = None
+            it = stream.iterator(arn, shard.shard_id, None)
         while it is not None:
             if self._stop in ("deadline", "storage") or not self._can_start_request():
                 self._stop_run("deadline")
@@ -615,6 +646,10 @@ class Flusher:
                 shard.shard_id,
                 owner=self.owner,
                 seq=seq,
+                committed_at=max(
+                    [q.accepted_at for q in queued if q.accepted_at]
+                    or [stream.record_time(records[-1])]
+                ),
                 now_ms=self._now_ms(),
                 lease_ms=self._lease_ms(),
             ):
@@ -629,6 +664,98 @@ class Flusher:
                     ledger.add(self.lease_ledger, self.table, dead=-requeued)
             it = nxt
         return False
+
+    # -- a stream gap: recovery from the event records (docs/flush.md) -----------------------
+
+    def _parent_gone(self, arn: str, shard: stream.Shard) -> None:
+        """The shard's parent left the stream: if its checkpoint was not at its end, the
+        parent's tail was trimmed unread."""
+        assert self.lease_ledger is not None and shard.parent is not None
+        parent = stream.checkpoint(self.lease_ledger, self.table, shard.parent)
+        if parent is None or parent.done:
+            return
+        self._open_recovery(arn, shard.shard_id, parent.committed_at, gone=shard.parent)
+        stream.mark_trimmed(self.lease_ledger, self.table, shard.parent)
+
+    def _open_recovery(
+        self, arn: str, shard_id: str, committed_at: str | None, *, gone: str | None = None
+    ) -> None:
+        """Record the gap between the last committed record and the oldest one the stream
+        still holds, durable before the checkpoint moves on."""
+        assert self.lease_ledger is not None
+        now = _rfc3339(self.clock())
+        oldest = stream.oldest_time(arn, shard_id) or now
+        margin = RECOVERY_MARGIN_S
+        lo = _rfc3339(outbox.epoch_s(committed_at) - margin) if committed_at else ""
+        hi = _rfc3339(outbox.epoch_s(oldest) + margin + 1)
+        opened = recovery.open_window(
+            self.lease_ledger, self.table, gone or shard_id, lo=lo, hi=hi, opened_at=now
+        )
+        logger.error(
+            "stream checkpoint trimmed: recovering from the event records",
+            extra={"shard": gone or shard_id, "from": lo, "to": hi, "new_window": opened},
+        )
+
+    def _recover(self) -> None:
+        """Fill every open gap: Scan the event records accepted in it, page by page from its
+        progress checkpoint, and deliver (or park) them; the window closes when the Scan ends."""
+        if self.lease_ledger is None:
+            return
+        open_windows = recovery.windows(self.lease_ledger, self.table)
+        self.result.recovering = len(open_windows)
+        for window in open_windows:
+            if self._stop in ("deadline", "storage") or not self._can_start_request():
+                return
+            if not recovery.lease(
+                self.lease_ledger,
+                window,
+                owner=self.owner,
+                now_ms=self._now_ms(),
+                lease_ms=self._lease_ms(),
+            ):
+                continue  # another run fills it
+            try:
+                if self._fill(window):
+                    self.result.recovering -= 1
+            finally:
+                with contextlib.suppress(StorageUnavailable):
+                    recovery.release(self.lease_ledger, window, owner=self.owner)
+
+    def _fill(self, window: recovery.Window) -> bool:
+        """Scan one window from its cursor; True once it is filled and closed."""
+        assert self.lease_ledger is not None
+        cursor = window.cursor
+        while True:
+            if self._stop in ("deadline", "storage") or not self._can_start_request():
+                self._stop_run("deadline")
+                return False
+            found, nxt, scanned = recovery.scan_page(
+                self.table, window, cursor, limit=self.config.recovery_page
+            )
+            acked = self._send_or_park(found)
+            if acked is None:
+                return False
+            self._add(sent=acked, recovered=len(found))
+            if nxt is None:
+                if recovery.close(self.lease_ledger, window, owner=self.owner):
+                    logger.info(
+                        "stream gap recovered",
+                        extra={"shard": window.shard, "events": window.recovered + len(found)},
+                    )
+                    return True
+                return False
+            if not recovery.advance(
+                self.lease_ledger,
+                window,
+                cursor=nxt,
+                scanned=scanned,
+                recovered=len(found),
+                owner=self.owner,
+                now_ms=self._now_ms(),
+                lease_ms=self._lease_ms(),
+            ):
+                return False
+            cursor = nxt
 
     def _send_or_park(self, queued: list[stream.Queued], *, park_only: bool = False) -> int | None:
         """Deliver one page of queued events, or park what OpenMeter did not take. Returns how
@@ -749,6 +876,19 @@ class Flusher:
 
 
 _REPUBLISH_MARGIN_S = 60
+# A recovery window reaches this far past both ends: an event's ``accepted_at`` is stamped
+# before its transaction commits (and on the Lambda's clock), so its stream position can be a
+# little out of step with it. A margin costs only re-sends, which OpenMeter drops.
+RECOVERY_MARGIN_S = 600
+
+
+def _rfc3339(epoch_s: float) -> str:
+    from datetime import UTC, datetime
+
+    at = datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds")
+    return at.replace("+00:00", "Z")
+
+
 # Half the stream's 24-hour retention (docs/flush.md).
 PARK_AFTER_S = 12 * 3600
 
@@ -828,6 +968,8 @@ def flush_outbox(
         name="OpenMeterFlushDeadLettered", unit=MetricUnit.Count, value=result.dead_lettered
     )
     metrics.add_metric(name="OutboxRemaining", unit=MetricUnit.Count, value=result.remaining)
+    metrics.add_metric(name="OutboxRecovered", unit=MetricUnit.Count, value=result.recovered)
+    metrics.add_metric(name="OutboxRecoveryWindows", unit=MetricUnit.Count, value=result.recovering)
     metrics.add_metric(
         name="OpenMeterFlushDuration", unit=MetricUnit.Milliseconds, value=result.duration_ms
     )

@@ -25,11 +25,25 @@ BREAKER_NAMES = {int(s): s.name.lower() for s in BreakerState}
 _NATS_STATE = re.compile(r"^meterbridge_nats_circuit_state(?:\{[^}]*\})?\s+([0-9.eE+-]+)\s*$", re.M)
 
 
+class RecoveryWindow(BaseModel):
+    """A stream gap the flush is filling from the event records (docs/flush.md)."""
+
+    shard: str
+    accepted_from: str
+    accepted_to: str
+    opened_at: str
+    scanned: int
+    recovered: int
+
+
 class OutboxStatus(BaseModel):
     pending: int
     oldest_pending_at: str | None = None
     oldest_pending_age_s: float | None = None
     oldest_pending_tenant: str | None = None
+    # Open stream gaps: events in them are not in ``pending`` (their count is unknown until
+    # the Scan ends), so the outbox is not healthy while any is open.
+    recovery: list[RecoveryWindow] = Field(default_factory=list)
 
 
 class OutboxGauges(BaseModel):
@@ -85,7 +99,8 @@ class Status(BaseModel):
         old = (self.outbox.oldest_pending_age_s or 0) > 300
         flush_failed = self.last_flush is not None and not self.last_flush.ok
         open_breaker = "open" in (self.breakers.openmeter, self.breakers.nats)
-        return not (old or self.dead_letters or flush_failed or open_breaker)
+        recovering = bool(self.outbox.recovery)
+        return not (old or self.dead_letters or flush_failed or open_breaker or recovering)
 
 
 def _parse_time(text: str) -> datetime:
@@ -101,8 +116,19 @@ def outbox_status(settings: Settings, now: datetime) -> OutboxStatus:
     table = settings.events_table
     oldest = status_dal.oldest_pending(table, settings.idempotency_table)
     pending = status_dal.count_pending(table, settings.idempotency_table)
+    gaps = [
+        RecoveryWindow(
+            shard=w.shard,
+            accepted_from=w.lo,
+            accepted_to=w.hi,
+            opened_at=w.opened_at,
+            scanned=w.scanned,
+            recovered=w.recovered,
+        )
+        for w in status_dal.recovery_windows(table, settings.idempotency_table)
+    ]
     if oldest is None or not oldest.get("accepted_at"):
-        return OutboxStatus(pending=pending)
+        return OutboxStatus(pending=pending, recovery=gaps)
     at = str(oldest["accepted_at"])
     age = max(0.0, (now - _parse_time(at)).total_seconds())
     return OutboxStatus(
@@ -110,6 +136,7 @@ def outbox_status(settings: Settings, now: datetime) -> OutboxStatus:
         oldest_pending_at=at,
         oldest_pending_age_s=round(age, 1),
         oldest_pending_tenant=oldest.get("tenant_id"),
+        recovery=gaps,
     )
 
 

@@ -4,6 +4,7 @@ Split by job (docs/flush.md):
 - ``records``: the event record, the one atomic fact of acceptance (dedupe key and body);
 - ``stream``: the events table's stream as the queue, with per-shard leases and checkpoints;
 - ``backlog``: packed items holding what OpenMeter could not take, beyond the stream's 24 h;
+- ``recovery``: gaps the stream trimmed before the flush read them, filled from the records;
 - ``ledger``: running counters (backlog, dead letters), so no run counts a whole index;
 - ``deadletters``: events OpenMeter rejected, and their retry;
 - ``republish``: NATS markers, written only when a publish failed;

@@ -43,6 +43,13 @@ class Shard:
 class Checkpoint:
     seq: str | None
     done: bool
+    # ``accepted_at`` of the last committed event (or the stream time of the last committed
+    # record): where a recovery window starts if the stream trims past ``seq``.
+    committed_at: str | None = None
+
+
+class CheckpointTrimmed(Exception):
+    """The checkpoint is older than the stream's 24 hours (``TrimmedDataAccessException``)."""
 
 
 @dataclass(frozen=True)
@@ -175,7 +182,37 @@ def acquire(
         raise
     item = dynamo.deserialize(resp.get("Attributes", {}))
     seq = item.get("seq")
-    return Checkpoint(seq=str(seq) if seq else None, done=bool(item.get("done")))
+    at = item.get("committed_at")
+    return Checkpoint(
+        seq=str(seq) if seq else None,
+        done=bool(item.get("done")),
+        committed_at=str(at) if at else None,
+    )
+
+
+def checkpoint(lease_table: str, events_table: str, shard_id: str) -> Checkpoint | None:
+    """A shard's checkpoint as stored (one ``GetItem``), or None."""
+    item = dynamo.get(lease_table, _checkpoint_key(events_table, shard_id))
+    if item is None:
+        return None
+    at = item.get("committed_at")
+    return Checkpoint(
+        seq=str(item["seq"]) if item.get("seq") else None,
+        done=bool(item.get("done")),
+        committed_at=str(at) if at else None,
+    )
+
+
+def mark_trimmed(lease_table: str, events_table: str, shard_id: str) -> None:
+    """A shard gone from the stream with its tail unread: its gap has a recovery window, so it
+    counts as ``done`` (its children may be read)."""
+    dynamo.update_if(
+        lease_table,
+        _checkpoint_key(events_table, shard_id),
+        set_="SET done = :t",
+        condition="attribute_exists(pk)",
+        vals={":t": True},
+    )
 
 
 def commit(
@@ -186,23 +223,29 @@ def commit(
     owner: str,
     seq: str | None,
     done: bool = False,
+    committed_at: str | None = None,
+    reset: bool = False,
     now_ms: int,
     lease_ms: int,
 ) -> bool:
-    """Move the checkpoint to ``seq`` (and renew the lease). False if the lease was lost: the
-    new holder re-reads from the old checkpoint, and OpenMeter dedupes what both sent."""
+    """Move the checkpoint to ``seq`` (and renew the lease); ``reset`` forgets a trimmed
+    ``seq`` (the next read starts at the stream's oldest record). False if the lease was lost:
+    the new holder re-reads from the old checkpoint, and OpenMeter dedupes what both sent."""
     parts = ["lease_until = :until"]
     vals: dict[str, Any] = {":me": owner, ":until": now_ms + lease_ms}
     if seq is not None:
         parts.append("seq = :seq")
         vals[":seq"] = seq
+    if committed_at:
+        parts.append("committed_at = :at")
+        vals[":at"] = committed_at
     if done:
         parts.append("done = :done")
         vals[":done"] = True
     return dynamo.update_if(
         lease_table,
         _checkpoint_key(events_table, shard_id),
-        set_="SET " + ", ".join(parts),
+        set_="SET " + ", ".join(parts) + (" REMOVE seq" if reset else ""),
         condition="lease_owner = :me",
         vals=vals,
     )
@@ -219,8 +262,10 @@ def release(lease_table: str, events_table: str, shard_id: str, *, owner: str) -
         )
 
 
-def iterator(arn: str, shard_id: str, seq: str | None) -> str | None:
-    """A shard iterator just after ``seq`` (the start of the shard when None)."""
+def iterator(arn: str, shard_id: str, seq: str | None, *, strict: bool = False) -> str | None:
+    """A shard iterator just after ``seq`` (the start of the shard when None). A trimmed
+    ``seq`` raises ``CheckpointTrimmed`` when ``strict`` (the flush opens a recovery window);
+    otherwise the iterator starts at the stream's oldest record."""
     kwargs: dict[str, Any] = {"StreamArn": arn, "ShardId": shard_id}
     if seq:
         kwargs.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", SequenceNumber=seq)
@@ -231,10 +276,9 @@ def iterator(arn: str, shard_id: str, seq: str | None) -> str | None:
     except Exception as exc:
         if dynamo.error_code(exc) == "TrimmedDataAccessException" and seq:
             # The checkpoint is older than the stream's 24 h: only possible if no flush ran
-            # for a day. Start at what is left; the records themselves stay 45 days.
-            from meterbridge.observability import logger
-
-            logger.error("stream checkpoint trimmed", extra={"shard": shard_id})
+            # for a day. The records themselves stay 45 days (``recovery``).
+            if strict:
+                raise CheckpointTrimmed(shard_id) from exc
             return iterator(arn, shard_id, None)
         if dynamo.error_code(exc) == "ResourceNotFoundException":
             return None
@@ -288,6 +332,31 @@ def queued(record: Mapping[str, Any]) -> list[Queued]:
             for line in str(item["events"]).split("\n")
         ]
     return []
+
+
+def oldest_time(arn: str, shard_id: str) -> str | None:
+    """When the oldest record the shard still holds was accepted (its event's ``accepted_at``,
+    else its stream time, RFC 3339), or None if the shard holds none (one ``GetRecords``)."""
+    it = iterator(arn, shard_id, None)
+    if it is None:
+        return None
+    records, _ = read(it, limit=1)
+    if not records:
+        return None
+    return record_time(records[0])
+
+
+def record_time(record: Mapping[str, Any]) -> str:
+    """A record's time on the ``accepted_at`` scale: its event's, else its stream time."""
+    for q in queued(record):
+        if q.accepted_at:
+            return q.accepted_at
+    from datetime import UTC, datetime
+
+    created = record.get("dynamodb", {}).get("ApproximateCreationDateTime")
+    stamp = created.timestamp() if hasattr(created, "timestamp") else float(created or 0)
+    at = datetime.fromtimestamp(stamp, UTC).isoformat(timespec="milliseconds")
+    return at.replace("+00:00", "Z")
 
 
 def sequence(record: Mapping[str, Any]) -> str:
