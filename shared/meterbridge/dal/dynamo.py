@@ -10,6 +10,7 @@ fraction of the time, and tests can reset it with ``reset_clients()``.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping
 from decimal import Decimal
@@ -84,8 +85,14 @@ def streams_client() -> Any:
                 from meterbridge.settings import get_settings
 
                 settings = get_settings()
+                # Pointed at a DynamoDB endpoint alone (a moto server, DynamoDB Local), the
+                # stream is served there too; in AWS neither variable is set.
+                endpoint = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB_STREAMS") or os.environ.get(
+                    "AWS_ENDPOINT_URL_DYNAMODB"
+                )
                 _streams_client = boto3.client(
                     "dynamodbstreams",
+                    endpoint_url=endpoint or None,
                     config=Config(
                         retries={
                             "total_max_attempts": settings.dynamodb_max_attempts,
