@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -117,9 +118,23 @@ class NatsPublisher:
     def close(self) -> None:
         """Close the private loop of ``publish_sync`` and its connection (tests, shutdown)."""
         loop, self._sync_loop = self._sync_loop, None
-        if loop is not None and not loop.is_closed():
+        if loop is None or loop.is_closed():
+            return
+
+        def run() -> None:
             loop.run_until_complete(self._close_quietly())
             loop.close()
+
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no loop runs in this thread: close here
+            run()
+            return
+        # Called from inside a running loop (an async caller, a browser test's driver): a loop
+        # cannot run inside another in one thread, so the private one closes on its own thread.
+        worker = threading.Thread(target=run, name="nats-publisher-close")
+        worker.start()
+        worker.join()
 
     def publish_sync(self, messages: Sequence[Message]) -> set[str]:
         """``publish`` for synchronous handlers (flush, webhook): a private, reused loop."""
