@@ -39,6 +39,21 @@ THROTTLING_CODES = frozenset(
 )
 
 
+def _config(*, max_pool_connections: int) -> Any:
+    """The botocore config of both clients: timeouts and attempts from the settings."""
+    from botocore.config import Config
+
+    from meterbridge.settings import get_settings
+
+    settings = get_settings()
+    return Config(
+        retries={"total_max_attempts": settings.dynamodb_max_attempts, "mode": "adaptive"},
+        max_pool_connections=max_pool_connections,
+        connect_timeout=settings.dynamodb_connect_timeout_s,
+        read_timeout=settings.dynamodb_read_timeout_s,
+    )
+
+
 def client() -> DynamoDBClient:
     """The process-wide low-level DynamoDB client (thread-safe, created once).
 
@@ -49,22 +64,10 @@ def client() -> DynamoDBClient:
         with _lock:
             if _client is None:
                 import boto3
-                from botocore.config import Config
 
-                from meterbridge.settings import get_settings
-
-                settings = get_settings()
                 _client = boto3.client(
                     "dynamodb",
-                    config=Config(
-                        retries={
-                            "total_max_attempts": settings.dynamodb_max_attempts,
-                            "mode": "adaptive",
-                        },
-                        max_pool_connections=50,
-                        connect_timeout=settings.dynamodb_connect_timeout_s,
-                        read_timeout=settings.dynamodb_read_timeout_s,
-                    ),
+                    config=_config(max_pool_connections=50),
                 )
     return _client
 
@@ -80,11 +83,7 @@ def streams_client() -> Any:
         with _lock:
             if _streams_client is None:
                 import boto3
-                from botocore.config import Config
 
-                from meterbridge.settings import get_settings
-
-                settings = get_settings()
                 # Pointed at a DynamoDB endpoint alone (a moto server, DynamoDB Local), the
                 # stream is served there too; in AWS neither variable is set.
                 endpoint = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB_STREAMS") or os.environ.get(
@@ -93,15 +92,7 @@ def streams_client() -> Any:
                 _streams_client = boto3.client(
                     "dynamodbstreams",
                     endpoint_url=endpoint or None,
-                    config=Config(
-                        retries={
-                            "total_max_attempts": settings.dynamodb_max_attempts,
-                            "mode": "adaptive",
-                        },
-                        max_pool_connections=20,
-                        connect_timeout=settings.dynamodb_connect_timeout_s,
-                        read_timeout=settings.dynamodb_read_timeout_s,
-                    ),
+                    config=_config(max_pool_connections=20),
                 )
     return _streams_client
 
