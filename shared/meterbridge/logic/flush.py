@@ -366,18 +366,7 @@ class Flusher:
                 self._deliver(delivery.events, deadline, delivery)
                 delivered.append(delivery)
         except (OpenMeterUnavailable, OpenMeterMisconfigured, StorageUnavailable) as exc:
-            reason: StopReason = (
-                "openmeter_misconfigured"
-                if isinstance(exc, OpenMeterMisconfigured)
-                else "storage"
-                if isinstance(exc, StorageUnavailable)
-                else "openmeter_unavailable"
-            )
-            attempts = getattr(exc, "attempts", 1)
-            self._add(retried=max(0, attempts - 1), failed_requests=attempts)
-            log = logger.error if reason == "openmeter_misconfigured" else logger.warning
-            log("flush batch not delivered", extra={"reason": reason, "error": exc.message})
-            self._stop_run(reason)
+            self._stopped_by(exc)
             done = {s["pk"] for d in delivered for s in d.segments}
             self._release([s for s in claimed if s["pk"] not in done], exc.message)
         self._mark(delivered)
@@ -503,7 +492,8 @@ class Flusher:
         attempts = getattr(exc, "attempts", 1)
         self._add(retried=max(0, attempts - 1), failed_requests=attempts)
         log = logger.error if reason == "openmeter_misconfigured" else logger.warning
-        log("flush batch not delivered", extra={"reason": reason, "error": str(exc)})
+        error = getattr(exc, "message", None) or str(exc)
+        log("flush batch not delivered", extra={"reason": reason, "error": error})
         self._stop_run(reason)
 
     def _drain_backlog(self) -> None:
