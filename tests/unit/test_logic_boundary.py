@@ -47,7 +47,10 @@ def violations(path: Path) -> list[str]:
     found: list[str] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import | ast.ImportFrom):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                names = [node.module or ""]
             for name in names:
                 if name.split(".")[0] in FORBIDDEN_IMPORTS:
                     found.append(f"{node.lineno}: imports {name}")
