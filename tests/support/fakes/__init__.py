@@ -1,0 +1,1 @@
+"""In-memory repositories: pure logic runs against these in fast unit tests with sockets off."""
