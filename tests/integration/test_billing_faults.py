@@ -4,6 +4,7 @@ the Stripe stand-in over HTTP."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import pytest
@@ -30,7 +31,8 @@ def items_on(fake: FakeStripe, invoice_id: str) -> list[dict[str, Any]]:
 
 
 def records(tenant_id: str) -> list[dict[str, Any]]:
-    return billing_dal.records(get_settings().usage_table, tenant_id, PERIOD, "queries")
+    found = billing_dal.records(get_settings().usage_table, tenant_id, PERIOD, "queries")
+    return [asdict(record) for record in found]
 
 
 @pytest.mark.parametrize("keys_expired", [False, True], ids=["within-24h", "after-24h"])

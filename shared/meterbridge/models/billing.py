@@ -1,8 +1,60 @@
-"""The billing reconcile report (docs/billing.md#reconcile-runbook)."""
+"""Billing models: the overage lines of a period, the records of the lines meterbridge adds to
+Stripe invoices, what ``invoice.created`` did, and the reconcile report
+(docs/billing.md#reconcile-runbook)."""
 
 # No ``from __future__ import annotations`` here: pydantic would compile and evaluate every
 # field's annotation string when the model class is built (docs/performance/cold_start.md).
+from dataclasses import dataclass, field
+from typing import Literal
+
 from pydantic import BaseModel, Field
+
+RecordState = Literal["pending", "billed"]
+
+
+@dataclass(frozen=True)
+class OverageLine:
+    """One priced meter's charge above zero for a period."""
+
+    meter: str
+    amount_cents: int
+    currency: str
+    description: str
+
+
+@dataclass(frozen=True)
+class BillingRecord:
+    """One invoice line meterbridge adds: ``pending`` once claimed (the Stripe call may or may
+    not have happened), ``billed`` once the Stripe invoice item exists (``item_id``). It holds
+    everything the Stripe call sends, so a redelivery repeats exactly the same call."""
+
+    tenant_id: str
+    period: str  # the usage period the line bills
+    meter: str
+    invoice_period: str  # the invoice carrying it: a period, or ``fix-<cents>`` for --fix
+    invoice_id: str  # "" for a pending invoice item of the customer (--fix)
+    customer_id: str
+    amount_cents: int
+    currency: str
+    description: str
+    period_start: int
+    period_end: int
+    idempotency_key: str
+    claimed_at: str
+    state: RecordState = "pending"
+    item_id: str | None = None
+    billed_at: str | None = None
+
+
+@dataclass
+class InvoiceBilling:
+    """What ``invoice.created`` did for the period its cycle invoice closes."""
+
+    outcome: str  # applied | ignored | unmatched
+    reason: str = ""
+    tenant_id: str | None = None
+    period: str | None = None
+    items: list[str] = field(default_factory=list)
 
 
 class ReconcileRow(BaseModel):

@@ -12,7 +12,6 @@ duplicates the item.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,21 +20,13 @@ from meterbridge.dal import billing as billing_dal
 from meterbridge.dal import tenant_state
 from meterbridge.logic.billing.overage import _money, overage_lines, plan_of
 from meterbridge.logic.periods import bounds, period_of
+from meterbridge.models.billing import BillingRecord, InvoiceBilling
 from meterbridge.observability import logger
 from meterbridge.plans import Plan
 from meterbridge.settings import Settings
 
 # Late events are accepted for 35 days: at most two closed periods before P can still change.
 CATCH_UP_PERIODS = 2
-
-
-@dataclass
-class InvoiceBilling:
-    outcome: str  # applied | ignored | unmatched
-    reason: str = ""
-    tenant_id: str | None = None
-    period: str | None = None
-    items: list[str] = field(default_factory=list)
 
 
 def previous_period(period: str) -> str:
@@ -88,23 +79,23 @@ def plan_records(
     settings: Settings,
     stripe: StripeInvoices,
     profile: dict[str, Any] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[BillingRecord]:
     """The records (claimed now or pending from an earlier delivery) this invoice should carry."""
     table = settings.usage_table
-    wanted: list[dict[str, Any]] = []
+    wanted: list[BillingRecord] = []
     periods = [invoice_period]
     for _ in range(CATCH_UP_PERIODS):
         periods.append(previous_period(periods[-1]))
     for period in periods:
         for line in overage_lines(tenant_id, plan, period, settings, profile=profile):
-            key = billing_dal.record_key(tenant_id, period, line.meter, invoice_period)
             existing = billing_dal.records(table, tenant_id, period, line.meter)
-            mine = next((r for r in existing if r["sk"] == key["sk"]), None)
+            mine = next((r for r in existing if r.invoice_period == invoice_period), None)
             if mine is not None:
-                if mine["state"] == "pending":
+                if mine.state == "pending":
                     wanted.append(mine)
                 continue
-            already = sum(_counted(r, stripe, settings) for r in existing if r["sk"] != key["sk"])
+            others = [r for r in existing if r.invoice_period != invoice_period]
+            already = sum(_counted(r, stripe, settings) for r in others)
             difference = line.amount_cents - already
             if difference <= 0:
                 continue
@@ -118,77 +109,63 @@ def plan_records(
             else:
                 description = f"Overage for {period} (not on its own invoice): {line.description}"
             start, end = bounds(period)
-            record = {
-                **key,
-                "tenant_id": tenant_id,
-                "period": period,
-                "meter": line.meter,
-                "invoice_period": invoice_period,
-                "invoice_id": str(invoice["id"]),
-                "customer_id": str(invoice["customer"]),
-                "amount_cents": difference,
-                "currency": line.currency,
-                "description": description,
-                "period_start": int(start.timestamp()),
-                "period_end": int(end.timestamp()),
-                "idempotency_key": idempotency_key(tenant_id, period, line.meter, invoice_period),
-                "claimed_at": _now(),
-            }
+            record = BillingRecord(
+                tenant_id=tenant_id,
+                period=period,
+                meter=line.meter,
+                invoice_period=invoice_period,
+                invoice_id=str(invoice["id"]),
+                customer_id=str(invoice["customer"]),
+                amount_cents=difference,
+                currency=line.currency,
+                description=description,
+                period_start=int(start.timestamp()),
+                period_end=int(end.timestamp()),
+                idempotency_key=idempotency_key(tenant_id, period, line.meter, invoice_period),
+                claimed_at=_now(),
+            )
             if billing_dal.claim(table, record):
                 wanted.append(record)
                 continue
             # A concurrent delivery claimed it first: take its record (same key, same call).
-            raced = next(
-                (
-                    r
-                    for r in billing_dal.records(table, tenant_id, period, line.meter)
-                    if r["sk"] == key["sk"]
-                ),
-                None,
-            )
-            if raced is not None and raced["state"] == "pending":
+            raced = billing_dal.find(table, tenant_id, period, line.meter, invoice_period)
+            if raced is not None and raced.state == "pending":
                 wanted.append(raced)
     return wanted
 
 
-def _counted(record: dict[str, Any], stripe: StripeInvoices, settings: Settings) -> int:
+def _counted(record: BillingRecord, stripe: StripeInvoices, settings: Settings) -> int:
     """The cents a record on another invoice stands for: billed counts; pending counts only if
     Stripe has the item (then it is marked billed); a pending line whose invoice is no longer a
     draft and has no item was never billed, and counts nothing."""
-    if record["state"] == "billed":
-        return int(record["amount_cents"])
+    if record.state == "billed":
+        return record.amount_cents
     found = find_item(record, stripe)
     if found:
-        billing_dal.mark_billed(settings.usage_table, _key(record), found, _now())
-        return int(record["amount_cents"])
-    if not record.get("invoice_id"):
+        billing_dal.mark_billed(settings.usage_table, record, found, _now())
+        return record.amount_cents
+    if not record.invoice_id:
         return 0  # a reconcile --fix that never reached Stripe: nothing was invoiced
-    if stripe.invoice(str(record["invoice_id"])).get("status") == "draft":
-        return int(record["amount_cents"])  # its own delivery may still complete it
+    if stripe.invoice(record.invoice_id).get("status") == "draft":
+        return record.amount_cents  # its own delivery may still complete it
     return 0
 
 
-def _key(record: dict[str, Any]) -> dict[str, str]:
-    return {"pk": str(record["pk"]), "sk": str(record["sk"])}
-
-
-def item_metadata(record: dict[str, Any]) -> dict[str, str]:
+def item_metadata(record: BillingRecord) -> dict[str, str]:
     return {
-        "meterbridge_tenant": str(record["tenant_id"]),
-        "period": str(record["period"]),
-        "meter": str(record["meter"]),
-        "meterbridge_invoice_period": str(record["invoice_period"]),
+        "meterbridge_tenant": record.tenant_id,
+        "period": record.period,
+        "meter": record.meter,
+        "meterbridge_invoice_period": record.invoice_period,
     }
 
 
-def find_item(record: dict[str, Any], stripe: StripeInvoices) -> str | None:
+def find_item(record: BillingRecord, stripe: StripeInvoices) -> str | None:
     """The id of the item this record already made on its invoice, if any."""
     wanted = item_metadata(record)
     # A pending item (reconcile --fix) may have moved onto an invoice since: search the customer.
     where = (
-        {"invoice": str(record["invoice_id"])}
-        if record.get("invoice_id")
-        else {"customer": str(record["customer_id"])}
+        {"invoice": record.invoice_id} if record.invoice_id else {"customer": record.customer_id}
     )
     for item in stripe.invoice_items(**where):
         metadata = item.get("metadata") or {}
@@ -197,34 +174,34 @@ def find_item(record: dict[str, Any], stripe: StripeInvoices) -> str | None:
     return None
 
 
-def item_params(record: dict[str, Any]) -> dict[str, Any]:
+def item_params(record: BillingRecord) -> dict[str, Any]:
     params: dict[str, Any] = {
-        "customer": str(record["customer_id"]),
-        "amount": int(record["amount_cents"]),
-        "currency": str(record["currency"]),
-        "description": str(record["description"]),
+        "customer": record.customer_id,
+        "amount": record.amount_cents,
+        "currency": record.currency,
+        "description": record.description,
         "metadata": item_metadata(record),
-        "period": {"start": int(record["period_start"]), "end": int(record["period_end"])},
+        "period": {"start": record.period_start, "end": record.period_end},
     }
-    if record.get("invoice_id"):
-        params["invoice"] = str(record["invoice_id"])
+    if record.invoice_id:
+        params["invoice"] = record.invoice_id
     return params
 
 
-def resume(record: dict[str, Any], stripe: StripeInvoices, settings: Settings) -> str:
+def resume(record: BillingRecord, stripe: StripeInvoices, settings: Settings) -> str:
     """Make the record's invoice item exist exactly once, then mark the record billed."""
     item_id = find_item(record, stripe)
     if item_id is None:
-        item_id = stripe.create_invoice_item(item_params(record), str(record["idempotency_key"]))
-    billing_dal.mark_billed(settings.usage_table, _key(record), item_id, _now())
+        item_id = stripe.create_invoice_item(item_params(record), record.idempotency_key)
+    billing_dal.mark_billed(settings.usage_table, record, item_id, _now())
     logger.info(
         "overage billed",
         extra={
-            "tenant_id": record["tenant_id"],
-            "period": record["period"],
-            "meter": record["meter"],
-            "invoice_period": record["invoice_period"],
-            "amount_cents": int(record["amount_cents"]),
+            "tenant_id": record.tenant_id,
+            "period": record.period,
+            "meter": record.meter,
+            "invoice_period": record.invoice_period,
+            "amount_cents": record.amount_cents,
             "stripe_item": item_id,
         },
     )

@@ -7,25 +7,17 @@ therefore the estimate the tenant saw, to the cent; a change of pricing there ch
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from meterbridge.logic.usage_query import period_usage
+from meterbridge.models.billing import OverageLine
 from meterbridge.models.usage import InvoiceLine, NextInvoice, PartUsage, PeriodUsage
 from meterbridge.plans import Plan, catalog
 from meterbridge.settings import Settings
 
 # Names a customer reads on the invoice (the catalogue's descriptions are for operators).
 METER_LABELS = {"events": "Events", "queries": "Queries", "api_calls": "API calls"}
-
-
-@dataclass(frozen=True)
-class OverageLine:
-    meter: str
-    amount_cents: int
-    currency: str
-    description: str
 
 
 def _money(cents: int | Decimal) -> str:

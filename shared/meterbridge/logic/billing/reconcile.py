@@ -19,7 +19,7 @@ from meterbridge.errors import UpstreamUnavailable
 from meterbridge.logic.billing import invoice as invoice_logic
 from meterbridge.logic.billing.overage import overage_lines, plan_of
 from meterbridge.logic.periods import bounds
-from meterbridge.models.billing import ReconcileReport, ReconcileRow
+from meterbridge.models.billing import BillingRecord, OverageLine, ReconcileReport, ReconcileRow
 from meterbridge.settings import Settings, get_settings
 
 PAGE = 100
@@ -90,7 +90,7 @@ def reconcile(
 
 def _fix(
     row: ReconcileRow,
-    line: Any,
+    line: OverageLine,
     customer: str,
     period: str,
     stripe: StripeInvoices,
@@ -100,37 +100,33 @@ def _fix(
     when it was computed: concurrent runs agree on the key, a later run after more late usage
     makes a new one."""
     target = f"fix-{row.invoiced_cents}"
-    key = billing_dal.record_key(row.tenant_id, period, row.meter, target)
     start, end = bounds(period)
-    record = {
-        **key,
-        "tenant_id": row.tenant_id,
-        "period": period,
-        "meter": row.meter,
-        "invoice_period": target,
-        "invoice_id": "",
-        "customer_id": customer,
-        "amount_cents": row.difference_cents,
-        "currency": line.currency,
-        "description": (
+    record = BillingRecord(
+        tenant_id=row.tenant_id,
+        period=period,
+        meter=row.meter,
+        invoice_period=target,
+        invoice_id="",
+        customer_id=customer,
+        amount_cents=row.difference_cents,
+        currency=line.currency,
+        description=(
             f"Overage for {period} not yet invoiced: {line.description}"
             if not row.invoiced_cents
             else f"Late usage for {period}: {line.description}, less "
             f"${row.invoiced_cents / 100:,.2f} already billed"
         ),
-        "period_start": int(start.timestamp()),
-        "period_end": int(end.timestamp()),
-        "idempotency_key": invoice_logic.idempotency_key(row.tenant_id, period, row.meter, target),
-        "claimed_at": invoice_logic._now(),
-    }
+        period_start=int(start.timestamp()),
+        period_end=int(end.timestamp()),
+        idempotency_key=invoice_logic.idempotency_key(row.tenant_id, period, row.meter, target),
+        claimed_at=invoice_logic._now(),
+    )
     if not billing_dal.claim(settings.usage_table, record):
-        existing = next(
-            r
-            for r in billing_dal.records(settings.usage_table, row.tenant_id, period, row.meter)
-            if r["sk"] == key["sk"]
-        )
-        if existing["state"] == "billed":
-            return str(existing["item_id"])
+        existing = billing_dal.find(settings.usage_table, row.tenant_id, period, row.meter, target)
+        if existing is None:  # refused, yet not there: nothing to resume
+            raise RuntimeError(f"billing record {target} of {row.tenant_id} vanished")
+        if existing.state == "billed":
+            return str(existing.item_id)
         record = existing
     return invoice_logic.resume(record, stripe, settings)
 
