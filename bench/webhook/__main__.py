@@ -6,7 +6,7 @@ Cases (each measured in the same run, same server, after a warm-up):
   new verified ``customer.subscription.updated``, each newer than the last so the guarded write
   really applies: verify, profile read, then one ``TransactWriteItems`` with the outbox put and
   the guarded update (2 DynamoDB calls, 2 round trips).
-- ``handle applied``: the same through ``stripe_webhook.handle`` (no Lambda wrapper).
+- ``handle applied``: the same through ``logic.stripe.webhook.handle`` (no Lambda wrapper).
 - ``lambda duplicate``: a redelivery of an applied event (verify, profile read, refused outbox
   put; the state write is skipped because the profile already holds its key).
 - ``lambda payment_failed``: a new ``invoice.payment_failed``, each for its own tenant (the
@@ -135,8 +135,10 @@ def main() -> int:
         )
         from meterbridge.dal import dynamo, outbox, tenant_state, webhooks
         from meterbridge.dal import tenants as tenants_dal
-        from meterbridge.logic import stripe_webhook
-        from meterbridge.logic.stripe_translate import StripeEvent, translate
+        from meterbridge.logic.stripe import verify as stripe_verify
+        from meterbridge.logic.stripe import webhook as stripe_webhook
+        from meterbridge.logic.stripe.translate import translate
+        from meterbridge.models.stripe import StripeEvent
         from meterbridge.settings import get_settings
         from meterbridge_dev.stack import lambda_runtime
         from meterbridge_dev.stack.tables import create_tables
@@ -236,7 +238,7 @@ def main() -> int:
         vbody, vsig = pre_handle[0]
 
         def run_verify(_: int) -> None:
-            stripe_webhook.verify(vbody, vsig, [SECRET])
+            stripe_verify.verify(vbody, vsig, [SECRET])
 
         def run_put(_: int) -> None:
             dynamo.put_new(

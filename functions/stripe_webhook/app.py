@@ -8,7 +8,7 @@ from aws_lambda_powertools.utilities.data_classes import LambdaFunctionUrlEvent,
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from meterbridge.errors import MeterbridgeError
-from meterbridge.logic import stripe_webhook
+from meterbridge.logic.stripe import webhook
 from meterbridge.observability import logger, metrics, tracer
 
 
@@ -31,7 +31,7 @@ def lambda_handler(event: LambdaFunctionUrlEvent, context: LambdaContext) -> dic
     # The signature covers the exact bytes Stripe sent: decode, never re-serialise.
     body = base64.b64decode(raw) if event.is_base64_encoded else raw.encode("utf-8")
     try:
-        status, payload = stripe_webhook.handle(body, event.headers or {})
+        status, payload = webhook.handle(body, event.headers or {})
     except MeterbridgeError as exc:
         status, payload = exc.status, exc.body()
     return _response(status, payload)

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import stripe
 
-from meterbridge.logic.stripe_translate import TRANSLATIONS, StripeEvent, translate
+from meterbridge.logic.stripe.translate import TRANSLATIONS, translate
+from meterbridge.models.stripe import StripeEvent
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "events" / f"stripe-{stripe.api_version}"

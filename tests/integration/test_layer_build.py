@@ -15,21 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.imports import entry_imports, graph, reachable
+from tests.support.imports import graph, unreachable
 
 ROOT = Path(__file__).resolve().parents[2]
 SAM = ROOT / ".tools" / "sam" / "bin" / "sam"
 FORBIDDEN = ("meterbridge_dev", "meterbridge_streaming", "uvicorn", "prometheus_client")
-# Run by the operators' CLI (dev kit) against the deployed tables, and by no Lambda yet:
-# `meterbridge stripe sync-catalog` and `meterbridge stripe reconcile` (issue 19, left to do:
-# an operator package, or Lambdas, for these).
-OPERATOR_ONLY = frozenset(
-    {
-        "meterbridge.logic.billing.catalog",
-        "meterbridge.logic.stripe_reconcile",
-        "meterbridge.adapters.stripe_events",
-    }
-)
 
 
 def layer_problems(python_dir: Path, functions: list[Path]) -> list[str]:
@@ -45,9 +35,7 @@ def layer_problems(python_dir: Path, functions: list[Path]) -> list[str]:
         if dist.name.split("-")[0].lower().replace("_", "-") in ("uvicorn", "prometheus-client")
     ]
     edges = graph(python_dir, "meterbridge")
-    roots = set().union(*(entry_imports(app, edges) for app in functions))
-    unused = set(edges) - reachable(edges, roots) - OPERATOR_ONLY
-    problems += [f"{module} is imported by no Lambda" for module in sorted(unused)]
+    problems += [f"{module} is imported by no Lambda" for module in unreachable(edges, functions)]
     return problems
 
 

@@ -11,11 +11,11 @@ import stripe
 from typer.testing import CliRunner
 
 from meterbridge.dal import tenant_state
-from meterbridge.logic.stripe_reconcile import parse_since, reconcile_since
 from meterbridge.settings import get_settings
 from meterbridge_dev.cli.main import app
 from meterbridge_dev.fakes.stripe_fake import StripeState, create_app
 from meterbridge_dev.stack.servers import BackgroundServer
+from meterbridge_dev.stripe.reconcile import parse_since, reconcile_since
 from tests.support.builders import make_tenant
 from tests.support.fixtures import reset_singletons
 from tests.support.webhooks import NEW_SECRET, deliver, stripe_event

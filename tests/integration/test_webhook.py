@@ -12,10 +12,12 @@ import pytest
 
 from meterbridge.dal import outbox, tenant_state, webhooks
 from meterbridge.errors import TenantSuspended
-from meterbridge.logic import auth, stripe_webhook
-from meterbridge.logic.stripe_translate import StripeEvent, translate
-from meterbridge.logic.stripe_webhook import apply_state, process
+from meterbridge.logic import auth
+from meterbridge.logic.stripe import apply as stripe_apply
+from meterbridge.logic.stripe.apply import apply_state, process
+from meterbridge.logic.stripe.translate import translate
 from meterbridge.models.cloudevent import STRIPE_SOURCE
+from meterbridge.models.stripe import StripeEvent
 from meterbridge.settings import get_settings
 from meterbridge_dev.fakes.stripe_fake import sign_payload
 from tests.support import webhooks as webhook_support
@@ -273,7 +275,7 @@ def test_an_older_event_read_before_a_newer_state_landed_is_still_enqueued(
     newer = stripe_event("customer.subscription.updated", customer=customer, created=BASE_T + 60)
     assert deliver(newer)[1]["outcome"] == "applied"
     older = stripe_event("customer.subscription.deleted", customer=customer, created=BASE_T)
-    monkeypatch.setattr(stripe_webhook, "resolve_profile", lambda change, settings: stale_read)
+    monkeypatch.setattr(stripe_apply, "resolve_profile", lambda change, settings: stale_read)
     # When the older event is processed with that read
     result = process(StripeEvent.model_validate(older))
     # Then it is still enqueued (and would be published), and the newer state stands

@@ -153,7 +153,7 @@ def test_reconcile_counts_an_unknown_shape_as_ignored_not_failed(
     webhook_env: dict[str, str],
 ) -> None:
     # Given a listed event of an unhandled type whose data has no object
-    from meterbridge.logic.stripe_reconcile import reconcile
+    from meterbridge_dev.stripe.reconcile import reconcile
 
     odd = {"id": "evt_odd", "object": "event", "type": "billing.alert.triggered", "data": {}}
     # When reconciled / Then ignored, like the webhook, and nothing failed

@@ -7,7 +7,7 @@ parsers of this size). No network: both parsers are pure functions.
 - ``ingest.parse_body`` + ``ingest.validate``: any bytes, any JSON. Only the domain errors
   ``ValidationFailed`` (400) and ``PayloadTooLarge`` (413) may come out; whatever is accepted
   is a valid CloudEvent carrying the server's source for the tenant.
-- ``stripe_webhook.verify``: any header, any body. Only ``InvalidSignature`` (400) may come
+- ``logic.stripe.verify.verify``: any header, any body. Only ``InvalidSignature`` (400) may come
   out; a correctly signed body always passes; a one-byte change to a signed body never does.
 """
 
@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from meterbridge.errors import InvalidSignature, PayloadTooLarge, ValidationFailed
 from meterbridge.logic import ingest
-from meterbridge.logic.stripe_webhook import verify
+from meterbridge.logic.stripe.verify import verify
 from meterbridge.models.cloudevent import usage_source
 from meterbridge.plans import catalog
 

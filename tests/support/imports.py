@@ -141,6 +141,12 @@ def reachable(edges: dict[str, set[str]], roots: set[str]) -> set[str]:
     return seen
 
 
+def unreachable(edges: dict[str, set[str]], entries: list[Path]) -> list[str]:
+    """The modules of ``edges`` that none of the entry points ``entries`` can import."""
+    roots = set().union(*(entry_imports(entry, edges) for entry in entries))
+    return sorted(set(edges) - reachable(edges, roots))
+
+
 def entry_imports(path: Path, edges: dict[str, set[str]]) -> set[str]:
     """The modules of ``edges`` an entry point (a file outside the package) imports."""
     found: set[str] = set()

@@ -1,4 +1,6 @@
-"""The layer's import graph (shared/meterbridge): no cycle, no upward import.
+"""The layer's import graph (shared/meterbridge): no cycle, no upward import, and no module
+that no Lambda (functions/*/app.py) can import: what only the operators' CLI runs belongs to
+the dev kit (tests/integration/test_layer_build.py checks the same on the built layer).
 
 Every import counts, deferred ones included; the layers and the walker are in
 tests/support/imports.py.
@@ -8,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support.imports import cycles, graph, upward
+from tests.support.imports import cycles, graph, unreachable, upward
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYER = ROOT / "shared"
@@ -35,6 +37,37 @@ def test_the_layer_imports_only_downward() -> None:
 
     # Then none reaches a higher layer, the streaming service or the dev kit
     assert not found, found
+
+
+def test_every_layer_module_is_one_a_lambda_can_import() -> None:
+    # Given the layer's import graph and the four Lambdas' entry points
+    edges = graph(LAYER, "meterbridge")
+    functions = sorted(ROOT.glob("functions/*/app.py"))
+
+    # When the modules they import, directly or not (deferred imports count), are found
+    unused = unreachable(edges, functions)
+
+    # Then every module of the layer is among them
+    assert len(functions) == 4
+    assert not unused, f"in the layer, yet imported by no Lambda (move them to dev/): {unused}"
+
+
+def test_the_walker_sees_a_module_no_entry_point_reaches(tmp_path: Path) -> None:
+    # Given a package whose entry point imports one module, which imports another lazily
+    package = tmp_path / "meterbridge"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "used.py").write_text("def f():\n    from meterbridge import lazy\n")
+    (package / "lazy.py").write_text("")
+    (package / "stray.py").write_text("import json\n")
+    entry = tmp_path / "app.py"
+    entry.write_text("from meterbridge import used\n")
+
+    # When the modules the entry point cannot reach are listed
+    found = unreachable(graph(tmp_path, "meterbridge"), [entry])
+
+    # Then only the stray one is
+    assert found == ["meterbridge.stray"]
 
 
 def test_the_walker_sees_cycles_and_upward_imports(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meterbridge.dal.tenant_state import state_key
-from meterbridge.logic.stripe_translate import StripeEvent, plan_for, translate
+from meterbridge.logic.stripe.translate import plan_for, translate
+from meterbridge.models.stripe import StripeEvent
 
 
 def event(type_: str, obj: dict[str, Any], created: int = 100) -> StripeEvent:

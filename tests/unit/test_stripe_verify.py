@@ -8,8 +8,8 @@ import pytest
 import stripe
 
 from meterbridge.errors import InvalidSignature
-from meterbridge.logic.stripe_reconcile import parse_since
-from meterbridge.logic.stripe_webhook import WebhookMisconfigured, parse_event, verify
+from meterbridge.logic.stripe.verify import WebhookMisconfigured, parse_event, verify
+from meterbridge_dev.stripe.reconcile import parse_since
 
 BODY = b'{\n  "id": "evt_1", "object": "event", "type": "invoice.paid"\n}'
 SECRET = "whsec_unit_current"

@@ -39,7 +39,7 @@ def reconcile(
     from meterbridge_dev.cli.state import use_local_stack
 
     use_local_stack()
-    from meterbridge.logic.stripe_reconcile import parse_since, reconcile_since
+    from meterbridge_dev.stripe.reconcile import parse_since, reconcile_since
 
     try:
         summary = reconcile_since(parse_since(since))
@@ -139,7 +139,7 @@ def sync_catalog(
     from meterbridge_dev.cli.state import use_local_stack
 
     use_local_stack()
-    from meterbridge.logic.billing.catalog import sync_catalog as run
+    from meterbridge_dev.stripe.catalog import sync_catalog as run
 
     try:
         changes = run(dry_run=dry_run)

@@ -22,7 +22,7 @@ from meterbridge.api import admin, admin_billing, admin_deadletters, usage
 from meterbridge.api.admission import TenantAdmission
 from meterbridge.api.errors import install_error_handlers
 from meterbridge.errors import MeterbridgeError
-from meterbridge.logic import stripe_webhook
+from meterbridge.logic.stripe import webhook as stripe_webhook
 from meterbridge_dev.stack.sigv4 import AllowedCredential, SigV4Rejected, iam_context, verify
 from meterbridge_streaming import health_routes
 from meterbridge_streaming.dashboard.routes import include_dashboard

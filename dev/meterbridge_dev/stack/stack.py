@@ -193,8 +193,8 @@ class LocalStack:
             self.started.append("stripe-fake")
             # Provisioning finds prices by lookup key only: put the plans' prices in the
             # stand-in as `meterbridge stripe sync-catalog` does against Stripe.
-            from meterbridge.logic.billing.catalog import sync_catalog
             from meterbridge.settings import Settings
+            from meterbridge_dev.stripe.catalog import sync_catalog
 
             sync_catalog(settings=Settings())
             self.say(f"Stripe     {url} (embedded Stripe stand-in; --stripe real for Stripe)")

@@ -1,4 +1,4 @@
-"""Invoices, invoice items and the price catalogue, through the real ``stripe`` client.
+"""Invoices and invoice items, through the real ``stripe`` client.
 
 No retries in the client (``max_network_retries=0``): a failed call fails the webhook with a
 5xx and Stripe's redelivery retries the whole step under the same idempotency key. Stripe
@@ -93,51 +93,6 @@ class StripeInvoices:
             ),
         )
         return invoice.to_dict()
-
-    # the catalogue (meterbridge stripe sync-catalog)
-
-    def prices_by_lookup_key(self, keys: list[str]) -> dict[str, dict[str, Any]]:
-        page = self._call(
-            "list prices",
-            lambda: self._client.v1.prices.list(
-                params={"lookup_keys": keys, "limit": PAGE_SIZE}  # type: ignore[typeddict-item]
-            ),
-        )
-        return {str(p.lookup_key): p.to_dict() for p in page.data if p.lookup_key}
-
-    def product(self, product_id: str) -> dict[str, Any] | None:
-        try:
-            return self._client.v1.products.retrieve(product_id).to_dict()
-        except self._stripe.InvalidRequestError:
-            return None
-        except self._stripe.StripeError as exc:
-            raise UpstreamUnavailable("Stripe failed to read the product") from exc
-
-    def create_product(self, params: dict[str, Any], idempotency_key: str) -> str:
-        product = self._call(
-            "create the product",
-            lambda: self._client.v1.products.create(
-                params=params,  # type: ignore[arg-type]
-                options={"idempotency_key": idempotency_key},
-            ),
-        )
-        return str(product.id)
-
-    def update_product(self, product_id: str, params: dict[str, Any]) -> None:
-        self._call(
-            "update the product",
-            lambda: self._client.v1.products.update(product_id, params=params),  # type: ignore[arg-type]
-        )
-
-    def create_price(self, params: dict[str, Any], idempotency_key: str) -> str:
-        price = self._call(
-            "create the price",
-            lambda: self._client.v1.prices.create(
-                params=params,  # type: ignore[arg-type]
-                options={"idempotency_key": idempotency_key},
-            ),
-        )
-        return str(price.id)
 
 
 _clients: dict[tuple[str, str], StripeInvoices] = {}

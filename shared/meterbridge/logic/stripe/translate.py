@@ -23,13 +23,11 @@ subscription is under ``parent.subscription_details``, a line's price under
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from meterbridge.models.cloudevent import STRIPE_SOURCE, CloudEvent
+from meterbridge.models.stripe import BillingChange, StripeEvent
 from meterbridge.plans import catalog
-from meterbridge.timestamps import rfc3339
 
 SUBSCRIPTION_STARTED = "subscription.started"
 SUBSCRIPTION_UPDATED = "subscription.updated"
@@ -60,65 +58,25 @@ _TYPE_RANK = {
 }
 
 
-class StripeEventData(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    object: dict[str, Any]
-    previous_attributes: dict[str, Any] | None = None
+def pinned_api_version() -> str:
+    """The Stripe API version the translations read fields for: the pinned stripe-python's."""
+    import stripe
+
+    return str(stripe.api_version)
 
 
-class StripeEvent(BaseModel):
-    """The envelope of a Stripe (v1 snapshot) event; ``data.object`` stays a plain dict."""
+def unhandled(payload: Mapping[str, Any]) -> str | None:
+    """Why a verified payload is acknowledged without processing, or None to process it.
 
-    model_config = ConfigDict(extra="allow")
-    id: str = Field(pattern=r"^evt_[A-Za-z0-9_]+$", max_length=255)
-    object: Literal["event"]
-    type: str
-    created: int
-    api_version: str | None = None
-    livemode: bool = False
-    data: StripeEventData
-
-
-Action = Literal["checkout", "subscription", "payment_failed", "payment_paid"]
-
-
-class BillingChange(BaseModel):
-    """What one translated Stripe event means for meterbridge."""
-
-    model_config = ConfigDict(frozen=True)
-    stripe_event_id: str
-    stripe_type: str
-    billing_type: str
-    action: Action
-    created: int
-    customer_id: str | None = None
-    tenant_hint: str | None = None
-    subscription_id: str | None = None
-    subscription_status: str | None = None
-    price_id: str | None = None
-    plan: str | None = None
-    ends_subscription: bool = False
-    rank: int = 0
-    invoice_id: str | None = None
-    checkout_session_id: str | None = None
-    # The event's Stripe API version (field locations depend on it), kept in the billing event.
-    api_version: str | None = None
-    data: dict[str, Any] = Field(default_factory=dict)
-
-    def cloud_event(self, tenant_id: str) -> CloudEvent:
-        """The CloudEvent for the outbox and NATS: id and time are stable across redeliveries."""
-        return CloudEvent(
-            id=self.stripe_event_id,
-            source=STRIPE_SOURCE,
-            type=self.billing_type,
-            subject=tenant_id,
-            time=rfc3339(self.created, timespec="auto"),
-            data={
-                k: v
-                for k, v in {**self.data, "stripe_api_version": self.api_version}.items()
-                if v is not None
-            },
-        )
+    Thin events (``object: v2.core.event``, from event destinations) carry no snapshot to
+    translate; other types are not billing events for meterbridge. Both get 200 ``ignored``
+    (Stripe retries any non-2xx for days).
+    """
+    if payload.get("object") != "event":
+        return f"thin or unknown payload ({str(payload.get('object'))[:40]})"
+    if payload.get("type") not in TRANSLATIONS:
+        return "type not handled"
+    return None
 
 
 def _id_of(value: Any) -> str | None:

@@ -13,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from meterbridge.adapters.stripe_invoices import StripeInvoices, get_invoices
 from meterbridge.errors import UpstreamUnavailable
 from meterbridge.logic.billing.overage import currency_of
 from meterbridge.plans import Plan, catalog
 from meterbridge.settings import Settings, get_settings
+from meterbridge_dev.stripe.prices import StripePrices
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,9 @@ def _price_agrees(price: dict[str, Any] | None, plan: Plan) -> bool:
 
 def sync_catalog(*, dry_run: bool = False, settings: Settings | None = None) -> list[CatalogChange]:
     settings = settings or get_settings()
-    stripe = get_invoices(settings)
-    if stripe is None:
+    if not settings.stripe_api_key:
         raise UpstreamUnavailable("Stripe is not configured (STRIPE_API_KEY)")
+    stripe = StripePrices(settings.stripe_api_key, settings.stripe_api_base)
     plans = [p for p in catalog().plans.values() if (p.base_price_cents or 0) > 0]
     prices = stripe.prices_by_lookup_key([lookup_key(p.id) for p in plans])
     changes: list[CatalogChange] = []
@@ -63,7 +63,7 @@ def sync_catalog(*, dry_run: bool = False, settings: Settings | None = None) -> 
 
 
 def _sync_plan(
-    plan: Plan, price: dict[str, Any] | None, stripe: StripeInvoices, dry_run: bool
+    plan: Plan, price: dict[str, Any] | None, stripe: StripePrices, dry_run: bool
 ) -> list[CatalogChange]:
     changes: list[CatalogChange] = []
     name = f"meterbridge {plan.name}"

@@ -1,8 +1,8 @@
 """Reconciliation: apply Stripe events the webhook missed, through the same idempotent path.
 
 Stripe keeps events for 30 days. Events listed by the API need no signature check (they come
-from Stripe over TLS with our key); each one goes through ``stripe_webhook.process``, so an event
-already handled is acknowledged without effects and a missed one is applied exactly once.
+from Stripe over TLS with our key); each one goes through ``logic.stripe.apply.process``, so an
+event already handled is acknowledged without effects and a missed one is applied exactly once.
 Events are applied oldest first (the API lists newest first), though the ordering guards would
 also make any order end right.
 """
@@ -17,9 +17,12 @@ from typing import Any
 from pydantic import BaseModel
 
 from meterbridge.errors import MeterbridgeError, ValidationFailed
-from meterbridge.logic.stripe_webhook import parse_event, process, unhandled
+from meterbridge.logic.stripe.apply import process
+from meterbridge.logic.stripe.translate import unhandled
+from meterbridge.logic.stripe.verify import parse_event
 from meterbridge.observability import logger
 from meterbridge.settings import Settings, get_settings
+from meterbridge_dev.stripe.events import StripeEvents
 
 MAX_SINCE_S = 30 * 24 * 3600
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -84,8 +87,6 @@ def reconcile(
 
 def reconcile_since(since_s: int, settings: Settings | None = None) -> ReconcileSummary:
     """List the account's events of the last ``since_s`` seconds and reconcile them."""
-    from meterbridge.adapters.stripe_events import StripeEvents
-
     settings = settings or get_settings()
     if not settings.stripe_api_key:
         raise ValidationFailed("STRIPE_API_KEY is not set")
