@@ -1,32 +1,20 @@
 """Products and prices, through the real ``stripe`` client (``meterbridge stripe sync-catalog``).
 
-As the layer's ``StripeInvoices``: no retries in the client, Stripe errors become
-``UpstreamUnavailable``, and ``STRIPE_API_BASE`` points the client at another server.
+The layer's ``StripeInvoices`` client (no retries in the client, Stripe errors become
+``UpstreamUnavailable``, ``STRIPE_API_BASE`` for another server) with the catalogue calls that
+only this command makes, so they stay out of the layer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-from meterbridge.adapters import stripe_client
-from meterbridge.adapters.stripe_invoices import PAGE_SIZE
+from meterbridge.adapters.stripe_invoices import PAGE_SIZE, StripeInvoices
 from meterbridge.errors import UpstreamUnavailable
 
-T = TypeVar("T")
 
-
-class StripePrices:
+class StripePrices(StripeInvoices):
     """The product and price catalogue of one Stripe account."""
-
-    def __init__(self, api_key: str, api_base: str = "") -> None:
-        import stripe
-
-        self._stripe = stripe
-        self._client = stripe_client.client(api_key, api_base)
-
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
-        return stripe_client.call(what, fn)
 
     def prices_by_lookup_key(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         page = self._call(
