@@ -1,13 +1,21 @@
-"""Billing models: the overage lines of a period, the records of the lines meterbridge adds to
-Stripe invoices, what ``invoice.created`` did, and the reconcile report
-(docs/billing.md#reconcile-runbook)."""
+"""Billing models: the parts of a period split by plan changes, the overage lines of a
+period, the records of the lines meterbridge adds to Stripe invoices, what ``invoice.created``
+did, and the reconcile report (docs/billing.md#reconcile-runbook)."""
 
 # No ``from __future__ import annotations`` here: pydantic would compile and evaluate every
 # field's annotation string when the model class is built (docs/performance/cold_start.md).
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    # A name only (the dataclasses below do not evaluate it): the admin API imports this module
+    # at its cold start, and loads the plan catalogue only in the routes that use it.
+    from meterbridge.plans import Plan
 
 RecordState = Literal["pending", "billed"]
 
@@ -20,6 +28,31 @@ class OverageLine:
     amount_cents: int
     currency: str
     description: str
+
+
+@dataclass(frozen=True)
+class Part:
+    """A part of a period with one plan in force (docs/billing.md#plan-changes)."""
+
+    plan: "Plan"
+    start: datetime
+    end: datetime
+    share: Decimal  # of the period's seconds
+    before: Mapping[str, Any]  # additive meters' totals at the part's start
+    after: Mapping[str, Any] | None  # ... at its end; None: the period's total now
+
+
+@dataclass(frozen=True)
+class PartCharge:
+    """One part's usage of a meter, its prorated limit, overage and (unrounded) charge."""
+
+    plan: "Plan"
+    start: datetime
+    end: datetime
+    used: Decimal
+    limit: Decimal | None
+    overage: Decimal
+    cents: Decimal  # unrounded
 
 
 @dataclass(frozen=True)

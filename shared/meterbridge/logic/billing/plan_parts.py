@@ -14,28 +14,18 @@ period with the plan in force at its end.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from meterbridge.logic.periods import bounds, period_of
+from meterbridge.models.billing import Part, PartCharge
 from meterbridge.plans import Overage, Plan, Tier, Tiers, catalog
 from meterbridge.settings import Settings
 
 ADDITIVE = frozenset({"COUNT", "SUM"})
 # Changes older than this many periods before the newest can no longer be billed (35-day window).
 KEEP_PERIODS = 3
-
-
-@dataclass(frozen=True)
-class Part:
-    plan: Plan
-    start: datetime
-    end: datetime
-    share: Decimal  # of the period's seconds
-    before: Mapping[str, Any]  # additive meters' totals at the part's start
-    after: Mapping[str, Any] | None  # ... at its end; None: the period's total now
 
 
 def change_record(
@@ -101,17 +91,6 @@ def parts(period: str, changes: Sequence[Mapping[str, Any]], plan: Plan) -> list
 
 def _whole(value: Decimal) -> Decimal:
     return value.quantize(Decimal(1), rounding=ROUND_HALF_UP)
-
-
-@dataclass(frozen=True)
-class PartCharge:
-    plan: Plan
-    start: datetime
-    end: datetime
-    used: Decimal
-    limit: Decimal | None
-    overage: Decimal
-    cents: Decimal  # unrounded
 
 
 def price_parts(
