@@ -29,9 +29,6 @@ KEY_ATTRIBUTES = {"pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"}
 PENDING: set[str] = {
     "billing/invoice.py",
     "billing/reconcile.py",
-    "deadletters.py",
-    "flush.py",
-    "ingest.py",
     "keys.py",
     "tenants.py",
 }

@@ -37,7 +37,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -50,11 +50,15 @@ from meterbridge.adapters.openmeter import (
 )
 from meterbridge.bus.subjects import nats_msg_id, tenant_subject
 from meterbridge.dal import outbox
-from meterbridge.dal.outbox import backlog, ledger, recovery, segments, shard_leases, stream
+from meterbridge.dal.outbox import ledger, recovery, segments, shard_leases, stream
+from meterbridge.dal.outbox.repository import DynamoOutbox
 from meterbridge.errors import MeterbridgeError, StorageUnavailable
 from meterbridge.models.cloudevent import now_rfc3339
+from meterbridge.models.outbox import Segment
 from meterbridge.observability import logger, metrics
 from meterbridge.settings import Settings, get_settings
+
+_T = TypeVar("_T")
 
 StopReason = Literal["deadline", "openmeter_unavailable", "openmeter_misconfigured", "storage"]
 
@@ -148,6 +152,7 @@ class Flusher:
         self.lease_table = lease_table if self.config.shard_leases else None
         # Checkpoints, backlog and counters live in the idempotency table whatever the tuning.
         self.lease_ledger = lease_table
+        self.outbox = DynamoOutbox(table, lease_table)
         # Set when a stream shard was left unread (another run's, or a stop): ``remaining``
         # then reads the stream's tail (streams read units, not table reads).
         self._stream_incomplete = False
@@ -185,9 +190,7 @@ class Flusher:
 
     # -- DynamoDB fan-out ----------------------------------------------------------------
 
-    def _db_map(
-        self, fn: Callable[[dict[str, Any]], bool], items: Sequence[dict[str, Any]]
-    ) -> list[bool]:
+    def _db_map(self, fn: Callable[[_T], bool], items: Sequence[_T]) -> list[bool]:
         if self._db is None or len(items) == 1:
             return [fn(item) for item in items]
         return list(self._db.map(fn, items))
@@ -233,7 +236,7 @@ class Flusher:
             try:
                 # The segment layout (before the stream): drained after an upgrade, then each
                 # shard costs one empty one-item query a run (docs/flush.md#migration).
-                busy = [s for s in self._shards() if segments.any_pending(self.table, s)]
+                busy = [s for s in self._shards() if self.outbox.any_pending(s)]
                 deferred = [s for s in busy if not self._drain_shard(s, pool)]
                 # Shards another run held a moment ago: it may have finished them since.
                 for shard in deferred:
@@ -300,17 +303,11 @@ class Flusher:
                 if not first and not self._lease_shard(name):
                     break  # the lease expired and another run took the shard over
                 first = False
-                page, start = segments.pending_page(
-                    self.table,
-                    name,
-                    limit=cfg.page_size,
-                    start_key=start,
-                    attributes=segments.FLUSH_ATTRIBUTES,
-                )
+                page, start = self.outbox.pending_segments(name, limit=cfg.page_size, after=start)
                 now_ms = self._now_ms()
                 # The index copy may be stale; the claim decides. Skipping visibly leased
-                # items only saves a write that would fail.
-                free = [i for i in page if int(i.get("lease_until", 0)) < now_ms]
+                # segments only saves a write that would fail.
+                free = [s for s in page if s.lease_until < now_ms]
                 for batch in _packed(free, cfg.group_events):
                     # Keep a batch queued behind each worker, so the next page's query
                     # overlaps the claims, POSTs and marks of this one.
@@ -330,7 +327,7 @@ class Flusher:
             self._release_shard(shard)
         return True
 
-    def _process(self, group: list[dict[str, Any]]) -> None:
+    def _process(self, group: list[Segment]) -> None:
         """Claim, send and mark one group of segments (a worker thread)."""
         if self._stop is not None:
             return
@@ -341,9 +338,8 @@ class Flusher:
         now_ms = self._now_ms()
         lease_ms = int(cfg.lease_s * 1000)
         try:
-            won = segments.claim_many(
-                self.table,
-                [s["pk"] for s in group],
+            won = self.outbox.claim(
+                [s.key for s in group],
                 owner=self.owner,
                 now_ms=now_ms,
                 lease_ms=lease_ms,
@@ -352,7 +348,7 @@ class Flusher:
             logger.warning("flush stopped: claim failed", extra={"error": exc.message})
             self._stop_run("storage")
             return
-        claimed = [s for s in group if s["pk"] in won]
+        claimed = [s for s in group if s.key in won]
         if not claimed:
             return
         # Never send past the lease (another run could take the segments over) nor past the
@@ -367,8 +363,8 @@ class Flusher:
                 delivered.append(delivery)
         except (OpenMeterUnavailable, OpenMeterMisconfigured, StorageUnavailable) as exc:
             self._stopped_by(exc)
-            done = {s["pk"] for d in delivered for s in d.segments}
-            self._release([s for s in claimed if s["pk"] not in done], exc.message)
+            done = {s.key for d in delivered for s in d.segments}
+            self._release([s for s in claimed if s.key not in done], exc.message)
         self._mark(delivered)
 
     def _deliver(self, events: list[str], deadline: float, delivery: _Delivery) -> None:
@@ -391,20 +387,18 @@ class Flusher:
         """Mark the delivered segments sent (OpenMeter acknowledged every event in them)."""
         if not delivered:
             return
-        pks = [s["pk"] for d in delivered for s in d.segments]
+        keys = [s.key for d in delivered for s in d.segments]
         try:
-            marked = segments.mark_sent_many(
-                self.table, pks, owner=self.owner, sent_at=now_rfc3339(), now_s=int(self.clock())
+            marked = self.outbox.mark_sent(
+                keys, owner=self.owner, sent_at=now_rfc3339(), now_s=int(self.clock())
             )
         except StorageUnavailable:
             marked = set()  # the answer was lost, not necessarily the writes: read them back
-        if len(marked) < len(pks):
-            marked |= segments.marked_by(
-                self.table, [pk for pk in pks if pk not in marked], owner=self.owner
-            )
+        if len(marked) < len(keys):
+            marked |= self.outbox.marked_by([k for k in keys if k not in marked], owner=self.owner)
         sent = lost = 0
         for d in delivered:
-            if all(s["pk"] in marked for s in d.segments):
+            if all(s.key in marked for s in d.segments):
                 sent += d.acked
             else:
                 lost += len(d.events)
@@ -420,12 +414,13 @@ class Flusher:
         )
         try:
             wire = json.loads(event)
-            pk = outbox.event_pk(str(wire["source"]), str(wire["id"]))
+            source, event_id = str(wire["source"]), str(wire["id"])
         except (ValueError, KeyError, TypeError):
             # Cannot happen for events ingest validated; never let it block the segment.
             logger.error("unreadable event in a segment", extra={"error": error})
             return
-        if outbox.dead_letter(self.table, pk, error=error, dead_at=now_rfc3339()):
+        pk = nats_msg_id(source, event_id)
+        if self.outbox.dead_letter(source, event_id, error=error, dead_at=now_rfc3339()):
             self._add(dead_lettered=1)
             if self.lease_ledger is not None:
                 with contextlib.suppress(StorageUnavailable):
@@ -435,14 +430,12 @@ class Flusher:
                 extra={"pk": pk, "tenant": delivery.tenant, "status": exc.http_status},
             )
 
-    def _release(self, held: list[dict[str, Any]], error: str) -> None:
+    def _release(self, held: list[Segment], error: str) -> None:
         # If DynamoDB refuses, the leases simply expire.
         if not held:
             return
         with contextlib.suppress(StorageUnavailable):
-            segments.release_many(
-                self.table, [s["pk"] for s in held], owner=self.owner, error=error
-            )
+            self.outbox.release([s.key for s in held], owner=self.owner, error=error)
 
     # -- the stream and the backlog (docs/flush.md) ----------------------------------------
 
@@ -501,26 +494,24 @@ class Flusher:
         if self.lease_ledger is None:
             return
         while self._stop is None and self._can_start_request():
-            items = backlog.page(self.lease_ledger, self.table, limit=4)
+            items = self.outbox.parked(limit=4)
             progressed = False
             for item in items:
                 if self._stop is not None or not self._can_start_request():
                     break
-                if not backlog.lease(
-                    self.lease_ledger,
+                if not self.outbox.lease_parked(
                     item,
                     owner=self.owner,
                     now_ms=self._now_ms(),
                     lease_ms=self._lease_ms(),
                 ):
                     continue
-                events = str(item["events"]).split("\n")
-                done, failed = self._send(events, None)
+                done, failed = self._send(list(item.events), None)
                 if failed:
                     with contextlib.suppress(StorageUnavailable):
-                        backlog.release(self.lease_ledger, item, owner=self.owner)
+                        self.outbox.release_parked(item, owner=self.owner)
                     return
-                if backlog.delivered(self.lease_ledger, self.table, item, owner=self.owner):
+                if self.outbox.delivered(item, owner=self.owner):
                     self._add(sent=done)
                     progressed = True
             if not progressed:
@@ -765,9 +756,7 @@ class Flusher:
         if self._stop in ("deadline", "storage"):
             return None
         try:
-            parked = backlog.park(
-                self.lease_ledger, self.table, [(q.accepted_at, q.event) for q in left]
-            )
+            parked = self.outbox.park([(q.accepted_at, q.event) for q in left])
         except MeterbridgeError as exc:
             logger.warning("backlog park failed", extra={"error": exc.message})
             self._stop_run("storage")
@@ -816,11 +805,11 @@ class Flusher:
                 ledger.seed_dead(
                     self.lease_ledger,
                     self.table,
-                    outbox.deadletters.count_dead_letters(self.table),
+                    self.outbox.count_dead_letters(),
                 )
-        busy = [s for s in self._shards() if segments.any_pending(self.table, s)]
+        busy = [s for s in self._shards() if self.outbox.any_pending(s)]
         if busy:
-            left += segments.count_pending(self.table)
+            left += self.outbox.count_pending()
         return left
 
     # -- NATS ----------------------------------------------------------------------------
@@ -832,22 +821,19 @@ class Flusher:
         for shard in self._shards():
             start: dict[str, Any] | None = None
             while budget > 0 and self._left_s() > 1.0:
-                page, start = outbox.republish_page(
-                    self.table, shard, limit=min(100, budget), start_key=start
-                )
+                page, start = self.outbox.unpublished(shard, limit=min(100, budget), after=start)
                 budget -= len(page)
                 messages, by_id, unroutable = [], {}, []
                 for item in page:
-                    event = json.loads(item["event"])
-                    key = (event["source"], event["id"])
+                    key = (item.source, item.event_id)
                     try:
-                        subject = tenant_subject(str(item.get("tenant_id")), str(item.get("kind")))
+                        subject = tenant_subject(str(item.tenant_id), str(item.kind))
                     except ValueError:
                         unroutable.append(key)
                         continue
                     msg_id = nats_msg_id(*key)
                     by_id[msg_id] = key
-                    messages.append(Message(subject=subject, msg_id=msg_id, payload=event))
+                    messages.append(Message(subject=subject, msg_id=msg_id, payload=item.payload))
                 acked = self.publisher.publish_sync(messages) if messages else set()
                 done = [by_id[m] for m in acked if m in by_id]
                 if unroutable:
@@ -855,9 +841,7 @@ class Flusher:
                     logger.warning(
                         "events without a tenant subject", extra={"events": len(unroutable)}
                     )
-                self._db_map(
-                    lambda k: _mark_published(self.table, k), [{"k": k} for k in done + unroutable]
-                )
+                self._db_map(lambda k: self.outbox.mark_published(*k), done + unroutable)
                 self._add(republished=len(done))
                 if len(acked) < len(messages):
                     return  # NATS is unhealthy; the rest waits for the next run
@@ -883,12 +867,6 @@ def _rfc3339(epoch_s: float) -> str:
 PARK_AFTER_S = 12 * 3600
 
 
-def _mark_published(table: str, wrapped: dict[str, Any]) -> bool:
-    source, event_id = wrapped["k"]
-    outbox.mark_published(table, source, event_id)
-    return True
-
-
 class _NotTried(Exception):
     """A batch not sent because the run had stopped sending."""
 
@@ -896,21 +874,21 @@ class _NotTried(Exception):
 class _Delivery:
     """Segments POSTed together, and how many of their events OpenMeter acknowledged."""
 
-    def __init__(self, held: list[dict[str, Any]]) -> None:
+    def __init__(self, held: list[Segment]) -> None:
         self.segments = held
-        self.events = [e for s in held for e in segments.segment_events(s)]
-        self.tenant = held[0].get("tenant_id") if held else None
+        self.events = [e for s in held for e in s.events]
+        self.tenant = held[0].tenant_id if held else None
         self.acked = 0
 
 
-def _packed(segments: list[dict[str, Any]], events: int) -> Iterable[list[dict[str, Any]]]:
+def _packed(segments: list[Segment], events: int) -> Iterable[list[Segment]]:
     """Consecutive segments packed into runs of up to ``events`` events: the claim groups of a
     page, and the POSTs of a group. A segment is never split (it holds at most 98 events and
     300 KB), so a larger one stands alone."""
-    run: list[dict[str, Any]] = []
+    run: list[Segment] = []
     size = 0
     for segment in segments:
-        count = int(segment.get("count", 1))
+        count = segment.count
         if run and size + count > events:
             yield run
             run, size = [], 0

@@ -31,7 +31,8 @@ from meterbridge.bus.publisher import Message, get_publisher
 from meterbridge.bus.subjects import nats_msg_id, tenant_subject
 from meterbridge.dal import events as events_dal
 from meterbridge.dal import outbox
-from meterbridge.dal import usage as usage_dal
+from meterbridge.dal.outbox.repository import DynamoOutbox, IngestOutbox
+from meterbridge.dal.usage import UsageCounters, UsageStore
 from meterbridge.errors import (
     PayloadTooLarge,
     QuotaExceeded,
@@ -48,6 +49,7 @@ from meterbridge.models.cloudevent import (
     stable_id,
     usage_source,
 )
+from meterbridge.models.outbox import Record
 from meterbridge.models.usage import InboundEvent, IngestResult
 from meterbridge.observability import logger, metrics
 from meterbridge.plans import Plan, as_number, catalog
@@ -77,7 +79,7 @@ class Batch:
 class _Pending:
     """Events to store, each with the meter cells it moves (``meters.Fed``)."""
 
-    items: list[dict[str, Any]] = field(default_factory=list)
+    items: list[Record] = field(default_factory=list)
     fed: list[list[meters.Fed]] = field(default_factory=list)
     events: list[CloudEvent] = field(default_factory=list)
 
@@ -342,15 +344,19 @@ def ingest(
     # with a reason naming it, which costs nothing for new events (the request budget).
     duplicates = batch.repeats
     accepted_at = rfc3339(now)
+    store = DynamoOutbox(settings.events_table)
+    usage = UsageCounters(settings.usage_table)
     new = _Pending()
     for event, event_feeds in zip(batch.events, batch.feeds, strict=True):
         new.items.append(
-            outbox.outbox_item(event, tenant_id=tenant_id, kind="usage", accepted_at=accepted_at)
+            store.record(event, tenant_id=tenant_id, kind="usage", accepted_at=accepted_at)
         )
         counted_in = period_of(_event_time(event)) if backfill else period
         new.fed.append([meters.Fed(counted_in, feed, event.time, event.id) for feed in event_feeds])
         new.events.append(event)
-    written, more_duplicates, refused = _store(tenant_id, plan, period, new, settings, now)
+    written, more_duplicates, refused = _store(
+        tenant_id, plan, period, new, now, store=store, usage=usage
+    )
     duplicates += more_duplicates
     result = IngestResult(accepted=len(written), duplicates=duplicates)
     metrics.add_metric(name="EventsAccepted", unit="Count", value=result.accepted)
@@ -358,7 +364,9 @@ def ingest(
         metrics.add_metric(name="EventsDuplicate", unit="Count", value=result.duplicates)
     alerts: list[CloudEvent] = []
     if written and not backfill:
-        alerts = _thresholds(tenant_id, plan, period, _added(written), settings, now)
+        alerts = _thresholds(
+            tenant_id, plan, period, _added(written), now, store=store, usage=usage
+        )
     if refused:
         metrics.add_metric(name="QuotaRejections", unit="Count", value=1)
         metrics.add_metric(name="EventsRejected", unit="Count", value=refused)
@@ -383,7 +391,7 @@ def _chunks(pending: _Pending) -> list[_Pending]:
     budget = meters.OpsBudget()
     size = 0
     for item, fed, event in zip(pending.items, pending.fed, pending.events, strict=True):
-        grown = size + len(item["event"]) + 1
+        grown = size + item.size
         if current.items and (
             len(current.items) + 1 + budget.with_(fed) > events_dal.TRANSACT_MAX
             or grown > outbox.SEGMENT_MAX_BYTES
@@ -391,7 +399,7 @@ def _chunks(pending: _Pending) -> list[_Pending]:
             chunks.append(current)
             current = _Pending()
             budget = meters.OpsBudget()
-            grown = len(item["event"]) + 1
+            grown = item.size
         size = grown
         budget.add(fed)
         current.items.append(item)
@@ -407,7 +415,14 @@ _ADDITIVE = ("COUNT", "SUM", "UNIQUE_COUNT")
 
 
 def _store(
-    tenant_id: str, plan: Plan, period: str, pending: _Pending, settings: Settings, now: datetime
+    tenant_id: str,
+    plan: Plan,
+    period: str,
+    pending: _Pending,
+    now: datetime,
+    *,
+    store: IngestOutbox,
+    usage: UsageStore,
 ) -> tuple[Written, int, int]:
     """Write chunks; returns (feeds, event) stored, late duplicates, and events refused by
     quota.
@@ -430,33 +445,25 @@ def _store(
             if not chunk.items:
                 break
             fed = [f for fs in chunk.fed for f in fs]
-            ops = meters.cell_ops(
-                tenant_id, cat, plan, period, fed, state, settings.usage_table, expires
-            )
-            outcome = events_dal.write_chunk(settings.events_table, chunk.items, ops)
+            ops = meters.cell_ops(tenant_id, cat, plan, period, fed, state, usage.table, expires)
+            outcome = store.accept(chunk.items, ops)
             if outcome.written:
-                meters.remember_markers(tenant_id, settings.usage_table, meters.written_marks(ops))
+                meters.remember_markers(tenant_id, usage.table, meters.written_marks(ops))
                 written.extend(zip(chunk.fed, chunk.events, strict=True))
                 break
             meters.learn(state, ops, outcome.dropped)
             if outcome.dropped:
                 meters.remember_markers(
                     tenant_id,
-                    settings.usage_table,
+                    usage.table,
                     [ops[i].tag for i in outcome.dropped if ops[i].kind == "mark"],
                 )
-            if outcome.duplicate_pks:
-                keep = [
-                    i
-                    for i, item in enumerate(chunk.items)
-                    if item["pk"] not in outcome.duplicate_pks
-                ]
+            if outcome.duplicates:
+                keep = [i for i in range(len(chunk.items)) if i not in outcome.duplicates]
                 duplicates += len(chunk.items) - len(keep)
                 chunk = _select(chunk, keep)
             elif outcome.over_cap:
-                keep = meters.within_room(
-                    tenant_id, cat, plan, period, chunk.fed, settings.usage_table
-                )
+                keep = meters.within_room(tenant_id, cat, plan, period, chunk.fed, usage)
                 refused += len(chunk.items) - len(keep)
                 full = full or len(keep) < len(chunk.items)
                 chunk = _select(chunk, keep)
@@ -536,8 +543,10 @@ def _thresholds(
     plan: Plan,
     period: str,
     added: dict[str, Decimal | None],
-    settings: Settings,
     now: datetime,
+    *,
+    store: IngestOutbox,
+    usage: UsageStore,
 ) -> list[CloudEvent]:
     """``usage.threshold_reached`` once per period, meter and threshold (80% and 100%), for
     every aggregation: the meter's value against the plan's limit."""
@@ -548,19 +557,15 @@ def _thresholds(
         limit = plan.limit(meter)
         if not limit or limit <= 0:
             continue
-        key = (settings.usage_table, tenant_id, period, meter)
+        key = (usage.table, tenant_id, period, meter)
         if _far_from_thresholds(key, added[meter], limit):
             continue
-        total = usage_dal.total(
-            settings.usage_table, tenant_id, period, meter, cat.meters[meter].aggregation
-        )
+        total = usage.total(tenant_id, period, meter, cat.meters[meter].aggregation)
         _remember_total(key, total)
         for pct in THRESHOLDS:
             if total * 100 < limit * pct:
                 continue
-            if not usage_dal.mark_threshold(
-                settings.usage_table, tenant_id, period, meter, pct, expires
-            ):
+            if not usage.mark_threshold(tenant_id, period, meter, pct, expires):
                 continue
             alert = CloudEvent(
                 id=stable_id(tenant_id, period, meter, str(pct)),
@@ -577,7 +582,7 @@ def _thresholds(
                     "plan": plan.id,
                 },
             )
-            outbox.enqueue(settings.events_table, alert, tenant_id=tenant_id, kind="usage")
+            store.enqueue(alert, tenant_id=tenant_id, kind="usage")
             logger.info("usage threshold reached", extra={"meter": meter, "threshold": pct})
             metrics.add_metric(name="ThresholdAlerts", unit="Count", value=1)
             alerts.append(alert)
@@ -607,17 +612,12 @@ async def publish(
     ]
     started = time.perf_counter()
     acked = await get_publisher().publish(messages)
-    missed = [
-        outbox.event_pk(e.source, e.id)
-        for e in everything
-        if nats_msg_id(e.source, e.id) not in acked
-    ]
+    missed = [e for e in everything if nats_msg_id(e.source, e.id) not in acked]
     if missed:
         logger.warning("events left for republish", extra={"count": len(missed)})
+        store = DynamoOutbox(settings.events_table)
         try:
-            await asyncio.to_thread(
-                outbox.mark_pending, settings.events_table, missed, accepted_at=now_rfc3339()
-            )
+            await asyncio.to_thread(store.mark_unpublished, missed, accepted_at=now_rfc3339())
         except StorageUnavailable as exc:
             # The live stream is best effort; the flush still republishes recent records
             # from the table's stream (docs/flush.md).
