@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from meterbridge.dal import usage as usage_dal
-from meterbridge.logic.ingest import ingest_events
+from meterbridge.logic.ingest.backfill import ingest_events
 from meterbridge.logic.periods import period_of
 from meterbridge.settings import get_settings
 from meterbridge_dev.cli.backfill import run_backfill

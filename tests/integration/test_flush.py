@@ -10,7 +10,7 @@ import pytest
 
 from meterbridge.dal import outbox
 from meterbridge.dal.outbox import segments, shard_leases, stream
-from meterbridge.logic import flush
+from meterbridge.models.flush import FlushResult
 from meterbridge.settings import get_settings
 from meterbridge_dev.fakes.openmeter_sink import Fault
 from tests.support import flush as flush_support
@@ -155,7 +155,7 @@ def test_two_concurrent_runs_deliver_each_event_once(aws, sink):
     table = aws["EventsTable"]
     events = make_events(2000)
     fill_outbox(table, events)
-    results: list[flush.FlushResult] = []
+    results: list[FlushResult] = []
     barrier = threading.Barrier(2)
 
     def one_run() -> None:
@@ -182,7 +182,7 @@ def test_two_concurrent_runs_without_shard_leases_still_deliver_each_event_once(
     table = aws["EventsTable"]
     events = make_events(600)
     fill_outbox(table, events)
-    results: list[flush.FlushResult] = []
+    results: list[FlushResult] = []
     barrier = threading.Barrier(2)
     config = fast_config(batch_size=25, concurrency=4, shard_leases=False)
 

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from meterbridge.logic import ingest
+from meterbridge.logic.ingest import parse
 from meterbridge_dev.stack.devapp import create_dev_app
 from meterbridge_dev.stack.servers import BackgroundServer
 from meterbridge_streaming.limits import DEFAULT_BODY_BYTES, INGEST_BODY_BYTES, BodyLimit
@@ -180,7 +180,7 @@ def test_a_small_chunked_body_still_reaches_the_route(dev_url: str, aws: dict[st
 
 
 def test_the_ingest_cap_is_the_ingest_limit() -> None:
-    assert INGEST_BODY_BYTES == ingest.MAX_BODY_BYTES
+    assert INGEST_BODY_BYTES == parse.MAX_BODY_BYTES
 
 
 # -- slowloris --------------------------------------------------------------------------------

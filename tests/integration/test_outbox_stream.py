@@ -11,6 +11,7 @@ from typing import Any
 from meterbridge.dal import dynamo
 from meterbridge.dal.outbox import backlog, ledger, recovery, segments, stream
 from meterbridge.logic import flush
+from meterbridge.models.flush import FlushResult
 from tests.support import flush as flush_support
 from tests.support.builders import events_table_items
 from tests.support.flush import (
@@ -26,7 +27,7 @@ sink = flush_support.sink  # the OpenMeter fake fixture
 DAY_S = 24 * 3600
 
 
-def _run(url: str, clock: Any, **config: Any) -> flush.FlushResult:
+def _run(url: str, clock: Any, **config: Any) -> FlushResult:
     return flush.flush_outbox(
         None, config=fast_config(**config), client=fast_client(url), clock=clock
     )

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from meterbridge.dal import dynamo, outbox
 from meterbridge.dal.outbox import stream
 from meterbridge.logic import status as status_logic
-from meterbridge.logic.flush import FlushResult
 from meterbridge.models.cloudevent import CloudEvent, usage_source
+from meterbridge.models.flush import FlushResult
 from meterbridge.settings import get_settings
 from meterbridge_dev.cli.main import app
 

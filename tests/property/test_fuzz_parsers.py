@@ -4,7 +4,7 @@ Hypothesis generates the inputs (atheris is not installed; hypothesis's generato
 shapes below and explicit examples of known hard cases, cover what a byte fuzzer would for
 parsers of this size). No network: both parsers are pure functions.
 
-- ``ingest.parse_body`` + ``ingest.validate``: any bytes, any JSON. Only the domain errors
+- ``parse.parse_body`` + ``parse.validate``: any bytes, any JSON. Only the domain errors
   ``ValidationFailed`` (400) and ``PayloadTooLarge`` (413) may come out; whatever is accepted
   is a valid CloudEvent carrying the server's source for the tenant.
 - ``logic.stripe.verify.verify``: any header, any body. Only ``InvalidSignature`` (400) may come
@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from meterbridge.errors import InvalidSignature, PayloadTooLarge, ValidationFailed
-from meterbridge.logic import ingest
+from meterbridge.logic.ingest import parse
 from meterbridge.logic.stripe.verify import verify
 from meterbridge.models.cloudevent import usage_source
 from meterbridge.plans import catalog
@@ -129,10 +129,10 @@ def _is_clean_string(value: str) -> bool:
     )
 
 
-def _accept(raw: bytes) -> ingest.Batch | None:
+def _accept(raw: bytes) -> parse.Batch | None:
     """The validated batch, or None when the body is refused with a domain error."""
     try:
-        return ingest.validate(TENANT, ingest.parse_body(raw), now=NOW)
+        return parse.validate(TENANT, parse.parse_body(raw), now=NOW)
     except DOMAIN_ERRORS:
         return None
 
@@ -149,7 +149,7 @@ def test_any_body_is_accepted_or_refused_with_a_domain_error(raw: bytes) -> None
     # Given arbitrary bytes as a POST /v1/events body
     # When parsed and validated
     try:
-        batch = ingest.validate(TENANT, ingest.parse_body(raw), now=NOW)
+        batch = parse.validate(TENANT, parse.parse_body(raw), now=NOW)
     except DOMAIN_ERRORS:
         return
     # Then nothing but a domain error escapes, and an accepted batch is not empty
@@ -179,7 +179,7 @@ def test_what_is_accepted_is_a_cloudevent_with_the_servers_source(body: Any) -> 
         assert event.subject == TENANT
         assert event.time.endswith("Z")
         moment = datetime.fromisoformat(event.time.replace("Z", "+00:00"))
-        assert NOW - ingest.MAX_AGE <= moment <= NOW + ingest.MAX_AHEAD
+        assert NOW - parse.MAX_AGE <= moment <= NOW + parse.MAX_AHEAD
         assert isinstance(event.data, dict)
         assert [f.meter for f in fed] == list(catalog().meters_for_type(event.type))
 
@@ -319,4 +319,4 @@ def test_the_fuzz_targets_accept_a_plain_valid_event_and_signature() -> None:
 def test_non_object_bodies_are_refused_as_invalid(raw: bytes) -> None:
     # Given a JSON body that is not an event / When validated / Then a 400 domain error
     with pytest.raises(ValidationFailed):
-        ingest.validate(TENANT, ingest.parse_body(raw), now=NOW)
+        parse.validate(TENANT, parse.parse_body(raw), now=NOW)

@@ -49,6 +49,7 @@ from meterbridge.dal.outbox import backlog, stream
 from meterbridge.logic import flush, ingest
 from meterbridge.logic.periods import period_of
 from meterbridge.models.cloudevent import usage_source
+from meterbridge.models.flush import FlushConfig, FlushResult
 from meterbridge.plans import catalog
 from meterbridge.resilience import CircuitBreaker
 from meterbridge.settings import Settings
@@ -119,14 +120,14 @@ class MoneyPathModel(RuleBasedStateMachine):
             breaker=CircuitBreaker("openmeter-model", failure_threshold=50, reset_timeout_s=0.1),
         )
 
-    def run_flush(self, **config: Any) -> flush.FlushResult:
+    def run_flush(self, **config: Any) -> FlushResult:
         options: dict[str, Any] = {"batch_size": 7, "lease_s": LEASE_S, "send_budget_s": 10.0}
         client = self.client(config.pop("attempts", 4))
         try:
             result = flush.flush_outbox(
                 None,
                 settings=self.settings,
-                config=flush.FlushConfig(**{**options, **config}),
+                config=FlushConfig(**{**options, **config}),
                 client=client,
                 publisher=SimpleNamespace(enabled=False),
                 clock=self.clock,
@@ -297,7 +298,7 @@ class MoneyPathModel(RuleBasedStateMachine):
     @precondition(pending)
     @rule(shard_leases=st.booleans())
     def two_flushes_overlap(self, shard_leases: bool) -> None:
-        results: list[flush.FlushResult] = []
+        results: list[FlushResult] = []
         errors: list[BaseException] = []
         barrier = threading.Barrier(2)
 

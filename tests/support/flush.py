@@ -14,8 +14,8 @@ from meterbridge.dal import dynamo
 from meterbridge.dal.outbox import outbox_item, stream
 from meterbridge.dal.outbox.segments import legacy_item, segment_for
 from meterbridge.logic import flush
-from meterbridge.logic.flush import FlushConfig
 from meterbridge.models.cloudevent import CloudEvent, usage_source
+from meterbridge.models.flush import FlushConfig, FlushResult
 from meterbridge.resilience import CircuitBreaker
 from meterbridge_dev.fakes.openmeter_sink import SinkState, create_app
 from meterbridge_dev.stack.servers import BackgroundServer
@@ -127,13 +127,13 @@ def sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[SinkState, str]]:
     reset_client()
 
 
-def run_flush(url: str, timeout_s: float = CLIENT_TIMEOUT_S, **kw: Any) -> flush.FlushResult:
+def run_flush(url: str, timeout_s: float = CLIENT_TIMEOUT_S, **kw: Any) -> FlushResult:
     client = kw.pop("client", None) or fast_client(url, timeout_s=timeout_s)
     config = kw.pop("config", None) or fast_config()
     return flush.flush_outbox(kw.pop("remaining_ms", None), config=config, client=client, **kw)
 
 
-def drain(url: str, max_runs: int = 30, **kw: Any) -> list[flush.FlushResult]:
+def drain(url: str, max_runs: int = 30, **kw: Any) -> list[FlushResult]:
     results = []
     for _ in range(max_runs):
         results.append(run_flush(url, **kw))

@@ -1,4 +1,4 @@
-"""logic/ingest.parse_body: text that cannot be stored as UTF-8 is refused however it is
+"""logic/ingest/parse.parse_body: text that cannot be stored as UTF-8 is refused however it is
 spelled (the check runs only on bodies that may hold it, so each spelling is pinned here)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from meterbridge.errors import ValidationFailed
-from meterbridge.logic.ingest import parse_body
+from meterbridge.logic.ingest.parse import parse_body
 
 LONE = '{"id":"e1","type":"api.call","data":{"s":"\\ud800"}}'
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from meterbridge.logic.status import Breakers, OutboxStatus, RecoveryWindow, Status
+from meterbridge.models.status import Breakers, OutboxStatus, RecoveryWindow, Status
 from meterbridge_dev.cli.status import render
 
 

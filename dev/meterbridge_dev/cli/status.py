@@ -19,7 +19,8 @@ from typing import Annotated
 import typer
 
 from meterbridge.errors import MeterbridgeError
-from meterbridge.logic.status import Status, collect_status
+from meterbridge.logic.status import collect_status
+from meterbridge.models.status import Status
 from meterbridge_dev.cli.target import CliError
 
 

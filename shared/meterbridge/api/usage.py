@@ -14,6 +14,7 @@ from meterbridge.api.tenant_auth import require_tenant
 from meterbridge.errors import PayloadTooLarge, UnsupportedMediaType
 from meterbridge.logic import history, ingest, rate, usage_report
 from meterbridge.logic.auth import TenantPrincipal
+from meterbridge.logic.ingest import parse, publish, quota
 from meterbridge.models.cloudevent import CloudEvent
 from meterbridge.models.usage import (
     INBOUND_EVENT_SCHEMA,
@@ -40,7 +41,7 @@ _BODY_SCHEMA: dict[str, Any] = {
             "type": "array",
             "items": INBOUND_EVENT_SCHEMA,
             "minItems": 1,
-            "maxItems": ingest.MAX_EVENTS,
+            "maxItems": parse.MAX_EVENTS,
         },
     ]
 }
@@ -79,17 +80,17 @@ async def ingest_events(request: Request) -> Response:
             details={"content_type": request.headers.get("content-type")},
         )
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > ingest.MAX_BODY_BYTES:
+    if declared.isdigit() and int(declared) > parse.MAX_BODY_BYTES:
         raise PayloadTooLarge(
-            f"the request body is over {ingest.MAX_BODY_BYTES} bytes",
-            details={"limit_bytes": ingest.MAX_BODY_BYTES},
+            f"the request body is over {parse.MAX_BODY_BYTES} bytes",
+            details={"limit_bytes": parse.MAX_BODY_BYTES},
         )
     raw = await request.body()
     settings = get_settings()
     result, stored, alerts = await run_blocking(
         request, _ingest_request, principal, raw, settings, datetime.now(UTC)
     )
-    await ingest.publish(principal.tenant_id, stored, alerts, settings)
+    await publish.publish(principal.tenant_id, stored, alerts, settings)
     return Response(result.model_dump_json(), status_code=202, media_type="application/json")
 
 
@@ -178,8 +179,8 @@ def _ingest_request(
     principal: TenantPrincipal, raw: bytes, settings: Settings, now: datetime
 ) -> tuple[IngestResult, list[CloudEvent], list[CloudEvent]]:
     """Rate check, parse and ingest: one thread hop for all the blocking work of a request."""
-    ingest.check_rate(principal.tenant_id, catalog().plan(principal.plan), settings, now)
-    raw_events = ingest.parse_body(raw)
+    quota.check_rate(principal.tenant_id, catalog().plan(principal.plan), settings, now)
+    raw_events = parse.parse_body(raw)
     return ingest.ingest(
         principal.tenant_id, principal.plan, raw_events, settings=settings, now=now
     )

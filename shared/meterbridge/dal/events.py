@@ -10,13 +10,14 @@ or not at all. Nothing more on the happy path (docs/flush.md).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from meterbridge.dal import dynamo, outbox
 from meterbridge.dal.dynamo import TRANSACT_MAX
 from meterbridge.dal.usage import CellOp
 from meterbridge.errors import StorageUnavailable
+from meterbridge.models.outbox import Accepted, Record
 
 
 @dataclass
@@ -44,46 +45,40 @@ class CounterUpdate:
         return {"Update": update}
 
 
-@dataclass
-class ChunkOutcome:
-    written: bool
-    duplicate_pks: set[str] = field(default_factory=set)
-    over_cap: bool = False
-    # Indexes (into ``counters``) of droppable cell ops whose condition failed: a MAX/MIN/
-    # LATEST cell already as good, a UNIQUE_COUNT value already seen (dal.usage.CellOp).
-    dropped: set[int] = field(default_factory=set)
-    # DynamoDB cancels transactions that touch an item another transaction is writing
-    # (TransactionConflict), typically a hard-limit counter: the caller retries the chunk.
-    conflict: bool = False
+# The name the outcome had before it became the domain's ``Accepted`` (bench/ingest's
+# route-overhead stand-in builds one).
+ChunkOutcome = Accepted
 
 
 def write_chunk(
-    table: str, items: Sequence[dict[str, Any]], counters: Sequence[CounterUpdate | CellOp]
-) -> ChunkOutcome:
-    """Store ``items`` (new events only) and apply ``counters``, in one transaction.
+    table: str, records: Sequence[Record], counters: Sequence[CounterUpdate | CellOp]
+) -> Accepted:
+    """Store ``records`` (new events only) and apply ``counters``, in one transaction.
 
-    On cancellation, reports which items were stored meanwhile by a concurrent request and
-    whether a capped counter refused the amount; nothing of the chunk is written then.
+    On cancellation, reports which records were stored meanwhile by a concurrent request
+    (their positions) and whether a capped counter refused the amount; nothing of the chunk is
+    written then.
     """
+    items = [outbox.record_item(r) for r in records]
     # Reasons come back in this order: the events, then the counters.
     transact: list[Any] = outbox.put_ops(table, items) + [c.transact_item() for c in counters]
     if len(transact) > TRANSACT_MAX:
         raise ValueError("a chunk holds at most 100 items with its counters")
     try:
         dynamo.client().transact_write_items(TransactItems=transact)
-        return ChunkOutcome(written=True)
+        return Accepted(written=True)
     except Exception as exc:
         reasons = dynamo.cancellation_reasons(exc)
         if reasons is None:
             if dynamo.is_client_error(exc):
                 raise dynamo.translate(exc, "store events") from exc
             raise
-        outcome = ChunkOutcome(written=False)
+        outcome = Accepted(written=False)
         failed = False
         for index, code in enumerate(reasons):
             if code == "ConditionalCheckFailed":
                 if index < len(items):
-                    outcome.duplicate_pks.add(items[index]["pk"])
+                    outcome.duplicates.add(index)
                 else:
                     op = counters[index - len(items)]
                     if isinstance(op, CellOp) and op.droppable:
@@ -95,7 +90,7 @@ def write_chunk(
             elif code != "None":
                 failed = True
         if failed and not (
-            outcome.duplicate_pks or outcome.over_cap or outcome.conflict or outcome.dropped
+            outcome.duplicates or outcome.over_cap or outcome.conflict or outcome.dropped
         ):
             # Throttling or another storage failure: nothing written, the client retries.
             raise StorageUnavailable(

@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from meterbridge.dal import dynamo
 
@@ -266,3 +266,31 @@ def meter_state(
         start = resp.get("LastEvaluatedKey")
         if not start:
             return state
+
+
+class UsageStore(Protocol):
+    """What ingest reads and writes in the usage table beyond its counter transaction."""
+
+    table: str
+
+    def total(self, tenant_id: str, period: str, meter: str, aggregation: str) -> Decimal: ...
+
+    def mark_threshold(
+        self, tenant_id: str, period: str, meter: str, pct: int, expires_at: int
+    ) -> bool: ...
+
+
+class UsageCounters:
+    """The usage table as ingest's thresholds and hard limits read it (a repository: unit
+    tests pass an in-memory fake)."""
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+
+    def total(self, tenant_id: str, period: str, meter: str, aggregation: str) -> Decimal:
+        return total(self.table, tenant_id, period, meter, aggregation)
+
+    def mark_threshold(
+        self, tenant_id: str, period: str, meter: str, pct: int, expires_at: int
+    ) -> bool:
+        return mark_threshold(self.table, tenant_id, period, meter, pct, expires_at)

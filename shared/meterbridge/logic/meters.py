@@ -318,7 +318,7 @@ def within_room(
     plan: Plan,
     period: str,
     fed_per_event: Sequence[Sequence[Fed]],
-    table: str,
+    usage: usage_dal.UsageStore,
 ) -> list[int]:
     """Indexes of the events that still fit their meters' hard limits, in request order: an
     event that would cross a limit is refused (and so is the rest of that meter's)."""
@@ -328,9 +328,7 @@ def within_room(
             meter = f.feed.meter
             if f.period == period and meter not in room and cat.hard_capped(plan, meter):
                 limit = plan.limit(meter) or Decimal(0)
-                used = usage_dal.total(
-                    table, tenant_id, period, meter, cat.meters[meter].aggregation
-                )
+                used = usage.total(tenant_id, period, meter, cat.meters[meter].aggregation)
                 room[meter] = limit - used
     keep: list[int] = []
     closed: set[str] = set()

@@ -27,6 +27,8 @@ from meterbridge.dal.outbox.records import (
     get_event,
     outbox_item,
     put_ops,
+    record,
+    record_item,
 )
 from meterbridge.dal.outbox.republish import (
     REPUBLISH_INDEX,
@@ -64,6 +66,8 @@ __all__ = [
     "mark_published",
     "outbox_item",
     "put_ops",
+    "record",
+    "record_item",
     "republish_page",
     "retry_dead_letter",
     "segment_events",

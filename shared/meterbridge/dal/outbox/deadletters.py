@@ -9,6 +9,8 @@ queues the event for OpenMeter again, with the same id and source.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import uuid
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 from meterbridge.dal import dynamo
 from meterbridge.dal.outbox.records import DEDUPE_RETENTION_S, epoch_s, key
 from meterbridge.dal.outbox.stream import REQUEUE_SK
+from meterbridge.models.deadletter import DeadLetter, DeadLetterPage
 
 DEADLETTER_INDEX = "deadletters"
 DEAD = "DEAD"
@@ -130,3 +133,91 @@ def retry_dead_letter(table: str, pk: str, *, retried_at: str) -> bool:
             raise dynamo.translate(exc, f"retry dead letter {table}") from exc
         raise
     return True
+
+
+# -- as the admin API names them: an opaque id (the record's key, URL-safe base64) and an
+# opaque cursor (the index's LastEvaluatedKey) ------------------------------------------------
+
+
+class BadCursor(ValueError):
+    """A cursor this listing did not hand out."""
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def dead_letter_id(pk: str) -> str:
+    return _b64(pk.encode())
+
+
+def _pk_of(dead_id: str) -> str | None:
+    try:
+        pk = _unb64(dead_id).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return pk if "#" in pk else None
+
+
+def _model(item: dict[str, Any]) -> DeadLetter:
+    event = json.loads(item["event"])
+    error: Any = item.get("error")
+    if isinstance(error, str):
+        with contextlib.suppress(ValueError):
+            error = json.loads(error)
+    return DeadLetter(
+        id=dead_letter_id(item["pk"]),
+        source=event["source"],
+        event_id=event["id"],
+        tenant_id=item.get("tenant_id"),
+        kind=item.get("kind"),
+        type=item.get("event_type"),
+        error=error,
+        dead_at=item.get("dead_at"),
+        attempts=int(item.get("attempts", 0)),
+        event=event,
+    )
+
+
+def page(table: str, *, limit: int, cursor: str | None = None) -> DeadLetterPage:
+    """One page of dead letters, oldest first; ``BadCursor`` for a cursor not handed out."""
+    start = None
+    if cursor:
+        try:
+            start = json.loads(_unb64(cursor))
+            if not isinstance(start, dict):
+                raise ValueError
+        except ValueError as exc:
+            raise BadCursor(cursor) from exc
+    items, last = list_dead_letters(table, limit=limit, start_key=start)
+    next_cursor = _b64(json.dumps(last, separators=(",", ":")).encode()) if last else None
+    return DeadLetterPage(items=[_model(i) for i in items], next_cursor=next_cursor)
+
+
+def find(table: str, dead_id: str) -> DeadLetter | None:
+    """The event ``dead_id`` names (dead or not any more), None if it names none."""
+    pk = _pk_of(dead_id)
+    item = dynamo.get(table, key(pk)) if pk else None
+    return None if item is None else _model(item)
+
+
+def retry(table: str, dead_id: str, *, retried_at: str) -> bool:
+    """``retry_dead_letter`` by the API's id; False if it names no dead letter."""
+    pk = _pk_of(dead_id)
+    return pk is not None and retry_dead_letter(table, pk, retried_at=retried_at)
+
+
+def oldest_ids(table: str, *, limit: int) -> tuple[list[str], bool]:
+    """The ids of up to ``limit`` dead letters, oldest first, and whether more are left."""
+    items, last = list_dead_letters(table, limit=limit)
+    return [dead_letter_id(i["pk"]) for i in items], last is not None
+
+
+def canonical_id(dead_id: str) -> str | None:
+    """``dead_id`` as the listing spells it, or None if it names no event record."""
+    pk = _pk_of(dead_id)
+    return None if pk is None else dead_letter_id(pk)

@@ -18,6 +18,7 @@ from typing import Any
 from meterbridge.bus.subjects import nats_msg_id
 from meterbridge.dal import dynamo
 from meterbridge.models.cloudevent import CloudEvent, Kind, now_rfc3339
+from meterbridge.models.outbox import Record
 
 EVENT_SK = "EVENT"
 # Dedupe records outlive the 35-day late-event window with margin: a duplicate of any event
@@ -52,16 +53,35 @@ def outbox_item(
     NATS only after a publish failed (``republish.mark_pending``), never on the happy path.
     """
     del nats_pending
-    at = accepted_at or now_rfc3339()
+    return record_item(record(event, tenant_id=tenant_id, kind=kind, accepted_at=accepted_at))
+
+
+def record(
+    event: CloudEvent, *, tenant_id: str | None, kind: Kind, accepted_at: str | None = None
+) -> Record:
+    """The record ``accept`` stores for ``event``."""
+    return Record(
+        source=event.source,
+        event_id=event.id,
+        body=json.dumps(event.wire(), separators=(",", ":")),
+        tenant_id=tenant_id,
+        kind=kind,
+        event_type=event.type,
+        accepted_at=accepted_at or now_rfc3339(),
+    )
+
+
+def record_item(rec: Record) -> dict[str, Any]:
+    """The event record's item for ``rec`` (what ``outbox_item`` makes from a CloudEvent)."""
     return {
-        "pk": event_pk(event.source, event.id),
+        "pk": event_pk(rec.source, rec.event_id),
         "sk": EVENT_SK,
-        "tenant_id": tenant_id,
-        "kind": kind,
-        "event_type": event.type,
-        "event": json.dumps(event.wire(), separators=(",", ":")),
-        "accepted_at": at,
-        "expires_at": epoch_s(at) + DEDUPE_RETENTION_S,
+        "tenant_id": rec.tenant_id,
+        "kind": rec.kind,
+        "event_type": rec.event_type,
+        "event": rec.body,
+        "accepted_at": rec.accepted_at,
+        "expires_at": epoch_s(rec.accepted_at) + DEDUPE_RETENTION_S,
     }
 
 
