@@ -21,10 +21,18 @@ _lock = threading.Lock()
 _session: Any = None
 
 
-def client(service: str, **kwargs: Any) -> Any:
-    """A new botocore client of ``service`` (``create_client``'s arguments), thread-safe."""
+def session() -> Any:
+    """The process's botocore session: clients made after a handler is registered on it
+    (``session().register(event, handler)``) inherit it, as with boto3's default session."""
     global _session
-    with _lock:  # a botocore session is not safe to create clients from concurrently
+    with _lock:
         if _session is None:
             _session = botocore_session.get_session()
-        return _session.create_client(service, **kwargs)
+        return _session
+
+
+def client(service: str, **kwargs: Any) -> Any:
+    """A new botocore client of ``service`` (``create_client``'s arguments), thread-safe."""
+    shared = session()
+    with _lock:  # a botocore session is not safe to create clients from concurrently
+        return shared.create_client(service, **kwargs)
