@@ -61,7 +61,15 @@ NO_FASTAPI = ("stripe_webhook", "openmeter_flush")
 WEBHOOK_SECRET = "whsec_bench_cold_start"
 OM_KEY = "om_bench_key"
 # Packages a handler may defer to its first request (the baseline loads boto3 at init).
-DEFERRED_OF_NOTE = {"boto3", "botocore", "aws_xray_sdk", "multiprocessing", "httpx", "stripe"}
+DEFERRED_OF_NOTE = {
+    "boto3",
+    "botocore",
+    "aws_xray_sdk",
+    "multiprocessing",
+    "s3transfer",
+    "httpx",
+    "stripe",
+}
 
 PROBE = r"""
 import importlib.util, json, sys, time
@@ -86,14 +94,14 @@ class Context:
         return int((self._deadline - time.monotonic()) * 1000)
 
 
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 spec = importlib.util.spec_from_file_location("handler_under_test", path)
 mod = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(mod)
-t1 = time.perf_counter()
+t1, c1 = time.perf_counter(), time.process_time()
 at_init = set(sys.modules)
 first = mod.lambda_handler(events[0], Context(1))
-t2 = time.perf_counter()
+t2, c2 = time.perf_counter(), time.process_time()
 second = mod.lambda_handler(events[1], Context(2))
 t3 = time.perf_counter()
 
@@ -106,6 +114,7 @@ def status(result):
 
 print(json.dumps({
     "init": (t1 - t0) * 1000, "first": (t2 - t1) * 1000, "second": (t3 - t2) * 1000,
+    "cpu": (c2 - c0) * 1000,
     "status": [status(first), status(second)], "result": str(first)[:300],
     "fastapi": "fastapi" in sys.modules,
     "loaded_by_first": sorted(set(sys.modules) - at_init)[:2000],
@@ -261,14 +270,14 @@ def run(stack: Stack, rounds: int) -> int:
     for name in names:
         sample(stack, name, targets[name])
     got: dict[str, dict[str, list[float]]] = {
-        n: {"init": [], "first": [], "second": []} for n in names
+        n: {"init": [], "first": [], "second": [], "cpu": []} for n in names
     }
     uses_fastapi: dict[str, bool] = {}
     deferred: dict[str, list[str]] = {}
     for i in range(rounds):
         for name in names[i % len(names) :] + names[: i % len(names)]:
             data = sample(stack, name, targets[name])
-            for k in ("init", "first", "second"):
+            for k in ("init", "first", "second", "cpu"):
                 got[name][k].append(float(data[k]))
             uses_fastapi[name] = bool(data["fastapi"])
             deferred[name] = sorted(
@@ -314,6 +323,15 @@ def run(stack: Stack, rounds: int) -> int:
             f" {cold[name]:7.1f} {ratio:6.2f} {goal:>6} {med[name]['second']:8.1f}"
             f" {uses_fastapi[name]!s:>8}{verdict}"
         )
+    # CPU time of the sample's own process over init + first request: the work itself, without
+    # the waits for a core that a loaded machine adds (nor the servers' time; the same for all).
+    print(
+        "(CPU of init + first request, ms and ratio: "
+        + ", ".join(
+            f"{n} {med[n]['cpu']:.1f} ({med[n]['cpu'] / med[BASELINE]['cpu']:.2f}x)" for n in names
+        )
+        + ")"
+    )
     import_ratio = {n: med[n]["init"] / med[BASELINE]["init"] for n in JUDGED}
     print(
         "(init alone, the old measure: "

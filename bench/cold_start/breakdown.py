@@ -23,6 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "<handler module>"
+TABLE_VARS = ("TENANTS_TABLE", "EVENTS_TABLE", "USAGE_TABLE", "IDEMPOTENCY_TABLE")
 # Dependency order: a group's figure is what it adds to the groups above it.
 GROUPS: dict[str, tuple[str, ...]] = {
     "fastapi + mangum": ("fastapi", "mangum"),
@@ -32,7 +33,11 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "aws_lambda_powertools.utilities.typing",
     ),
     "pydantic-settings": ("pydantic_settings",),
-    "meterbridge.api (FastAPI v1 probe)": ("meterbridge.api",),
+    # Installed by the handler's init before any route module: called here in the same place.
+    "runtime (FastAPI v1 probe, tracer)": (
+        "install:meterbridge.runtime.fastapi_probe",
+        "meterbridge.runtime.tracer",
+    ),
     "errors, observability": ("meterbridge.errors", "meterbridge.observability"),
     "Settings class": ("meterbridge.settings",),
     "models.tenant": ("meterbridge.models.tenant",),
@@ -70,7 +75,9 @@ import importlib, importlib.util, json, sys, time
 out = []
 for step in json.loads(sys.argv[1]):
     t0 = time.process_time()
-    if step.endswith(".py"):
+    if step.startswith("install:"):
+        importlib.import_module(step.removeprefix("install:")).install()
+    elif step.endswith(".py"):
         spec = importlib.util.spec_from_file_location("handler_under_test", step)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
@@ -98,6 +105,8 @@ def _env(root: Path) -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": "bench",
         "POWERTOOLS_TRACE_DISABLED": "true",
         "PYTHONDONTWRITEBYTECODE": "",
+        # The handlers read their settings at init: table names have no defaults.
+        **{v: f"bench-{v.lower()}" for v in TABLE_VARS},
     }
 
 
@@ -123,7 +132,7 @@ def plan(root: Path, handler: str) -> list[tuple[str, str]]:
         for module in modules:
             if module == APP:
                 steps.append((group, app))
-            elif module in loaded:
+            elif module.removeprefix("install:") in loaded:
                 steps.append((group, module))
     return steps
 

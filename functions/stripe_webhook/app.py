@@ -3,13 +3,23 @@
 import base64
 import json
 
-from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.utilities.data_classes import LambdaFunctionUrlEvent, event_source
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from meterbridge.runtime.init_phase import InitPhase
 
-from meterbridge.errors import MeterbridgeError
-from meterbridge.logic.stripe import webhook
-from meterbridge.observability import logger, metrics, tracer
+# The cold-start measures, installed here (docs/performance/cold_start.md): no cyclic GC during
+# init, the X-Ray SDK only where tracing is on, the settings read so a missing variable fails
+# the init, naming it.
+with InitPhase():
+    from aws_lambda_powertools.logging import correlation_paths
+    from aws_lambda_powertools.utilities.data_classes import LambdaFunctionUrlEvent, event_source
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from meterbridge.errors import MeterbridgeError
+    from meterbridge.logic.stripe import webhook
+    from meterbridge.observability import logger, metrics, tracer
+    from meterbridge.settings import get_settings
+
+    tracer.install()
+    get_settings()
 
 
 def _response(status: int, body: dict) -> dict:

@@ -4,19 +4,29 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from meterbridge.init_phase import InitPhase
+from meterbridge.runtime.init_phase import InitPhase
 
 if TYPE_CHECKING:  # pragma: no cover
     # Only the annotation needs it; importing it costs the cold start about 0.5 ms.
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-with InitPhase():  # no cyclic GC while the app is built; what it built is frozen after
+# The cold-start measures, installed here and nowhere else (docs/performance/cold_start.md):
+# no cyclic GC while the app is built, and what it built frozen after; FastAPI's v1 probe
+# before any route is declared; the X-Ray SDK only where tracing is on; the settings read, so a
+# missing variable fails the init, naming it.
+with InitPhase():
+    from meterbridge.runtime import fastapi_probe
+
+    fastapi_probe.install()
     from aws_lambda_powertools.logging import correlation_paths
     from mangum import Mangum
 
     from meterbridge.api.usage import create_app
     from meterbridge.observability import logger, metrics, tracer
+    from meterbridge.settings import get_settings
 
+    tracer.install()
+    get_settings()
     app = create_app()
     _asgi = Mangum(app, lifespan="off")
 

@@ -6,12 +6,10 @@ Service name and namespace come from POWERTOOLS_SERVICE_NAME / POWERTOOLS_METRIC
 
 from __future__ import annotations
 
-import functools
 import os
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
@@ -19,64 +17,10 @@ from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
 )
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.constants import MAX_METRICS
 
-if TYPE_CHECKING:  # pragma: no cover
-    from aws_lambda_powertools import Tracer
+from meterbridge.runtime.tracer import HandlerTracer
 
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "meterbridge")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "Meterbridge")
-
-
-class LazyTracer:
-    """Powertools' Tracer, built on first use instead of at import.
-
-    The X-Ray SDK imports botocore (about 150 ms here). Handlers import in less than half the
-    time when it loads with the first traced invocation, which also needs botocore for
-    DynamoDB. Powertools' ``Tracer()`` imports the SDK even when tracing is off, so it loads
-    with the first invocation there too; only code that never runs a handler (the local
-    stack's routes, most tests) never loads it. docs/performance/cold_start.md has figures.
-    """
-
-    def __init__(self) -> None:
-        self._tracer: Tracer | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def real(self) -> Tracer:
-        if self._tracer is None:
-            with self._lock:
-                if self._tracer is None:
-                    from aws_lambda_powertools import Tracer
-
-                    self._tracer = Tracer()
-        return self._tracer
-
-    def capture_lambda_handler(self, handler: Callable[..., Any]) -> Callable[..., Any]:
-        traced: list[Callable[..., Any]] = []
-
-        @functools.wraps(handler)
-        def wrapper(event: Any, context: Any) -> Any:
-            if not traced:
-                traced.append(self.real.capture_lambda_handler(handler))
-            return traced[0](event, context)
-
-        return wrapper
-
-    def annotate_if_active(self, key: str, value: Any) -> None:
-        """Annotate the current trace only where a handler is traced (never loads X-Ray)."""
-        if self._tracer is not None:
-            try:
-                self._tracer.put_annotation(key=key, value=value)
-            except Exception:  # noqa: BLE001 - tracing must never fail a request
-                logger.debug("trace annotation skipped", extra={"key": key})
-
-    def put_annotation(self, key: str, value: Any) -> None:
-        self.real.put_annotation(key=key, value=value)
-
-    def put_metadata(self, key: str, value: Any) -> None:
-        self.real.put_metadata(key=key, value=value)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
 
 
 class _ShortDebugLine(AmazonCloudWatchEMFProvider):
@@ -108,7 +52,8 @@ class _ShortDebugLine(AmazonCloudWatchEMFProvider):
 
 
 logger = Logger()
-tracer = LazyTracer()
+# Installed by each handler's init (meterbridge.runtime.tracer): no X-Ray SDK where tracing is off.
+tracer = HandlerTracer()
 metrics = Metrics()
 metrics.provider.__class__ = _ShortDebugLine  # same state, one method replaced
 
@@ -130,7 +75,10 @@ def tenant_context(tenant_id: str) -> Iterator[None]:
 def bind_tenant(tenant_id: str) -> None:
     """Attach ``tenant_id`` to the request's log lines and its X-Ray trace."""
     logger.thread_safe_append_keys(tenant_id=tenant_id)
-    tracer.annotate_if_active("tenant_id", tenant_id)
+    try:
+        tracer.annotate_if_active("tenant_id", tenant_id)
+    except Exception:  # noqa: BLE001 - tracing must never fail a request
+        logger.debug("trace annotation skipped", extra={"key": "tenant_id"})
 
 
 # Long-running processes (the local stack, the streaming task) also serve Prometheus /metrics;

@@ -4,14 +4,18 @@ Logic never reads ``os.environ``: it receives a ``Settings`` (or reads ``get_set
 boto3 honours ``AWS_ENDPOINT_URL`` by itself, so pointing at a moto server needs no switch here.
 """
 
-# No ``from __future__ import annotations`` here: pydantic would compile and evaluate every
-# field's annotation string when the model class is built, which the cold start pays
-# (docs/performance/cold_start.md).
 from functools import lru_cache
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from meterbridge.runtime.lazy import LazyLoader
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aws_lambda_powertools.utilities import parameters
+else:  # only where a secret comes from SSM; it imports boto3
+    parameters = LazyLoader("parameters", globals(), "aws_lambda_powertools.utilities.parameters")
 
 
 def _split_csv(value: object) -> list[str]:
@@ -127,9 +131,7 @@ def _with_secrets(settings: Settings) -> Settings:
             continue
         if field == "nats_password" and not settings.nats_enabled:
             continue  # nothing connects to NATS: do not make a cold start wait for SSM
-        from aws_lambda_powertools.utilities.parameters import get_parameter
-
-        value = get_parameter(name, decrypt=True, max_age=300) or ""
+        value = parameters.get_parameter(name, decrypt=True, max_age=300) or ""
         update[field] = _split_csv(value) if field == "stripe_webhook_secret" else value
     return settings.model_copy(update=update) if update else settings
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from fastapi.testclient import TestClient
 
@@ -30,6 +29,7 @@ from meterbridge.dal import dynamo, tenant_state
 from meterbridge.dal import usage as usage_dal
 from meterbridge.logic import auth
 from meterbridge.logic.periods import bounds
+from meterbridge.runtime import aws as aws_runtime
 from meterbridge.settings import get_settings
 from meterbridge_dev.stack import lambda_runtime
 from meterbridge_dev.stack.tables import load_template
@@ -287,10 +287,8 @@ def recorded_fixture(
     auth.forget()
     recorder = Recorder({physical: logical for logical, physical in aws.items()})
     # Clients made from now on inherit the session's handlers; the current one gets it too.
-    boto3.DEFAULT_SESSION = None
-    boto3.setup_default_session()
-    assert boto3.DEFAULT_SESSION is not None
-    boto3.DEFAULT_SESSION.events.register("before-parameter-build.dynamodb", recorder)
+    # The DAL's clients come from botocore's session in meterbridge.runtime.aws (no boto3).
+    aws_runtime.session().register("before-parameter-build.dynamodb", recorder)
     dynamo.reset_clients()
     settings = get_settings()
 
@@ -389,8 +387,7 @@ def recorded_fixture(
         status, outcome = deliver(created_event)
         assert status == 200 and outcome["outcome"] == "applied", outcome
     yield recorder
-    boto3.DEFAULT_SESSION.events.unregister("before-parameter-build.dynamodb", recorder)
-    boto3.DEFAULT_SESSION = None
+    aws_runtime.session().unregister("before-parameter-build.dynamodb", recorder)
     dynamo.reset_clients()
 
 

@@ -8,11 +8,17 @@ the client at another server (the loopback fake in tests) without a code change.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meterbridge.adapters import stripe_client
 from meterbridge.errors import UpstreamUnavailable
 from meterbridge.observability import logger
+from meterbridge.runtime.lazy import LazyLoader
+
+if TYPE_CHECKING:  # pragma: no cover
+    import stripe
+else:
+    stripe = LazyLoader("stripe", globals(), "stripe")
 
 PAGE_SIZE = 100
 
@@ -21,8 +27,6 @@ class StripeEvents:
     """The events list of one Stripe account."""
 
     def __init__(self, api_key: str, api_base: str = "") -> None:
-        import stripe
-
         self._stripe = stripe
         # Listing is read-only: retrying a failed page is always safe.
         self._client = stripe_client.client(api_key, api_base, retries=2)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from meterbridge.errors import MeterbridgeError, UpstreamUnavailable
 from meterbridge.observability import logger
 from meterbridge.resilience import CircuitBreaker
+from meterbridge.runtime.lazy import LazyLoader
 from meterbridge.settings import Settings, get_settings
 
 INGEST_PATH = "/api/v1/events"
@@ -74,6 +75,8 @@ class RetryPolicy:
 
 if TYPE_CHECKING:  # pragma: no cover
     import httpx
+else:  # the admin API imports this module for dead letters and never sends
+    httpx = LazyLoader("httpx", globals(), "httpx")
 
 
 def _retry_after_s(response: httpx.Response) -> float | None:
@@ -122,9 +125,6 @@ class OpenMeterClient:
         headers = {"Content-Type": BATCH_CONTENT_TYPE, "Accept": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        # Imported here: the admin API imports this module for dead letters and never sends.
-        import httpx
-
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             headers=headers,
@@ -147,8 +147,6 @@ class OpenMeterClient:
 
         ``deadline`` is a ``time.monotonic()`` instant no attempt or wait may run past.
         """
-        import httpx  # loaded by the constructor already; a dictionary lookup here
-
         body = batch_body(events)
         attempt = 0
         last = "no attempt made"

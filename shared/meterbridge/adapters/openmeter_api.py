@@ -3,10 +3,16 @@ meters; query a meter. Failures to reach OpenMeter are ``OpenMeterUnavailable``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meterbridge.adapters.openmeter import OpenMeterMisconfigured, OpenMeterUnavailable
+from meterbridge.runtime.lazy import LazyLoader
 from meterbridge.settings import Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    import httpx
+else:
+    httpx = LazyLoader("httpx", globals(), "httpx")
 
 METERS_PATH = "/api/v1/meters"
 
@@ -20,8 +26,6 @@ class OpenMeterApi:
         self.timeout = settings.openmeter_timeout_s
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        import httpx
-
         try:
             resp = httpx.request(
                 method, self.base + path, headers=self.headers, timeout=self.timeout, **kwargs

@@ -14,11 +14,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from meterbridge import plans
 from meterbridge.adapters import stripe_client
 from meterbridge.errors import PriceMissing, UpstreamUnavailable
+from meterbridge.runtime.lazy import LazyLoader
 from meterbridge.settings import Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    import stripe
+else:
+    stripe = LazyLoader("stripe", globals(), "stripe")
 
 T = TypeVar("T")
 # Every subscription renews at 00:00:00 UTC on the 1st: its invoice periods are calendar months.
@@ -54,9 +61,7 @@ def plan_price(gateway: BillingGateway, plan_id: str) -> str | None:
     ``meterbridge_<plan id>`` (docs/billing.md#prices-in-stripe). None: the plan has no base
     price (free, custom). A priced plan without its price in Stripe is refused with the key and
     the command that creates it: no placeholder price id stands in."""
-    from meterbridge.plans import catalog
-
-    plan = catalog().plan(plan_id)
+    plan = plans.catalog().plan(plan_id)
     if not plan.base_price_cents:
         return None
     lookup_key = f"meterbridge_{plan_id}"
@@ -74,8 +79,6 @@ class StripeBilling:
     """``BillingGateway`` on the real ``stripe`` client (``STRIPE_API_BASE``: e.g. a fake)."""
 
     def __init__(self, api_key: str, api_base: str = "") -> None:
-        import stripe
-
         self._stripe = stripe
         self._client = stripe_client.client(api_key, api_base)
 

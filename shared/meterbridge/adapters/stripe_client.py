@@ -14,17 +14,18 @@ from typing import TYPE_CHECKING
 
 from meterbridge.errors import UpstreamUnavailable
 from meterbridge.observability import logger
+from meterbridge.runtime.lazy import LazyLoader
 
 if TYPE_CHECKING:  # pragma: no cover
     import stripe
+else:
+    stripe = LazyLoader("stripe", globals(), "stripe")
 
 STRIPE_TIMEOUT_S = 10.0
 
 
 def client(api_key: str, api_base: str = "", *, retries: int = 0) -> stripe.StripeClient:
     """A ``stripe.StripeClient`` that retries ``retries`` times on its own (writers: never)."""
-    import stripe
-
     return stripe.StripeClient(
         api_key,
         base_addresses={"api": api_base} if api_base else None,
@@ -38,8 +39,6 @@ def call[T](
 ) -> T:
     """``fn()``; a Stripe failure becomes ``UpstreamUnavailable("Stripe failed to <what>;
     <advice>")`` with the Stripe status and code as details (logged, never the key)."""
-    import stripe
-
     try:
         return fn()
     except stripe.StripeError as exc:

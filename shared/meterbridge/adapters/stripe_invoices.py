@@ -8,11 +8,17 @@ errors become ``UpstreamUnavailable`` (502); their messages never carry the API 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from meterbridge.adapters import stripe_client
 from meterbridge.errors import UpstreamUnavailable
+from meterbridge.runtime.lazy import LazyLoader
 from meterbridge.settings import Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    import stripe
+else:
+    stripe = LazyLoader("stripe", globals(), "stripe")
 
 T = TypeVar("T")
 PAGE_SIZE = 100
@@ -20,8 +26,6 @@ PAGE_SIZE = 100
 
 class StripeInvoices:
     def __init__(self, api_key: str, api_base: str = "") -> None:
-        import stripe
-
         self._stripe = stripe
         self._client = stripe_client.client(api_key, api_base)
 

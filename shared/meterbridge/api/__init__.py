@@ -1,6 +1,5 @@
-"""HTTP surfaces: FastAPI routers served by Mangum on Lambda and by uvicorn locally."""
+"""HTTP surfaces: FastAPI routers served by Mangum on Lambda and by uvicorn locally.
 
-from meterbridge.api import fastapi_v1_probe
-
-# Before any router module below declares a route: FastAPI would import pydantic.v1 there.
-fastapi_v1_probe.install()
+Importing this package installs nothing: the cold-start measures (FastAPI's v1 probe among them)
+are installed by each handler's init (``meterbridge.runtime``, functions/*/app.py).
+"""

@@ -1,8 +1,6 @@
 """The admin API (``/admin/...``): tenants, keys, plans, lifecycle (issue 3); dead letters are in
 ``admin_deadletters``. Every route requires admin auth (``admin_auth.require_admin``)."""
 
-# No ``from __future__ import annotations``: FastAPI would evaluate each route's and
-# dependency's annotation strings when it builds the routes at import (cold start).
 import asyncio
 from typing import Annotated
 

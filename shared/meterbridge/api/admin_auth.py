@@ -7,8 +7,6 @@ compares ``Authorization: Bearer <token>`` with ``METERBRIDGE_ADMIN_TOKEN`` in c
 No admin route answers without one of the two.
 """
 
-# No ``from __future__ import annotations``: FastAPI would evaluate each route's and
-# dependency's annotation strings when it builds the routes at import (cold start).
 import hmac
 
 from fastapi import Request

@@ -1,16 +1,22 @@
 """``GET /admin/billing/reconcile?period=YYYY-MM``: metered overage against Stripe's invoices
 (docs/billing.md#reconcile-runbook). Read-only: adding missing lines is the CLI's ``--fix``."""
 
-# No ``from __future__ import annotations``: FastAPI would evaluate each route's and
-# dependency's annotation strings when it builds the routes at import (cold start).
 import asyncio
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, Query
 
 from meterbridge.api.admin_auth import require_admin
 from meterbridge.api.errors import error_responses
 from meterbridge.models.billing import ReconcileReport
+from meterbridge.runtime.lazy import LazyLoader
+
+if TYPE_CHECKING:  # pragma: no cover
+    from meterbridge.logic.billing import reconcile as reconcile_logic
+else:  # the pricing code is not the admin API's cold start (docs/performance)
+    reconcile_logic = LazyLoader(
+        "reconcile_logic", globals(), "meterbridge.logic.billing.reconcile"
+    )
 
 router = APIRouter(prefix="/admin/billing", tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -20,9 +26,6 @@ async def reconcile(
     period: Annotated[str, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM")],
 ) -> ReconcileReport:
     """Per tenant and meter: metered overage, what Stripe invoiced, and the difference."""
-    # Imported here: the pricing code is not the admin API's cold start (docs/performance).
-    from meterbridge.logic.billing import reconcile as reconcile_logic
-
     report = await asyncio.to_thread(reconcile_logic.reconcile, period)
     reconcile_logic.publish_unbilled(report)
     return report

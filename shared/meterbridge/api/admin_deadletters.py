@@ -6,8 +6,6 @@ it back in the outbox unchanged (same ``id`` and ``source``): useful once OpenMe
 event's key), as listed by ``GET /admin/deadletters``.
 """
 
-# No ``from __future__ import annotations``: FastAPI would evaluate each route's and
-# dependency's annotation strings when it builds the routes at import (cold start).
 import asyncio
 from typing import Annotated
 

@@ -13,8 +13,6 @@ where ``require_tenant`` authenticates it (one DynamoDB read) and takes the toke
 (admin, health, the streaming routes, which take their own tokens) pass through untouched.
 """
 
-from __future__ import annotations
-
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any

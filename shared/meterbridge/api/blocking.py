@@ -8,8 +8,6 @@ many requests share the loop, so blocking calls go to the thread pool, at most
 (logic/rate.py ``gate``: a burst goes on in the gaps instead of ahead of everyone else).
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 
 from starlette.concurrency import run_in_threadpool

@@ -1,7 +1,5 @@
 """The one mapping from errors to HTTP answers, installed on every FastAPI app."""
 
-from __future__ import annotations
-
 from typing import Any
 
 from fastapi import FastAPI, Request

@@ -1,7 +1,5 @@
 """The FastAPI dependency that turns ``Authorization: Bearer <key>`` into a tenant."""
 
-# No ``from __future__ import annotations``: FastAPI would evaluate each route's and
-# dependency's annotation strings when it builds the routes at import (cold start).
 from fastapi import Request
 
 from meterbridge.api.admin_auth import bearer_token

@@ -1,7 +1,5 @@
 """The usage API (``/v1/events``, ``/v1/usage``): tenant key auth, ingest, usage query."""
 
-# No ``from __future__ import annotations``: FastAPI would evaluate each route's and
-# dependency's annotation strings when it builds the routes at import (cold start).
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 

@@ -7,6 +7,7 @@ and an external cluster is reached over TLS only. Locally both are off: an empty
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from meterbridge.settings import Settings
@@ -19,8 +20,6 @@ def connect_options(settings: Settings) -> dict[str, Any]:
         options["user"] = settings.nats_user
         options["password"] = settings.nats_password
     if settings.nats_tls or any(s.startswith("tls://") for s in settings.nats_servers):
-        import ssl
-
         # Verifies the server's certificate and host name: the system roots, or a private CA.
         options["tls"] = ssl.create_default_context(cafile=settings.nats_tls_ca_file or None)
     return options

@@ -18,13 +18,23 @@ import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meterbridge.bus.connection import connect_options
 from meterbridge.bus.subjects import DUPLICATE_WINDOW_S, MAX_AGE_S, STREAM_SUBJECTS
 from meterbridge.observability import logger
 from meterbridge.resilience import CircuitBreaker
+from meterbridge.runtime.lazy import LazyLoader
 from meterbridge.settings import Settings, get_settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    import nats
+    import nats.js.api as nats_api
+    import nats.js.errors as nats_errors
+else:
+    nats = LazyLoader("nats", globals(), "nats")
+    nats_api = LazyLoader("nats_api", globals(), "nats.js.api")
+    nats_errors = LazyLoader("nats_errors", globals(), "nats.js.errors")
 
 
 @dataclass(frozen=True)
@@ -55,8 +65,6 @@ class NatsPublisher:
         if current is not None and current[0].is_connected:
             return current[1]
         await self._close_quietly()
-        import nats
-
         nc = await nats.connect(
             servers=self.settings.nats_servers,
             connect_timeout=self.settings.nats_connect_timeout_s,
@@ -147,14 +155,11 @@ class NatsPublisher:
 
 async def ensure_stream(js: Any, name: str, replicas: int = 1) -> None:
     """Create the stream if missing (idempotent; a stream created elsewhere is left as is)."""
-    from nats.js.api import StreamConfig
-    from nats.js.errors import NotFoundError
-
     try:
         await js.stream_info(name)
-    except NotFoundError:
+    except nats_errors.NotFoundError:
         await js.add_stream(
-            StreamConfig(
+            nats_api.StreamConfig(
                 name=name,
                 subjects=STREAM_SUBJECTS,
                 duplicate_window=float(DUPLICATE_WINDOW_S),

@@ -1,28 +1,38 @@
 """DynamoDB client factory and the conditional-write helpers every idempotent step uses.
 
 ``ClientError`` codes become domain exceptions here, raised ``from`` the original; nothing
-matches on message strings. boto3 honours ``AWS_ENDPOINT_URL``, so the same code talks to
+matches on message strings. botocore honours ``AWS_ENDPOINT_URL``, so the same code talks to
 DynamoDB on AWS and to a moto server locally.
 
-The client is created lazily on first use (not at import): handler modules import in a
-fraction of the time, and tests can reset it with ``reset_clients()``.
+The client is created on first use (not at import), with botocore alone
+(``meterbridge.runtime.aws``: no boto3, s3transfer or ``multiprocessing``), and tests can reset
+it with ``reset_clients()``. The typed wire form is converted here too, with the rules of
+boto3's ``TypeSerializer`` and ``TypeDeserializer`` (tests/unit/test_dynamo_codec.py compares).
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
-from decimal import Decimal
+from collections.abc import Mapping, Set
+from decimal import Clamped, Context, Decimal, Inexact, Overflow, Rounded, Underflow
 from typing import TYPE_CHECKING, Any
 
 from meterbridge.errors import ConditionFailed, StorageUnavailable
+from meterbridge.runtime import aws
+from meterbridge.runtime.lazy import LazyLoader
+from meterbridge.settings import get_settings
 
 # Items in one TransactWriteItems call: DynamoDB's limit, and the one place it is written.
 TRANSACT_MAX = 100
 
 if TYPE_CHECKING:  # pragma: no cover
+    import botocore.config as botocore_config
+    import botocore.exceptions as botocore_exceptions
     from mypy_boto3_dynamodb.client import DynamoDBClient
+else:
+    botocore_config = LazyLoader("botocore_config", globals(), "botocore.config")
+    botocore_exceptions = LazyLoader("botocore_exceptions", globals(), "botocore.exceptions")
 
 _lock = threading.Lock()
 _client: DynamoDBClient | None = None
@@ -41,12 +51,8 @@ THROTTLING_CODES = frozenset(
 
 def _config(*, max_pool_connections: int) -> Any:
     """The botocore config of both clients: timeouts and attempts from the settings."""
-    from botocore.config import Config
-
-    from meterbridge.settings import get_settings
-
     settings = get_settings()
-    return Config(
+    return botocore_config.Config(
         retries={"total_max_attempts": settings.dynamodb_max_attempts, "mode": "adaptive"},
         max_pool_connections=max_pool_connections,
         connect_timeout=settings.dynamodb_connect_timeout_s,
@@ -63,12 +69,7 @@ def client() -> DynamoDBClient:
     if _client is None:
         with _lock:
             if _client is None:
-                import boto3
-
-                _client = boto3.client(
-                    "dynamodb",
-                    config=_config(max_pool_connections=50),
-                )
+                _client = aws.client("dynamodb", config=_config(max_pool_connections=50))
     return _client
 
 
@@ -82,14 +83,12 @@ def streams_client() -> Any:
     if _streams_client is None:
         with _lock:
             if _streams_client is None:
-                import boto3
-
                 # Pointed at a DynamoDB endpoint alone (a moto server, DynamoDB Local), the
                 # stream is served there too; in AWS neither variable is set.
                 endpoint = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB_STREAMS") or os.environ.get(
                     "AWS_ENDPOINT_URL_DYNAMODB"
                 )
-                _streams_client = boto3.client(
+                _streams_client = aws.client(
                     "dynamodbstreams",
                     endpoint_url=endpoint or None,
                     config=_config(max_pool_connections=20),
@@ -107,17 +106,76 @@ def reset_clients() -> None:
 
 # -- (de)serialisation ---------------------------------------------------------------------
 
-_serializer: Any = None
-_deserializer: Any = None
+# boto3's DYNAMODB_CONTEXT: DynamoDB's 38 digits, and no silent rounding either way.
+_NUMBERS = Context(
+    Emin=-128, Emax=126, prec=38, traps=[Clamped, Overflow, Inexact, Rounded, Underflow]
+)
 
 
-def _codecs() -> tuple[Any, Any]:
-    global _serializer, _deserializer
-    if _serializer is None:
-        from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+def _number(value: Any) -> str:
+    if isinstance(value, float):
+        raise TypeError("Float types are not supported. Use Decimal types instead.")
+    number = str(_NUMBERS.create_decimal(value))
+    if number in ("Infinity", "NaN"):
+        raise TypeError("Infinity and NaN not supported")
+    return number
 
-        _serializer, _deserializer = TypeSerializer(), TypeDeserializer()
-    return _serializer, _deserializer
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | Decimal | float) and not isinstance(value, bool)
+
+
+def _is_binary(value: Any) -> bool:
+    return isinstance(value, bytes | bytearray)
+
+
+def _wire(value: Any) -> dict[str, Any]:
+    """One value in DynamoDB's typed wire form (boto3's ``TypeSerializer.serialize``)."""
+    if value is None:
+        return {"NULL": True}
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if _is_number(value):
+        return {"N": _number(value)}
+    if isinstance(value, str):
+        return {"S": value}
+    if _is_binary(value):
+        return {"B": bytes(value)}
+    if isinstance(value, Mapping):
+        return {"M": {k: _wire(v) for k, v in value.items()}}
+    if isinstance(value, list | tuple):
+        return {"L": [_wire(v) for v in value]}
+    if isinstance(value, Set):
+        if all(_is_number(v) for v in value):
+            return {"NS": [_number(v) for v in value]}
+        if all(isinstance(v, str) for v in value):
+            return {"SS": list(value)}
+        if all(_is_binary(v) for v in value):
+            return {"BS": [bytes(v) for v in value]}
+    raise TypeError(f'Unsupported type "{type(value)}" for value "{value}"')
+
+
+def _plain(wire: Mapping[str, Any]) -> Any:
+    """One typed wire value as Python (boto3's ``TypeDeserializer.deserialize``: numbers as
+    ``Decimal``, binary as ``bytes``)."""
+    if not wire:
+        raise TypeError("Value must be a nonempty dictionary whose key is a valid dynamodb type.")
+    kind, value = next(iter(wire.items()))
+    if kind == "NULL":
+        return None
+    if kind in ("S", "BOOL", "B"):
+        return value
+    if kind == "N":
+        return _NUMBERS.create_decimal(value)
+    if kind == "M":
+        return {k: _plain(v) for k, v in value.items()}
+    if kind == "L":
+        return [_plain(v) for v in value]
+    if kind == "NS":
+        return {_NUMBERS.create_decimal(v) for v in value}
+    if kind in ("SS", "BS"):
+        return set(value)
+    raise TypeError(f"Dynamodb type {kind} is not supported")
 
 
 def _to_dynamo_value(value: Any) -> Any:
@@ -144,14 +202,18 @@ def _from_dynamo_value(value: Any) -> Any:
 
 def serialize(item: Mapping[str, Any]) -> dict[str, Any]:
     """A plain dict to DynamoDB's typed wire form. ``None`` values are dropped."""
-    ser, _ = _codecs()
-    return {k: ser.serialize(_to_dynamo_value(v)) for k, v in item.items() if v is not None}
+    return {k: _wire(_to_dynamo_value(v)) for k, v in item.items() if v is not None}
 
 
 def deserialize(item: Mapping[str, Any]) -> dict[str, Any]:
     """DynamoDB's typed wire form to a plain dict (numbers as int or float)."""
-    _, de = _codecs()
-    return {k: _from_dynamo_value(de.deserialize(v)) for k, v in item.items()}
+    return {k: _from_dynamo_value(_plain(v)) for k, v in item.items()}
+
+
+def deserialize_exact(item: Mapping[str, Any]) -> dict[str, Any]:
+    """DynamoDB's typed wire form to a dict with numbers as ``Decimal`` (exact sums), as boto3's
+    ``TypeDeserializer`` gives them, without importing boto3."""
+    return {k: _plain(v) for k, v in item.items()}
 
 
 def values(mapping: Mapping[str, Any]) -> dict[str, Any]:
@@ -191,9 +253,7 @@ def cancellation_reasons(exc: Exception) -> list[str] | None:
 
 
 def is_client_error(exc: BaseException) -> bool:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    return isinstance(exc, ClientError | BotoCoreError)
+    return isinstance(exc, botocore_exceptions.ClientError | botocore_exceptions.BotoCoreError)
 
 
 def call(method: str, what: str, **kwargs: Any) -> Any:

@@ -7,6 +7,7 @@ rescans them: the work is removed, not moved to the first request
 (docs/performance/cold_start.md). No import here: it runs before the heavy ones.
 
     with InitPhase():
+        fastapi_probe.install()
         from meterbridge.api.usage import create_app
         app = create_app()
 """

@@ -11,6 +11,9 @@ own check runs as before, so a v1 model is still refused exactly as FastAPI refu
 change was proposed upstream (fastapi pull request 16374); drop this module once the pinned
 FastAPI has it. If a FastAPI upgrade renames these functions, ``install`` does nothing and the
 only effect is the 20 ms (tests/unit/test_cold_start_imports.py notices).
+
+Nothing installs it by importing ``meterbridge.api``: each HTTP handler calls ``install()`` in
+its ``with InitPhase():`` block, before the route modules are imported (they declare routes).
 """
 
 from __future__ import annotations
