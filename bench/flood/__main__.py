@@ -126,6 +126,44 @@ def _tenant(plan: str) -> str:
     return make_tenant(plan=plan)[1]
 
 
+# The bench's processes: the usage API alone (NATS, OpenMeter, tracing and metrics off).
+ENV = {
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_LOG_LEVEL": "WARNING",
+    "POWERTOOLS_METRICS_DISABLED": "true",
+    "NATS_ENABLED": "false",
+    "OPENMETER_ENABLED": "false",
+}
+
+
+def tables(moto_url: str) -> None:
+    """Fresh tables in the moto server at ``moto_url``, named in this process's environment."""
+    os.environ["AWS_ENDPOINT_URL"] = moto_url
+    suffix = uuid.uuid4().hex[:6]
+    names = {
+        lid: f"bench-{lid.lower()}-{suffix}"
+        for lid in ("TenantsTable", "EventsTable", "UsageTable", "IdempotencyTable")
+    }
+    os.environ.update(
+        {
+            "TENANTS_TABLE": names["TenantsTable"],
+            "EVENTS_TABLE": names["EventsTable"],
+            "USAGE_TABLE": names["UsageTable"],
+            "IDEMPOTENCY_TABLE": names["IdempotencyTable"],
+        }
+    )
+    from meterbridge.dal import dynamo
+    from meterbridge.settings import get_settings
+    from meterbridge_dev.stack.tables import create_tables
+
+    get_settings.cache_clear()
+    dynamo.reset_clients()
+    create_tables(dynamo.client(), names)
+
+
 def _fmt(outcomes: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())) or "-"
 
@@ -140,18 +178,7 @@ def main() -> int:
     args = parser.parse_args()
     plan_ids = [p for p in args.plans.split(",") if p]
 
-    os.environ.update(
-        {
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ACCESS_KEY_ID": "bench",
-            "AWS_SECRET_ACCESS_KEY": "bench",
-            "POWERTOOLS_TRACE_DISABLED": "true",
-            "POWERTOOLS_LOG_LEVEL": "WARNING",
-            "POWERTOOLS_METRICS_DISABLED": "true",
-            "NATS_ENABLED": "false",
-            "OPENMETER_ENABLED": "false",
-        }
-    )
+    os.environ.update(ENV)
     from meterbridge.plans import PLANS_FILE_DEFAULT
     from meterbridge_dev.stack.processes import MotoServer
 
@@ -166,27 +193,7 @@ def main() -> int:
 
     rows: list[tuple[str, int, str, dict[str, Any]]] = []
     with MotoServer() as moto:
-        os.environ["AWS_ENDPOINT_URL"] = moto.url
-        suffix = uuid.uuid4().hex[:6]
-        names = {
-            lid: f"bench-{lid.lower()}-{suffix}"
-            for lid in ("TenantsTable", "EventsTable", "UsageTable", "IdempotencyTable")
-        }
-        os.environ.update(
-            {
-                "TENANTS_TABLE": names["TenantsTable"],
-                "EVENTS_TABLE": names["EventsTable"],
-                "USAGE_TABLE": names["UsageTable"],
-                "IDEMPOTENCY_TABLE": names["IdempotencyTable"],
-            }
-        )
-        from meterbridge.dal import dynamo
-        from meterbridge.settings import get_settings
-        from meterbridge_dev.stack.tables import create_tables
-
-        get_settings.cache_clear()
-        dynamo.reset_clients()
-        create_tables(dynamo.client(), names)
+        tables(moto.url)
         b_key = _tenant("pro")
         with _server(dict(os.environ)) as api:
             url = f"http://{api.host}:{api.port}"

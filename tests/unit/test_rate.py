@@ -103,8 +103,9 @@ def test_take_local_says_when_a_tenant_is_spending_its_burst() -> None:
     # When it spends its bucket at once
     answers = [rate.take_local("t_burst", plan, now=0.0) for _ in range(capacity)]
 
-    # Then the first half is steady and the rest (below half full) is its burst
-    assert answers == [False] * (capacity // 2) + [True] * (capacity // 2)
+    # Then the first tenth (2 of 20) is steady and the rest (below 90% full) is its burst
+    assert rate.BURSTING_BELOW == 0.9
+    assert answers == [False] * 2 + [True] * (capacity - 2)
 
 
 async def test_a_bursting_tenant_runs_one_call_at_a_time_while_another_tenant_works() -> None:

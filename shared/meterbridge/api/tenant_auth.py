@@ -1,10 +1,13 @@
 """The FastAPI dependency that turns ``Authorization: Bearer <key>`` into a tenant."""
 
+import asyncio
+import weakref
+
 from fastapi import Request
 
 from meterbridge.api.admin_auth import bearer_token
 from meterbridge.api.admission import STATE_BURSTING, STATE_PRINCIPAL
-from meterbridge.api.blocking import run_blocking
+from meterbridge.api.blocking import on_lambda, run_blocking
 from meterbridge.logic import rate
 from meterbridge.logic.auth import TenantPrincipal, authenticate, cached
 from meterbridge.logic.key_usage import note_used
@@ -30,7 +33,7 @@ async def require_tenant(request: Request) -> TenantPrincipal:
         # A cache hit costs no I/O; a miss reads DynamoDB, which must not block the event loop.
         principal = cached(key)
         if principal is None:
-            principal = await run_blocking(request, authenticate, key)
+            principal = await _authenticate(request, key)
         plan = catalog().plan(principal.plan)
         bursting = rate.take_local(principal.tenant_id, plan)
     bind_tenant(principal.tenant_id)
@@ -40,3 +43,26 @@ async def require_tenant(request: Request) -> TenantPrincipal:
     state.pace_s = rate.pace_s(plan)
     note_used(principal.key_id)  # last_used_at, at most once a minute, in the background
     return principal
+
+
+# event loop -> key -> its lookup under way (a future belongs to one loop)
+_lookups: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str | None, asyncio.Task[TenantPrincipal]]
+] = weakref.WeakKeyDictionary()
+
+
+async def _authenticate(request: Request, key: str | None) -> TenantPrincipal:
+    """One lookup of a key not in the cache, shared by the requests that bring the same key
+    while it runs: a new key's first burst costs one lookup, not one per request (the answer
+    is as fresh as the cache's). A request cancelled meanwhile leaves the lookup to the rest."""
+    if on_lambda(request):
+        return authenticate(key)
+    loop = asyncio.get_running_loop()
+    lookups = _lookups.get(loop)
+    if lookups is None:
+        lookups = _lookups[loop] = {}
+    lookup = lookups.get(key)
+    if lookup is None:
+        lookup = lookups[key] = loop.create_task(run_blocking(request, authenticate, key))
+        lookup.add_done_callback(lambda _: lookups.pop(key, None))
+    return await asyncio.shield(lookup)
