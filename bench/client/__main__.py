@@ -128,7 +128,9 @@ def run(url: str, key: str, stub_url: str, args: argparse.Namespace) -> int:
     # goes hits all alike): record() with its sender held back, an empty call, json.dumps of
     # the event; each paced by sleep and by spin (bench/client/latency.py).
     rounds = 5
-    paced_out, rem_running = latency.measure(stub_url, key, rounds, n_client // rounds)
+    paced_out, tight, rem_running = latency.measure(
+        stub_url, key, rounds, n_client // rounds, n_client // rounds
+    )
     remote = Client(key, stub_url, close_at_exit=False)
     # Unpaced, the same client: back to back, per call, then the second way (total / count).
     # The sender encodes and posts meanwhile, so both include its share of the GIL.
@@ -201,7 +203,7 @@ def run(url: str, key: str, stub_url: str, args: argparse.Namespace) -> int:
         "figure is record()'s; sleep pacing adds the machine's wake-up, see the floors below)"
     )
     print()
-    print("\n".join(latency.report(paced_out, {})))
+    print("\n".join(latency.report(paced_out, tight)))
     for pacing in ("sleep", "spin"):
         rec = paced_out[(pacing, latency.RUNNING)].wall
         dumps = paced_out[(pacing, latency.DUMPS)].wall

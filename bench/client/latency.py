@@ -144,10 +144,11 @@ def cases(running: Client, held: Client) -> dict[str, Call]:
 
 
 def measure(
-    url: str, key: str, rounds: int, calls: int
-) -> tuple[dict[tuple[str, str], Samples], Stats]:
-    """Interleaved: every round runs each pacing, each case, ``calls`` calls. Also the
-    running client's counters."""
+    url: str, key: str, rounds: int, calls: int, tight_calls: int
+) -> tuple[dict[tuple[str, str], Samples], dict[str, Samples], Stats]:
+    """Interleaved: every round runs each pacing, each case, ``calls`` calls; then each case
+    ``tight_calls`` times back to back (the work itself, caches warm). Also the running
+    client's counters."""
     running = Client(key, url, close_at_exit=False)
     held = HeldClient(key, url, close_at_exit=False)
     try:
@@ -160,6 +161,7 @@ def measure(
                 for name, call in todo.items():
                     samples = paced(calls, RATE, call, spin=pacing == "spin")
                     out.setdefault((pacing, name), Samples()).extend(samples)
+        tight = {name: paced(tight_calls, None, call) for name, call in todo.items()}
         held.release()
         assert running.flush(timeout=120) and held.flush(timeout=120)
     finally:
@@ -169,22 +171,7 @@ def measure(
     for client in (running, held):
         s = client.stats()
         assert s.sent == s.recorded and not s.dropped and not s.rejected, s
-    return out, running.stats()
-
-
-def unpaced(url: str, key: str, calls: int) -> dict[str, Samples]:
-    """Back to back, per call: the work itself with warm caches."""
-    running = Client(key, url, close_at_exit=False)
-    held = HeldClient(key, url, close_at_exit=False)
-    try:
-        out = {name: paced(calls, None, call) for name, call in cases(running, held).items()}
-        held.release()
-        assert running.flush(timeout=120) and held.flush(timeout=120)
-    finally:
-        held.release()
-        running.close()
-        held.close()
-    return out
+    return out, tight, running.stats()
 
 
 def report(paced_out: dict[tuple[str, str], Samples], tight: dict[str, Samples]) -> list[str]:
@@ -223,8 +210,7 @@ def main() -> int:
     children: list[Any] = []
     try:
         stub = start(children, "bench.client.stub")
-        out, _ = measure(stub["url"], "bench-key", args.rounds, args.calls)
-        tight = unpaced(stub["url"], "bench-key", args.calls * 5)
+        out, tight, _ = measure(stub["url"], "bench-key", args.rounds, args.calls, args.calls)
     finally:
         stop(children)
     print("\n".join(report(out, tight)))
