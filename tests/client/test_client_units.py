@@ -395,3 +395,38 @@ def test_a_forked_child_draws_its_own_id_bits() -> None:
     assert len(child) == 3 and child == sorted(child) and parent_after > parent
     assert len({c[14:23] for c in child}) == 1 and child[0][14:23] != parent[14:23]
     assert parent_after[14:23] == parent[14:23]
+
+
+def test_record_ids_from_the_senders_pool_are_unique_and_at_most_a_second_old() -> None:
+    from meterbridge_client._ids import POOL_AGE_MS, IdPool, _draw
+
+    server = Server(accept)
+    client = server.client(flush_interval=60)
+    # Given a client whose sender has minted record()'s ids ahead
+    deadline = time.monotonic() + WAIT_S
+    while not client._core.ids.ids and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pooled = set(client._core.ids.ids)
+    # When events are recorded, more than the pool holds
+    stamps = []
+    for i in range(1000):
+        before = time.time_ns() // 1_000_000
+        event_id = client.record("api.call", {"i": i})
+        stamps.append((event_id, before, time.time_ns() // 1_000_000))
+    assert client.flush(timeout=WAIT_S)
+    client.close()
+    # Then they took the pooled ids first, and every id is a unique UUIDv7 stamped no later
+    # than its record time and no more than POOL_AGE_MS before it
+    ids = [i for i, _, _ in stamps]
+    assert pooled and pooled <= set(ids) and len(set(ids)) == len(ids) == 1000
+    for event_id, before, after in stamps:
+        u = uuid.UUID(event_id)
+        assert (u.version, u.variant) == (7, uuid.RFC_4122)
+        assert before - POOL_AGE_MS < u.int >> 80 <= after
+    assert sorted(server.ids()) == sorted(ids)
+    # And a fork (here: its child hook) empties every pool: the parent's ids stay the parent's
+    pool = IdPool()
+    pool.fill()
+    assert pool.ids
+    _draw()
+    assert not pool.ids

@@ -77,6 +77,7 @@ class AsyncClient:
             )
         )
         self._inbox = self._core.inbox
+        self._ids = self._core.ids
         self._taken = 0
         self._settled = 0
         self._flush_to = 0
@@ -107,7 +108,7 @@ class AsyncClient:
         time: datetime | str | None = None,
     ) -> str:
         """Buffer one event and return its id (see ``Client.record``)."""
-        entry = make_entry(type, data, subject, id, time)
+        entry = make_entry(type, data, subject, id, time, self._ids)
         inbox = self._inbox
         if len(inbox) >= self._core.cap or self._task is None:
             self._admit(entry)
@@ -127,7 +128,7 @@ class AsyncClient:
         time: datetime | str | None = None,
     ) -> str:
         """Like ``record()``; with ``on_full="block"`` waits up to ``block_timeout`` for room."""
-        entry = make_entry(type, data, subject, id, time)
+        entry = make_entry(type, data, subject, id, time, self._ids)
         core = self._core
         if core.config.on_full == "block" and core.full():
             deadline = _time.monotonic() + core.config.block_timeout
@@ -219,8 +220,9 @@ class AsyncClient:
 
     async def _encode_all(self) -> None:
         """Encode what waits, a slice at a time, yielding to the loop between slices, until
-        the inbox is empty or a batch is due."""
+        the inbox is empty or a batch is due; top up record()'s id pool first."""
         core = self._core
+        core.ids.fill()
         while self._inbox and not core.due():
             bad = core.encode_some(ENCODE_SLICE)
             if bad:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import httpx
 
 from meterbridge_client._durable import DurableBuffer
-from meterbridge_client._ids import uuid7_ms
+from meterbridge_client._ids import POOL_AGE_MS, IdPool, uuid7_at
 
 logger = logging.getLogger("meterbridge_client")
 
@@ -149,6 +149,7 @@ try:  # CPython's C encoder made once: JSONEncoder.encode() builds one on every 
 except (ImportError, TypeError):  # another Python: the public API
     pass
 _second = (-1, "")
+_time_ns = _time.time_ns
 _TYPES: dict[str, str] = {}  # event type -> its JSON, for the few types a service records
 
 
@@ -176,16 +177,25 @@ def make_entry(
     subject: str | None,
     id: str | None,
     time: datetime | str | None,
+    pool: IdPool,
 ) -> Entry:
     """What record() does per call: the id and the record time fixed now (a retry, or a
     replay after a crash, sends the same id and time: the server counts it once), the
     arguments' shapes checked, a shallow copy of ``data``. No JSON, no time formatting: the
-    sender does that (``encode_entry``)."""
+    sender does that (``encode_entry``); the id comes from the sender's pool when it has a
+    fresh one (``_ids.IdPool``)."""
+    ms = _time_ns() // 1_000_000
     if id is None:
-        event_id, ms = uuid7_ms()
-    elif isinstance(id, str) and id:
-        event_id, ms = id, _time.time_ns() // 1_000_000
-    else:
+        ids = pool.ids
+        if ids and ms - pool.since < POOL_AGE_MS:
+            try:
+                id = ids.popleft()
+            except IndexError:  # another thread took the last one
+                id = uuid7_at(ms)
+        else:
+            pool.wanted = True
+            id = uuid7_at(ms)
+    elif not isinstance(id, str) or not id:
         raise ValueError("id must be a non-empty string")
     try:
         known = type in _TYPES
@@ -204,7 +214,7 @@ def make_entry(
             raise ValueError("time must carry a time zone")
     if subject is not None and not isinstance(subject, str):
         raise TypeError("subject must be a string")
-    return (event_id, ms, type, data, subject, time)
+    return (id, ms, type, data, subject, time)
 
 
 def encode_entry(entry: Entry) -> Pending:
@@ -355,6 +365,7 @@ class Core:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.inbox: deque[Entry | Pending] = deque()
+        self.ids = IdPool()  # filled by the sender, taken by record()
         self.ready: deque[Pending] = deque()
         self.ready_bytes = 0
         self.avg_bytes = GUESS_BYTES

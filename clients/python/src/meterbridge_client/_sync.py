@@ -76,6 +76,7 @@ class Client:
         )
         self._core = Core(config)
         self._inbox = self._core.inbox
+        self._ids = self._core.ids
         self._cond = threading.Condition(threading.Lock())
         self._abort = threading.Event()
         self._idle = False  # the sender waits on _cond (record() wakes it when a batch is due)
@@ -107,7 +108,7 @@ class Client:
 
         The fast path takes no lock and encodes nothing: an id, a shallow copy of ``data``,
         one append (atomic), two length checks. The sender encodes (docs in the README)."""
-        entry = make_entry(type, data, subject, id, time)
+        entry = make_entry(type, data, subject, id, time, self._ids)
         inbox = self._inbox
         if len(inbox) >= self._core.cap:  # full, closed or durable
             self._record_slow(entry)
@@ -196,8 +197,9 @@ class Client:
     def _encode_all(self) -> None:
         """Encode what waits in the inbox, a slice at a time (the lock is let go between
         slices), until it is empty or a batch is due; report what cannot be encoded outside
-        the lock."""
+        the lock; top up record()'s id pool first (no lock: deque operations are atomic)."""
         core = self._core
+        core.ids.fill()
         while self._inbox and not core.due():
             with self._cond:
                 bad = core.encode_some(ENCODE_SLICE)
