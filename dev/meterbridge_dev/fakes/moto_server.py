@@ -221,6 +221,7 @@ def _unsorted_scan_for_queries(table_class: Any) -> None:
         # The items of every partition of ``name``, in the table's order, grouped once per
         # state of the tables (any write starts a new one): an index query then reads its
         # partition, as DynamoDB does, instead of every item of the table.
+        cached: tuple[int, dict[str, dict[tuple[str, Any], list[Any]]]] | None
         cached = getattr(self, "_meterbridge_partitions", None)
         if cached is None or cached[0] != _WRITES[0]:
             cached = (_WRITES[0], {})
