@@ -11,10 +11,14 @@ batches (same JSON, same batch size, same number of threads):
 - ``end to end``: ``flush_outbox`` draining ``--n`` events from the events table's stream on a
   moto server (shard lease, GetRecords pages, POSTs, checkpoint commits), once for events
   accepted in full batches and once for one-event requests; ``--rounds`` interleaved rounds
-  each, the median reported.
+  each (the order alternates, each case on fresh tables deleted after it), the median
+  reported.
 
-Where the end-to-end time goes: thread-time per DAL phase (summed over threads), and the CPU
-seconds the moto server, the sink and this process used during the run (2 vCPUs are shared).
+Where the end-to-end time goes: thread-time per DAL phase (summed over threads), of it
+botocore's parsing of the ``GetRecords`` pages, the requests per flush run by operation (a
+botocore hook; deterministic, the same for both shapes when delivery does not depend on how
+events were accepted), and the CPU seconds the moto server, the sink and this process used
+during the flush runs, fills excluded (2 vCPUs are shared).
 
     python -m bench.flush [--n 10000] [--batch 100] [--concurrency 4] [--rounds 3]
 
@@ -122,6 +126,50 @@ class PhaseTimer:
         setattr(owner, name, timed)
 
 
+class RequestMeter:
+    """Every DynamoDB and DynamoDB Streams request the flush makes (a botocore hook on the
+    product's clients), by operation and shape, and the client-side parse of ``GetRecords``
+    (botocore's shape walk over every record): the CPU time of the thread that parsed it and
+    the bytes it parsed."""
+
+    def __init__(self) -> None:
+        self.shape = ""
+        self.counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.parse_s = 0.0
+        self.parse_bytes = 0
+        self.pages = 0
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def attach(self, *clients: Any) -> None:
+        for client in clients:
+            client.meta.events.register("before-parameter-build.*.*", self._call)
+            client.meta.events.register("before-parse.*.GetRecords", self._parse_starts)
+            client.meta.events.register("after-call.*.GetRecords", self._parse_ends)
+
+    def _call(self, model: Any = None, params: Any = None, **_: Any) -> None:
+        if self.shape:
+            name = model.name
+            if isinstance(params, dict) and params.get("IndexName"):
+                name = f"{name}({params['IndexName']})"
+            with self._lock:
+                self.counts[self.shape][name] += 1
+
+    def _parse_starts(self, response_dict: Any = None, **_: Any) -> None:
+        self._local.t0 = time.thread_time()
+        self._local.size = len((response_dict or {}).get("body") or b"")
+
+    def _parse_ends(self, **_: Any) -> None:
+        t0 = getattr(self._local, "t0", None)
+        if t0 is None or not self.shape:
+            return
+        with self._lock:
+            self.parse_s += time.thread_time() - t0
+            self.parse_bytes += self._local.size
+            self.pages += 1
+        self._local.t0 = None
+
+
 def timed_parallel(fn: Callable[[list[str]], Any], batches: list[list[str]], threads: int) -> float:
     t0 = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
@@ -226,13 +274,19 @@ def run(args: argparse.Namespace, sink_url: str, *, moto_pid: int, sink_pid: int
     timer.wrap(stream, "commit", "checkpoint commit (UpdateItem)")
     timer.wrap(stream, "release", "shard release (UpdateItem)")
     timer.wrap(client, "send_batch", "POST to the sink (adapter)")
+    meter = RequestMeter()
+    meter.attach(dynamo.client(), dynamo.streams_client())
     config = flush.FlushConfig(batch_size=args.batch, concurrency=threads)
     times: dict[str, list[float]] = {"full": [], "one": []}
-    cpu0 = (cpu_s(moto_pid), cpu_s(sink_pid), time.process_time())
+    runs_of: dict[str, int] = {"full": 0, "one": 0}
+    # CPU seconds (moto server, sink, this process) over the flush runs only, not the fills.
+    cpu = [0.0, 0.0, 0.0]
     fill_s = 0.0
     runs = 0
-    for _round in range(args.rounds):
-        for shape in ("full", "one"):
+    for i_round in range(args.rounds):
+        # The order alternates (full first, then one first, ...), and each case's tables are
+        # deleted after it: no shape always runs second, on a moto server holding more.
+        for shape in ("full", "one") if i_round % 2 == 0 else ("one", "full"):
             reset_sink(sink_url)
             names = {"EventsTable": f"bench-events-{uuid.uuid4().hex[:6]}"}
             names["IdempotencyTable"] = f"bench-idem-{uuid.uuid4().hex[:6]}"
@@ -243,18 +297,26 @@ def run(args: argparse.Namespace, sink_url: str, *, moto_pid: int, sink_pid: int
             t_fill = time.perf_counter()
             accept(names["EventsTable"], events, one_per_request=shape == "one")
             fill_s += time.perf_counter() - t_fill
+            cpu0 = (cpu_s(moto_pid), cpu_s(sink_pid), time.process_time())
+            meter.shape = shape
             t0 = time.perf_counter()
             sent = 0
             for _ in range(6):
                 result = flush.flush_outbox(config=config, client=client)
                 sent += result.sent
                 runs += 1
+                runs_of[shape] += 1
                 if result.remaining == 0:
                     break
             times[shape].append(time.perf_counter() - t0)
+            meter.shape = ""
+            cpu1 = (cpu_s(moto_pid), cpu_s(sink_pid), time.process_time())
+            for i, (a, b) in enumerate(zip(cpu0, cpu1, strict=True)):
+                cpu[i] += b - a
             assert sent == n and sink_unique(sink_url) == n, (sent, sink_unique(sink_url))
             assert not sink_resent(sink_url)
-    cpu1 = (cpu_s(moto_pid), cpu_s(sink_pid), time.process_time())
+            for table in names.values():
+                dynamo.client().delete_table(TableName=table)
     e2e_s = statistics.median(times["full"])
     one_s = statistics.median(times["one"])
     total_s = sum(times["full"]) + sum(times["one"])
@@ -312,14 +374,26 @@ def run(args: argparse.Namespace, sink_url: str, *, moto_pid: int, sink_pid: int
             f"  {phase:<38}{secs:>7.2f}s {calls:>6} calls {secs / calls * 1000:>8.1f} ms/call"
             f" {secs / n * 1000:>7.3f} ms/event"
         )
-    moto_cpu, sink_cpu, own_cpu = (b - a for a, b in zip(cpu0, cpu1, strict=True))
-    e2e_s = total_s  # CPU shares below are over every round
-    n = n * 2 * args.rounds
+    if meter.pages:
+        print(
+            f"  of the stream pages: botocore parsing GetRecords (CPU){meter.parse_s:>5.2f}s"
+            f" {meter.pages:>6} pages {meter.parse_s / meter.pages * 1000:>8.1f} ms/page"
+            f" {meter.parse_s / (n * 2 * args.rounds) * 1000:>7.3f} ms/event"
+            f" ({meter.parse_bytes / (n * 2 * args.rounds):.0f} bytes/event)"
+        )
+    print("requests per flush run (deterministic; DynamoDB and DynamoDB Streams):")
+    for shape in ("full", "one"):
+        ops = meter.counts[shape]
+        per_run = ", ".join(f"{op} {count / runs_of[shape]:g}" for op, count in sorted(ops.items()))
+        print(f"  {shape:<5} {sum(ops.values()) / runs_of[shape]:g}: {per_run}")
+    moto_cpu, sink_cpu, own_cpu = cpu
+    events_flushed = n * 2 * args.rounds
     print(
-        f"end to end, CPU over the rounds (fills included; {e2e_s:.2f}s of flush wall time):"
-        f" moto server {moto_cpu:.2f}s"
-        f" ({moto_cpu / e2e_s:.0%} of a core, {moto_cpu / n * 1000:.3f} ms/event),"
-        f" flush process {own_cpu:.2f}s, sink {sink_cpu:.2f}s"
+        f"end to end, CPU over the flush runs (fills excluded; {total_s:.2f}s of wall time):"
+        f" moto server {moto_cpu:.2f}s ({moto_cpu / total_s:.0%} of a core,"
+        f" {moto_cpu / events_flushed * 1000:.3f} ms/event),"
+        f" flush process {own_cpu:.2f}s ({own_cpu / events_flushed * 1000:.3f} ms/event),"
+        f" sink {sink_cpu:.2f}s"
     )
     print("\n" + ("all goals met" if not missed else "goals missed: " + "; ".join(missed)))
 
