@@ -32,8 +32,6 @@ PENDING: set[str] = {
     "deadletters.py",
     "flush.py",
     "ingest.py",
-    "keys.py",
-    "tenants.py",
 }
 
 
