@@ -68,6 +68,6 @@ def test_stored_record_holds_the_hash_and_a_12_char_prefix_only() -> None:
     raw, record = lifecycle.new_record("t_0123456789abcdef", get_settings())
 
     # Then the record never holds the secret
-    assert record["prefix"] == raw[:12]
+    assert record.prefix == raw[:12]
     assert raw[12:] not in str(record)
-    assert record["key_hash"] == keys.hash_key(raw, get_settings().key_pepper)
+    assert record.key_hash == keys.hash_key(raw, get_settings().key_pepper)

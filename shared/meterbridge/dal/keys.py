@@ -8,8 +8,8 @@ Items (docs/data-model.md):
 - ``TENANT#<id>``/``KEY#<lookup_id>``: an immutable index entry (no hash) so a tenant's keys can
   be listed with one query; written in the same transaction as the lookup item.
 
-A record, as the logic sees it, is the lookup item's attributes (``lookup_id``, ``tenant_id``,
-``prefix``, ``key_hash``, ``status``, ...); the ``pk``/``sk`` shape stays here.
+The repository takes and returns ``KeyRecord`` models; the module functions below it work on
+the items' attributes (benchmarks and test builders write keys through them).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from meterbridge.dal import tenants as tenants_dal
 from meterbridge.errors import ConditionFailed, KeyChanged
 
 if TYPE_CHECKING:  # pragma: no cover
+    from meterbridge.models.tenant import KeyRecord
     from meterbridge.settings import Settings
 
 KEY_SK = "KEY"
@@ -168,26 +169,35 @@ def expiry_op(
     )
 
 
+def _record(item: Mapping[str, Any]) -> KeyRecord:
+    # Deferred: the usage API reads keys through the functions above and never builds the
+    # admin API's models (docs/performance/cold_start.md).
+    from meterbridge.models.tenant import KeyRecord
+
+    return KeyRecord.model_validate(item)
+
+
 class KeyRepository:
-    """The key records of the tenants table, in the key logic's verbs."""
+    """The key records of the tenants table, in the key logic's verbs: models in and out."""
 
     def __init__(self, table: str) -> None:
         self.table = table
 
-    def create(self, record: dict[str, Any]) -> bool:
+    def create(self, record: KeyRecord) -> bool:
         """Store a new key record; False if its lookup id is taken (never overwritten)."""
-        return put_key(self.table, record)
+        return put_key(self.table, record.model_dump(exclude_none=True))
 
-    def get(self, lookup_id: str) -> dict[str, Any] | None:
+    def get(self, lookup_id: str) -> KeyRecord | None:
         """The key record, read consistently (None: no such key)."""
-        return get_key_consistent(self.table, lookup_id)
+        item = get_key_consistent(self.table, lookup_id)
+        return None if item is None else _record(item)
 
-    def of_tenant(self, tenant_id: str) -> list[dict[str, Any]]:
+    def of_tenant(self, tenant_id: str) -> list[KeyRecord]:
         """Every key record the tenant ever had (active, expiring and revoked), unordered."""
-        records = get_keys(self.table, list_key_ids(self.table, tenant_id))
-        return [r for r in records if r.get("tenant_id") == tenant_id]
+        items = get_keys(self.table, list_key_ids(self.table, tenant_id))
+        return [_record(i) for i in items if i.get("tenant_id") == tenant_id]
 
-    def revoke(self, tenant_id: str, lookup_id: str, *, at: str) -> dict[str, Any]:
+    def revoke(self, tenant_id: str, lookup_id: str, *, at: str) -> KeyRecord:
         """Revoke an active key of the tenant; ``KeyChanged`` if it is not (already revoked)."""
         try:
             record = update_key(
@@ -201,24 +211,22 @@ class KeyRepository:
         except ConditionFailed as exc:
             raise KeyChanged(f"key {lookup_id} is not active") from exc
         assert record is not None
-        return record
+        return _record(record)
 
-    def rotate(
-        self, tenant_id: str, lookup_id: str, new: dict[str, Any], *, expires_at_s: int
-    ) -> None:
+    def rotate(self, tenant_id: str, lookup_id: str, new: KeyRecord, *, expires_at_s: int) -> None:
         """Store ``new`` and set the old key to expire at ``expires_at_s``, both or neither.
 
         ``KeyChanged`` if the old key was revoked meanwhile or already expires sooner (or the
         new lookup id is taken).
         """
-        ops = key_put_ops(self.table, new)
+        ops = key_put_ops(self.table, new.model_dump(exclude_none=True))
         ops.append(
             expiry_op(
                 self.table,
                 lookup_id,
                 tenant_id=tenant_id,
                 expires_at_s=expires_at_s,
-                rotated_to=str(new["lookup_id"]),
+                rotated_to=new.lookup_id,
             )
         )
         try:

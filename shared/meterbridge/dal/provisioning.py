@@ -17,6 +17,7 @@ from meterbridge.dal import dynamo
 from meterbridge.dal import keys as keys_dal
 from meterbridge.dal import tenants as tenants_dal
 from meterbridge.errors import ConditionFailed, LeaseLost
+from meterbridge.models.tenant import KeyRecord, ProvisionRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     from meterbridge.models.cloudevent import CloudEvent
@@ -50,24 +51,26 @@ def _held_update(
 
 
 class ProvisioningRepository:
-    """The provisioning records, in the provisioning logic's verbs."""
+    """The provisioning records, in the provisioning logic's verbs: models in and out."""
 
     def __init__(self, table: str, events_table: str) -> None:
         self.table = table
         self.events_table = events_table
 
-    def start(self, record: Mapping[str, Any]) -> bool:
+    def start(self, record: ProvisionRecord) -> bool:
         """Create the record with its first lease: True if this call created it."""
+        item = record.model_dump(exclude_none=True)
         return dynamo.put_new(
-            self.table, {**provision_key(record["idempotency_key"]), **record, "state": IN_PROGRESS}
+            self.table, {**provision_key(record.idempotency_key), **item, "state": IN_PROGRESS}
         )
 
-    def get(self, idempotency_key: str) -> dict[str, Any] | None:
-        return dynamo.get(self.table, provision_key(idempotency_key))
+    def get(self, idempotency_key: str) -> ProvisionRecord | None:
+        item = dynamo.get(self.table, provision_key(idempotency_key))
+        return None if item is None else ProvisionRecord.model_validate(item)
 
     def take_over(
-        self, idempotency_key: str, *, owner: str, expired_owner: Any, until: int, now: int
-    ) -> dict[str, Any]:
+        self, idempotency_key: str, *, owner: str, expired_owner: str | None, until: int, now: int
+    ) -> ProvisionRecord:
         """Take the expired lease of ``expired_owner``; ``LeaseLost`` if another worker took it
         over first or the request is done."""
         try:
@@ -88,11 +91,12 @@ class ProvisioningRepository:
         except ConditionFailed as exc:
             raise LeaseLost("another worker holds this provisioning request") from exc
         assert taken is not None
-        return taken
+        return ProvisionRecord.model_validate(taken)
 
-    def record(self, idempotency_key: str, owner: str, fields: Mapping[str, Any]) -> None:
-        """Record finished steps, only while ``owner`` holds the lease (else ``LeaseLost``)."""
-        op = _held_update(self.table, idempotency_key, owner, fields)["Update"]
+    def record(self, idempotency_key: str, owner: str, **steps: Any) -> None:
+        """Record finished steps (``ProvisionRecord`` fields), only while ``owner`` holds the
+        lease (else ``LeaseLost``)."""
+        op = _held_update(self.table, idempotency_key, owner, steps)["Update"]
         try:
             dynamo.call("update_item", f"update {self.table}", **op)
         except ConditionFailed as exc:
@@ -100,27 +104,30 @@ class ProvisioningRepository:
 
     def release(self, idempotency_key: str, owner: str) -> None:
         """Give the lease back after a failed step, so a retry resumes at once."""
-        self.record(idempotency_key, owner, {"lease_until": 0})
+        self.record(idempotency_key, owner, lease_until=0)
 
     def complete(
         self,
         idempotency_key: str,
         owner: str,
         *,
-        key: Mapping[str, Any],
+        key: KeyRecord,
         profile: Mapping[str, Any],
-        done: Mapping[str, Any],
+        response: str,
+        at: str,
         event: CloudEvent,
     ) -> None:
         """The last step, one transaction: store the first ``key``, apply ``profile`` to the
-        tenant still provisioning, put ``event`` in the outbox and complete the record with
-        ``done``. All of it or none: ``LeaseLost`` if the lease or the profile moved on."""
-        tenant_id = str(key["tenant_id"])
+        tenant still provisioning, put ``event`` in the outbox and complete the record at ``at``
+        with the ``response`` to replay. All of it or none: ``LeaseLost`` if the lease or the
+        profile moved on."""
+        tenant_id = key.tenant_id
+        done = {"key_id": key.lookup_id, "completed_at": at, "response": response}
         profile_set, profile_names, profile_vals = tenants_dal.set_expr(profile)
         profile_names["#s"] = "status"
         profile_vals[":provisioning"] = "provisioning"
         ops = [
-            *keys_dal.key_put_ops(self.table, key),
+            *keys_dal.key_put_ops(self.table, key.model_dump(exclude_none=True)),
             tenants_dal.update_op(
                 self.table,
                 tenants_dal.profile_key(tenant_id),

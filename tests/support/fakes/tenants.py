@@ -19,7 +19,7 @@ from meterbridge.dal import provisioning as provisioning_dal
 from meterbridge.dal import tenants as tenants_dal
 from meterbridge.errors import KeyChanged, LeaseLost, TenantChanged, ValidationFailed
 from meterbridge.models.cloudevent import CloudEvent
-from meterbridge.models.tenant import Tenant
+from meterbridge.models.tenant import KeyRecord, ProvisionRecord, Tenant
 
 
 @dataclass
@@ -81,23 +81,39 @@ class FakeTenants:
 
 @dataclass
 class FakeKeys:
-    """``KeyRepository`` on a dict of key records by lookup id."""
+    """``KeyRepository`` on a dict of key items (the records' attributes) by lookup id."""
 
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     touched: list[str] = field(default_factory=list)
 
-    def create(self, record: dict[str, Any]) -> bool:
-        if record["lookup_id"] in self.records:
+    def add(self, tenant_id: str, lookup_id: str, **fields: Any) -> None:
+        """A stored key as issuing leaves it, with ``fields`` changed."""
+        self.records[lookup_id] = {
+            "lookup_id": lookup_id,
+            "tenant_id": tenant_id,
+            "prefix": "mb_test_" + lookup_id[:4],
+            "key_hash": "0" * 64,
+            "status": "active",
+            "created_at": "2026-01-01T00:00:00Z",
+            **fields,
+        }
+
+    def create(self, record: KeyRecord) -> bool:
+        if record.lookup_id in self.records:
             return False
-        self.records[record["lookup_id"]] = dict(record)
+        self.records[record.lookup_id] = record.model_dump(exclude_none=True)
         return True
 
-    def get(self, lookup_id: str) -> dict[str, Any] | None:
+    def get(self, lookup_id: str) -> KeyRecord | None:
         record = self.records.get(lookup_id)
-        return None if record is None else dict(record)
+        return None if record is None else KeyRecord.model_validate(record)
 
-    def of_tenant(self, tenant_id: str) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.records.values() if r["tenant_id"] == tenant_id]
+    def of_tenant(self, tenant_id: str) -> list[KeyRecord]:
+        return [
+            KeyRecord.model_validate(r)
+            for r in self.records.values()
+            if r["tenant_id"] == tenant_id
+        ]
 
     def _active(self, tenant_id: str, lookup_id: str) -> dict[str, Any] | None:
         record = self.records.get(lookup_id)
@@ -105,24 +121,22 @@ class FakeKeys:
             return None
         return record
 
-    def revoke(self, tenant_id: str, lookup_id: str, *, at: str) -> dict[str, Any]:
+    def revoke(self, tenant_id: str, lookup_id: str, *, at: str) -> KeyRecord:
         record = self._active(tenant_id, lookup_id)
         if record is None:
             raise KeyChanged(f"key {lookup_id} is not active")
         record.update(status="revoked", revoked_at=at)
-        return dict(record)
+        return KeyRecord.model_validate(record)
 
-    def rotate(
-        self, tenant_id: str, lookup_id: str, new: dict[str, Any], *, expires_at_s: int
-    ) -> None:
+    def rotate(self, tenant_id: str, lookup_id: str, new: KeyRecord, *, expires_at_s: int) -> None:
         old = self._active(tenant_id, lookup_id)
         sooner = old is not None and old.get("expires_at_s", expires_at_s + 1) <= expires_at_s
-        if old is None or sooner or new["lookup_id"] in self.records:
+        if old is None or sooner or new.lookup_id in self.records:
             raise KeyChanged(
                 f"key {lookup_id} changed while rotating (revoked or already expiring sooner)"
             )
-        self.records[new["lookup_id"]] = dict(new)
-        old.update(expires_at_s=expires_at_s, rotated_to=new["lookup_id"])
+        self.records[new.lookup_id] = new.model_dump(exclude_none=True)
+        old.update(expires_at_s=expires_at_s, rotated_to=new.lookup_id)
 
     def touch(self, lookup_id: str, now_iso: str, not_since_iso: str) -> bool:
         record = self.records.get(lookup_id)
@@ -141,58 +155,56 @@ class FakeProvisioning:
     keys: FakeKeys
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def start(self, record: Mapping[str, Any]) -> bool:
-        if record["idempotency_key"] in self.records:
+    def start(self, record: ProvisionRecord) -> bool:
+        if record.idempotency_key in self.records:
             return False
-        self.records[record["idempotency_key"]] = {**record, "state": "in_progress"}
+        self.records[record.idempotency_key] = {**record.model_dump(), "state": "in_progress"}
         return True
 
-    def get(self, idempotency_key: str) -> dict[str, Any] | None:
+    def get(self, idempotency_key: str) -> ProvisionRecord | None:
         record = self.records.get(idempotency_key)
-        return None if record is None else dict(record)
+        return None if record is None else ProvisionRecord.model_validate(record)
 
-    def _held(self, idempotency_key: str, owner: str) -> dict[str, Any]:
+    def _held(self, idempotency_key: str, owner: str | None) -> dict[str, Any]:
         record = self.records.get(idempotency_key)
         if record is None or record["lease_owner"] != owner or record["state"] != "in_progress":
             raise LeaseLost("the provisioning lease was taken over")
         return record
 
     def take_over(
-        self, idempotency_key: str, *, owner: str, expired_owner: Any, until: int, now: int
-    ) -> dict[str, Any]:
+        self, idempotency_key: str, *, owner: str, expired_owner: str | None, until: int, now: int
+    ) -> ProvisionRecord:
         record = self._held(idempotency_key, expired_owner)
         if record["lease_until"] > now:
             raise LeaseLost("another worker holds this provisioning request")
         record.update(lease_owner=owner, lease_until=until)
-        return dict(record)
+        return ProvisionRecord.model_validate(record)
 
-    def record(self, idempotency_key: str, owner: str, fields: Mapping[str, Any]) -> None:
-        self._held(idempotency_key, owner).update(fields)
+    def record(self, idempotency_key: str, owner: str, **steps: Any) -> None:
+        self._held(idempotency_key, owner).update(steps)
 
     def release(self, idempotency_key: str, owner: str) -> None:
-        self.record(idempotency_key, owner, {"lease_until": 0})
+        self.record(idempotency_key, owner, lease_until=0)
 
     def complete(
         self,
         idempotency_key: str,
         owner: str,
         *,
-        key: Mapping[str, Any],
+        key: KeyRecord,
         profile: Mapping[str, Any],
-        done: Mapping[str, Any],
+        response: str,
+        at: str,
         event: CloudEvent,
     ) -> None:
         record = self._held(idempotency_key, owner)
-        tenant = self.tenants.profiles.get(str(key["tenant_id"]))
-        if (
-            tenant is None
-            or tenant["status"] != "provisioning"
-            or key["lookup_id"] in self.keys.records
-        ):
+        tenant = self.tenants.profiles.get(key.tenant_id)
+        collides = key.lookup_id in self.keys.records
+        if tenant is None or tenant["status"] != "provisioning" or collides:
             raise LeaseLost("the provisioning lease was taken over before it completed")
-        self.keys.records[key["lookup_id"]] = dict(key)
+        self.keys.records[key.lookup_id] = key.model_dump(exclude_none=True)
         tenant.update(profile)
-        record.update(done, state="completed")
+        record.update(key_id=key.lookup_id, completed_at=at, response=response, state="completed")
         self.tenants.outbox.append(event)
 
 

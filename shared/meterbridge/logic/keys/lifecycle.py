@@ -9,14 +9,13 @@ there.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from meterbridge.dal import keys as keys_dal
 from meterbridge.dal import tenants as tenants_dal
 from meterbridge.errors import Conflict, KeyChanged, NotFound
 from meterbridge.logic.auth import forget
 from meterbridge.logic.keys.format import generate, hash_key
-from meterbridge.models.tenant import ApiKey, IssuedKey, KeyRotation
+from meterbridge.models.tenant import ApiKey, IssuedKey, KeyRecord, KeyRotation, KeyStatus
 from meterbridge.settings import Settings, get_settings
 from meterbridge.timestamps import rfc3339
 
@@ -24,37 +23,37 @@ PREFIX_LEN = 12  # "mb_test_" and 4 lookup characters: enough to recognise, neve
 ISSUABLE_STATUSES = frozenset({"active", "suspended"})
 
 
-def new_record(tenant_id: str, settings: Settings) -> tuple[str, dict[str, Any]]:
+def new_record(tenant_id: str, settings: Settings) -> tuple[str, KeyRecord]:
     """A fresh key and the record to store for it (hash and prefix only)."""
     raw, lookup = generate(settings.key_environment)
-    record: dict[str, Any] = {
-        "lookup_id": lookup,
-        "tenant_id": tenant_id,
-        "prefix": raw[:PREFIX_LEN],
-        "key_hash": hash_key(raw, settings.key_pepper),
-        "status": "active",
-        "created_at": rfc3339(),
-    }
+    record = KeyRecord(
+        lookup_id=lookup,
+        tenant_id=tenant_id,
+        prefix=raw[:PREFIX_LEN],
+        key_hash=hash_key(raw, settings.key_pepper),
+        status="active",
+        created_at=rfc3339(),
+    )
     return raw, record
 
 
-def to_api_key(record: dict[str, Any]) -> ApiKey:
-    expires = record.get("expires_at_s")
-    status = record.get("status", "active")
+def to_api_key(record: KeyRecord) -> ApiKey:
+    expires = record.expires_at_s
+    status: KeyStatus = record.status
     if status == "active" and expires is not None and time.time() >= float(expires):
         status = "expired"  # a rotated key past its grace period: refused like a revoked one
     return ApiKey(
-        key_id=str(record["lookup_id"]),
-        tenant_id=str(record["tenant_id"]),
-        prefix=str(record["prefix"]),
+        key_id=record.lookup_id,
+        tenant_id=record.tenant_id,
+        prefix=record.prefix,
         status=status,
-        created_at=str(record["created_at"]),
-        last_used_at=record.get("last_used_at"),
+        created_at=record.created_at,
+        last_used_at=record.last_used_at,
         expires_at=rfc3339(float(expires)) if expires is not None else None,
     )
 
 
-def issued(raw: str, record: dict[str, Any]) -> IssuedKey:
+def issued(raw: str, record: KeyRecord) -> IssuedKey:
     return IssuedKey(**to_api_key(record).model_dump(), secret=raw)
 
 
@@ -86,9 +85,9 @@ def list_keys(tenant_id: str, settings: Settings | None = None) -> list[ApiKey]:
     return sorted(found, key=lambda k: (k.created_at, k.key_id))
 
 
-def _own_key(tenant_id: str, key_id: str, settings: Settings) -> dict[str, Any]:
+def _own_key(tenant_id: str, key_id: str, settings: Settings) -> KeyRecord:
     record = keys_dal.repository(settings).get(key_id)
-    if record is None or record.get("tenant_id") != tenant_id:
+    if record is None or record.tenant_id != tenant_id:
         raise NotFound(f"key {key_id} not found for tenant {tenant_id}")
     return record
 
@@ -109,8 +108,8 @@ def revoke_all(tenant_id: str, settings: Settings) -> int:
     """Revoke every active key of the tenant (offboarding); the number revoked."""
     count = 0
     for record in keys_dal.repository(settings).of_tenant(tenant_id):
-        if record.get("status") == "active":
-            revoke(tenant_id, str(record["lookup_id"]), settings)
+        if record.status == "active":
+            revoke(tenant_id, record.lookup_id, settings)
             count += 1
     return count
 
@@ -128,7 +127,7 @@ def rotate(
     if status not in ISSUABLE_STATUSES:
         raise Conflict(f"tenant {tenant_id} is {status}; keys cannot be rotated")
     old = _own_key(tenant_id, key_id, settings)
-    if old.get("status") != "active":
+    if old.status != "active":
         raise Conflict(f"key {key_id} is revoked; issue a new key instead")
     raw, record = new_record(tenant_id, settings)
     keys_dal.repository(settings).rotate(

@@ -25,6 +25,7 @@ from meterbridge.models.cloudevent import CloudEvent
 from meterbridge.models.tenant import (
     IDEMPOTENCY_KEY_RE,
     ApiKey,
+    ProvisionRecord,
     ProvisionResult,
     Tenant,
     TenantCreate,
@@ -73,7 +74,7 @@ def _check_idempotency_key(value: str | None) -> str:
 
 def _claim(
     req: TenantCreate, idem: str, owner: str, settings: Settings
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[ProvisionRecord, bool]:
     """The provisioning record with this worker's lease, or (completed record, True) to replay.
 
     Starting the record decides who works; identical requests arriving meanwhile poll it for up
@@ -84,33 +85,33 @@ def _claim(
     deadline = time.monotonic() + WAIT_S
     while True:
         now = time.time()
-        record = {
-            "idempotency_key": idem,
-            "request_hash": body_hash,
-            "tenant_id": new_tenant_id(),
-            "lease_owner": owner,
-            "lease_until": int(now) + LEASE_S,
-            "created_at": rfc3339(),
-            "expires_at": int(now) + PROVISION_TTL_S,
-        }
+        record = ProvisionRecord(
+            idempotency_key=idem,
+            request_hash=body_hash,
+            tenant_id=new_tenant_id(),
+            lease_owner=owner,
+            lease_until=int(now) + LEASE_S,
+            created_at=rfc3339(),
+            expires_at=int(now) + PROVISION_TTL_S,
+        )
         if records.start(record):
             return record, False
         existing = records.get(idem)
         if existing is None:
             continue  # expired between our put and get: claim it again
-        if existing.get("request_hash") != body_hash:
+        if existing.request_hash != body_hash:
             raise IdempotencyMismatch(
                 "this Idempotency-Key was used with a different request body",
-                details={"tenant_id": existing.get("tenant_id")},
+                details={"tenant_id": existing.tenant_id},
             )
-        if existing.get("state") == provisioning_dal.COMPLETED:
+        if existing.state == "completed":
             return existing, True
-        if float(existing.get("lease_until", 0)) <= now:
+        if existing.lease_until <= now:
             try:
                 taken = records.take_over(
                     idem,
                     owner=owner,
-                    expired_owner=existing.get("lease_owner"),
+                    expired_owner=existing.lease_owner,
                     until=int(now) + LEASE_S,
                     now=int(now),
                 )
@@ -121,7 +122,7 @@ def _claim(
             raise ProvisioningInProgress(
                 "a request with this Idempotency-Key is still provisioning; retry shortly",
                 headers={"Retry-After": "2"},
-                details={"tenant_id": existing.get("tenant_id")},
+                details={"tenant_id": existing.tenant_id},
             )
         time.sleep(POLL_S)
 
@@ -135,18 +136,18 @@ def _release(settings: Settings, idem: str, owner: str) -> None:
 
 
 def _stripe_steps(
-    rec: dict[str, Any], req: TenantCreate, owner: str, settings: Settings
+    rec: ProvisionRecord, req: TenantCreate, owner: str, settings: Settings
 ) -> dict[str, Any]:
     """Customer, then subscription (if the plan has a Stripe price); each recorded when done."""
     from meterbridge.adapters.stripe_billing import get_gateway, plan_price
 
-    tenant_id, idem = rec["tenant_id"], rec["idempotency_key"]
+    tenant_id, idem = rec.tenant_id, rec.idempotency_key
     gateway = get_gateway(settings)
     if gateway is None:
         logger.warning("stripe skipped: STRIPE_API_KEY is empty", extra={"tenant_id": tenant_id})
         return {"stripe": "skipped"}
     records = provisioning_dal.repository(settings)
-    customer_id = rec.get("stripe_customer_id")
+    customer_id = rec.stripe_customer_id
     if not customer_id:
         customer_id = gateway.create_customer(
             tenant_id=tenant_id,
@@ -155,9 +156,9 @@ def _stripe_steps(
             idempotency_key=f"mb-customer-{tenant_id}",
         )
         tenants_dal.repository(settings).link_customer(customer_id, tenant_id)
-        records.record(idem, owner, {"stripe_customer_id": customer_id})
+        records.record(idem, owner, stripe_customer_id=customer_id)
     result: dict[str, Any] = {"stripe": "ok", "stripe_customer_id": customer_id}
-    subscription_id = rec.get("stripe_subscription_id")
+    subscription_id = rec.stripe_subscription_id
     price = None if subscription_id else plan_price(gateway, req.plan)
     if price and not subscription_id:
         subscription_id = gateway.create_subscription(
@@ -166,18 +167,18 @@ def _stripe_steps(
             price_id=price,
             idempotency_key=f"mb-subscription-{tenant_id}",
         )
-        records.record(idem, owner, {"stripe_subscription_id": subscription_id})
+        records.record(idem, owner, stripe_subscription_id=subscription_id)
     if subscription_id:
         result["stripe_subscription_id"] = subscription_id
     return result
 
 
 def _complete(
-    rec: dict[str, Any], req: TenantCreate, owner: str, stripe: dict[str, Any], settings: Settings
+    rec: ProvisionRecord, req: TenantCreate, owner: str, stripe: dict[str, Any], settings: Settings
 ) -> tuple[ProvisionResult, CloudEvent]:
     """The last step, one transaction: first key, tenant active, event in the outbox, record
     completed with the response to replay (without the secret). Either all of it or none."""
-    tenant_id, idem = rec["tenant_id"], rec["idempotency_key"]
+    tenant_id, idem = rec.tenant_id, rec.idempotency_key
     raw, record = keys.new_record(tenant_id, settings)
     now = rfc3339()
     profile = tenants_dal.repository(settings).get(tenant_id)
@@ -202,11 +203,8 @@ def _complete(
         owner,
         key=record,
         profile=activated,
-        done={
-            "key_id": record["lookup_id"],
-            "completed_at": now,
-            "response": json.dumps(replay, separators=(",", ":")),
-        },
+        response=json.dumps(replay, separators=(",", ":")),
+        at=now,
         event=event,
     )
     return (
@@ -215,8 +213,9 @@ def _complete(
     )
 
 
-def _replay(rec: dict[str, Any]) -> ProvisionResult:
-    stored = json.loads(rec["response"])
+def _replay(rec: ProvisionRecord) -> ProvisionResult:
+    assert rec.response is not None  # a completed record holds its answer
+    stored = json.loads(rec.response)
     return ProvisionResult(
         tenant=Tenant.model_validate(stored["tenant"]),
         api_key=ApiKey.model_validate(stored["api_key"]),
@@ -235,10 +234,10 @@ def provision_sync(
     rec, done = _claim(req, idem, owner, settings)
     if done:
         return _replay(rec), []
-    tenant_id = rec["tenant_id"]
+    tenant_id = rec.tenant_id
     records = provisioning_dal.repository(settings)
     try:
-        if not rec.get("tenant_created"):
+        if not rec.tenant_created:
             tenants_dal.repository(settings).create(
                 Tenant(
                     tenant_id=tenant_id,
@@ -247,18 +246,18 @@ def provision_sync(
                     plan=req.plan,
                     status="provisioning",
                     stripe="pending",
-                    created_at=rec["created_at"],
+                    created_at=rec.created_at,
                     version=0,
                 )
             )
-            records.record(idem, owner, {"tenant_created": True})
+            records.record(idem, owner, tenant_created=True)
         stripe = _stripe_steps(rec, req, owner, settings)
         try:
             result, event = _complete(rec, req, owner, stripe, settings)
         except LeaseLost:
             # Our lease was taken over (we were too slow) and the other worker may be done.
             current = records.get(idem)
-            if current is not None and current.get("state") == provisioning_dal.COMPLETED:
+            if current is not None and current.state == "completed":
                 metrics.add_metric(name="ProvisioningReplayed", unit="Count", value=1)
                 return _replay(current), []
             raise ProvisioningInProgress(

@@ -119,16 +119,7 @@ def test_keys_are_listed_oldest_first_without_secrets(store: FakeStore) -> None:
         ("A" * 12, "2026-01-02"),
         ("B" * 12, "2026-01-01"),
     ):
-        store.keys.create(
-            {
-                "lookup_id": lookup,
-                "tenant_id": tenant_id,
-                "prefix": "mb_test_" + lookup[:4],
-                "key_hash": "h",
-                "status": "active",
-                "created_at": created,
-            }
-        )
+        store.keys.add(tenant_id, lookup, created_at=created)
 
     # When they are listed
     listed = keys.list_keys(tenant_id)

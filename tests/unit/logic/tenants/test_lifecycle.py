@@ -110,16 +110,7 @@ def test_offboarding_revokes_the_active_keys_and_answers_as_it_is_afterwards(
     # Given an active tenant with two active keys and a revoked one (no Stripe configured)
     tenant_id = store.add_tenant()
     for lookup, status in (("A" * 12, "active"), ("B" * 12, "active"), ("C" * 12, "revoked")):
-        store.keys.create(
-            {
-                "lookup_id": lookup,
-                "tenant_id": tenant_id,
-                "prefix": "mb_test_" + lookup[:4],
-                "key_hash": "h",
-                "status": status,
-                "created_at": "2026-01-01T00:00:00Z",
-            }
-        )
+        store.keys.add(tenant_id, lookup, status=status)
 
     # When it is offboarded, and offboarded again
     tenant, events = lifecycle.offboard_sync(tenant_id)
