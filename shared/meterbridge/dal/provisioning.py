@@ -59,7 +59,8 @@ class ProvisioningRepository:
 
     def start(self, record: ProvisionRecord) -> bool:
         """Create the record with its first lease: True if this call created it."""
-        item = record.model_dump(exclude_none=True)
+        # The steps not yet done stay absent (as their defaults say), as they always were.
+        item = record.model_dump(exclude_defaults=True)
         return dynamo.put_new(
             self.table, {**provision_key(record.idempotency_key), **item, "state": IN_PROGRESS}
         )
