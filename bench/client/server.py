@@ -38,9 +38,10 @@ def main() -> None:
 
     from meterbridge.api.usage import create_app
     from meterbridge.dal import dynamo
+    from meterbridge.dal import keys as keys_dal
     from meterbridge.dal import tenants as tenants_dal
-    from meterbridge.logic import keys
     from meterbridge.logic.flush import flush_outbox
+    from meterbridge.logic.keys import format as keys
     from meterbridge.settings import get_settings
     from meterbridge_dev.stack.servers import BackgroundServer
     from meterbridge_dev.stack.stack import LocalStack
@@ -62,7 +63,7 @@ def main() -> None:
             },
         )
         raw, lookup = keys.generate("test")
-        tenants_dal.put_key(
+        keys_dal.put_key(
             settings.tenants_table,
             {
                 "lookup_id": lookup,

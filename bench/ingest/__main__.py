@@ -218,8 +218,10 @@ def main() -> int:
         )
         from meterbridge.bus.publisher import reset_publisher
         from meterbridge.dal import dynamo, outbox
+        from meterbridge.dal import keys as keys_dal
         from meterbridge.dal import tenants as tenants_dal
-        from meterbridge.logic import ingest, keys
+        from meterbridge.logic import ingest
+        from meterbridge.logic.keys import format as keys
         from meterbridge.settings import get_settings
         from meterbridge_dev.stack.tables import create_tables
 
@@ -245,7 +247,7 @@ def main() -> int:
             },
         )
         raw_key, lookup = keys.generate("test")
-        tenants_dal.put_key(
+        keys_dal.put_key(
             settings.tenants_table,
             {
                 "lookup_id": lookup,
@@ -403,7 +405,7 @@ def main() -> int:
         from meterbridge.dal import events as events_dal
         from meterbridge.dal import usage as usage_dal
 
-        key_record = tenants_dal.get_key(settings.tenants_table, lookup)
+        key_record = keys_dal.get_key(settings.tenants_table, lookup)
         tenant_record = tenants_dal.get_tenant(settings.tenants_table, tenant_id)
         patches: list[tuple[Any, str, Any]] = [
             (events_dal, "write_chunk", lambda *a, **k: events_dal.ChunkOutcome(written=True)),
@@ -412,7 +414,7 @@ def main() -> int:
             (usage_dal, "used", lambda *a, **k: 0),
             (usage_dal, "total", lambda *a, **k: Decimal(0)),
             (usage_dal, "mark_threshold", lambda *a, **k: False),
-            (tenants_dal, "get_key", lambda *a, **k: key_record),
+            (keys_dal, "get_key", lambda *a, **k: key_record),
             (tenants_dal, "get_tenant", lambda *a, **k: tenant_record),
         ]
         saved = [(mod, attr, getattr(mod, attr)) for mod, attr, _ in patches]

@@ -102,6 +102,22 @@ class ConditionFailed(MeterbridgeError):
     status, code = 409, "conflict"
 
 
+# What a lost conditional write means, in the domain's words: the DAL raises these ``from`` the
+# ConditionFailed it caught (dal/tenants.py, dal/keys.py, dal/provisioning.py).
+
+
+class TenantChanged(Conflict):
+    """The tenant profile is no longer at the version it was read at."""
+
+
+class KeyChanged(Conflict):
+    """An API key is no longer in the state the write expected (revoked, expiring sooner)."""
+
+
+class LeaseLost(Conflict):
+    """A provisioning step ran without the lease: another worker took the request over."""
+
+
 def to_http(exc: MeterbridgeError) -> tuple[int, dict[str, Any], dict[str, str]]:
     """Status, JSON body and headers for a domain error."""
     return exc.status, exc.body(), dict(exc.headers)

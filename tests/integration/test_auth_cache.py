@@ -8,10 +8,10 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from meterbridge.dal import tenants as tenants_dal
+from meterbridge.dal import keys as keys_dal
 from meterbridge.errors import Unauthorized
-from meterbridge.logic import keys
 from meterbridge.logic.auth import authenticate
+from meterbridge.logic.keys import format as keys
 from meterbridge.settings import get_settings
 from tests.support import tenants as helpers
 from tests.support.builders import make_tenant
@@ -41,7 +41,7 @@ def test_a_rotated_key_stops_at_its_grace_end_though_cached(
         headers=AUTH,
     )
     assert rotated.status_code == 201, rotated.text
-    record = tenants_dal.get_key_consistent(get_settings().tenants_table, old["key_id"])
+    record = keys_dal.get_key_consistent(get_settings().tenants_table, old["key_id"])
     assert record is not None
     expires_at = float(record["expires_at_s"])
     assert authenticate(old["secret"]).tenant_id == tenant_id
@@ -109,7 +109,7 @@ def test_wrong_secrets_revoked_and_expired_keys_are_remembered_as_refused(
     _, expired = make_tenant()
     lookup_revoked = keys.parse(revoked).lookup_id  # type: ignore[union-attr]
     lookup_expired = keys.parse(expired).lookup_id  # type: ignore[union-attr]
-    tenants_dal.update_key(
+    keys_dal.update_key(
         settings.tenants_table,
         lookup_revoked,
         set_="SET #s = :r",
@@ -117,7 +117,7 @@ def test_wrong_secrets_revoked_and_expired_keys_are_remembered_as_refused(
         names={"#s": "status"},
         vals={":r": "revoked"},
     )
-    tenants_dal.update_key(
+    keys_dal.update_key(
         settings.tenants_table,
         lookup_expired,
         set_="SET expires_at_s = :e",

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
 
-from meterbridge.logic import key_usage
+from meterbridge.logic.keys import usage as key_usage
 from meterbridge.logic.usage_report import usage_report
 from meterbridge.settings import get_settings
 from tests.support import tenants as helpers

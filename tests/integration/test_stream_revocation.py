@@ -13,9 +13,11 @@ import httpx
 import pytest
 
 from meterbridge.dal import dynamo
+from meterbridge.dal import keys as keys_dal
 from meterbridge.dal import tenants as tenants_dal
-from meterbridge.logic import keys
-from meterbridge.logic import tenants as tenants_logic
+from meterbridge.logic.keys import format as keys
+from meterbridge.logic.keys import lifecycle as keys_lifecycle
+from meterbridge.logic.tenants import lifecycle as tenants_logic
 from meterbridge.settings import get_settings
 from tests.support.builders import make_tenant
 from tests.support.fixtures import reset_singletons
@@ -80,7 +82,7 @@ def _lifecycle_tenant() -> tuple[str, str]:
 
 def _revoke_elsewhere(key_id: str) -> None:
     """Revoke as another process would (the admin Lambda): no ``forget`` in this one."""
-    tenants_dal.update_key(
+    keys_dal.update_key(
         get_settings().tenants_table,
         key_id,
         set_="SET #s = :r",
@@ -95,7 +97,7 @@ async def test_a_revoked_keys_streams_close_and_its_tokens_stop_within_the_ttl(
 ) -> None:
     # Given a tenant with two keys: streams by bearer key and by token on key 1, one on key 2
     tenant_id, key1 = make_tenant()
-    key2 = keys.issue(tenant_id).secret
+    key2 = keys_lifecycle.issue(tenant_id).secret
     key1_id = keys.parse(key1).lookup_id  # type: ignore[union-attr]
     base, js, service = short_app["url"], short_app["js"], short_app["service"]
     async with httpx.AsyncClient(timeout=30) as http:

@@ -6,8 +6,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from meterbridge.dal import keys as keys_dal
 from meterbridge.dal import tenants as tenants_dal
-from meterbridge.logic import keys
+from meterbridge.logic.keys import format as keys
 from meterbridge.settings import get_settings
 
 
@@ -28,7 +29,7 @@ def make_tenant(plan: str = "basic", status: str = "active", name: str = "Acme")
         },
     )
     raw, lookup = keys.generate("test")
-    tenants_dal.put_key(
+    keys_dal.put_key(
         settings.tenants_table,
         {
             "lookup_id": lookup,

@@ -7,7 +7,7 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meterbridge.logic import keys
+from meterbridge.logic.keys import format as keys
 
 
 def test_generated_keys_have_prefix_lookup_and_valid_checksum() -> None:
@@ -61,12 +61,13 @@ def test_hash_is_peppered_and_compared_in_constant_time() -> None:
 
 def test_stored_record_holds_the_hash_and_a_12_char_prefix_only() -> None:
     # Given settings with a pepper
+    from meterbridge.logic.keys import lifecycle
     from meterbridge.settings import get_settings
 
     # When a record is made for a new key
-    raw, record = keys.new_record("t_0123456789abcdef", get_settings())
+    raw, record = lifecycle.new_record("t_0123456789abcdef", get_settings())
 
     # Then the record never holds the secret
-    assert record["prefix"] == raw[:12]
+    assert record.prefix == raw[:12]
     assert raw[12:] not in str(record)
-    assert record["key_hash"] == keys.hash_key(raw, get_settings().key_pepper)
+    assert record.key_hash == keys.hash_key(raw, get_settings().key_pepper)

@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
+from meterbridge.dal import keys as keys_dal
 from meterbridge.dal import outbox, usage, webhooks
+from meterbridge.dal import provisioning as provisioning_dal
 from meterbridge.dal import tenants as tenants_dal
 from meterbridge.dal.outbox import segments
 from meterbridge.models.cloudevent import (
@@ -47,9 +49,9 @@ TENANT = "t_*"  # models.tenant.TENANT_ID_PATTERN: t_ and 16 hex digits
 ANY = "*"
 
 # Partition-key prefixes the code writes, from the DAL's key functions.
-KEY_ITEM = tenants_dal.key_lookup_pk(ANY)  # KEY#<lookup id>: the key record
+KEY_ITEM = keys_dal.key_lookup_pk(ANY)  # KEY#<lookup id>: the key record
 PROFILE = tenants_dal.tenant_pk(TENANT)  # TENANT#<id>: profile and key index entries
-PROVISION = tenants_dal.provision_pk(ANY)
+PROVISION = provisioning_dal.provision_pk(ANY)
 CUSTOMER_MAP = "STRIPE#cus_*"  # tenants.put_customer_map: Stripe customer ids are cus_...
 USAGE_EVENT = outbox.event_pk(usage_source(TENANT), ANY)
 ALERT_EVENT = outbox.event_pk(ALERTS_SOURCE, ANY)
@@ -266,11 +268,11 @@ def test_updates_are_limited_to_the_attributes_the_code_sets(
 def test_usage_api_updates_only_the_last_used_at_of_key_items() -> None:
     # Given a key item as the DAL writes it, and a profile, a provisioning record, a map entry
     record = {"lookup_id": "k1a2b3c4d5e6f7a8", "tenant_id": "t_0123456789abcdef"}
-    key_item = tenants_dal.key_lookup_item(record)
+    key_item = keys_dal.key_lookup_item(record)
     others = [
         tenants_dal.profile_item({"tenant_id": "t_0123456789abcdef", "created_at": "2026"}),
-        tenants_dal.key_index_item({**record, "prefix": "mb_test_", "created_at": "2026"}),
-        {"pk": tenants_dal.provision_pk("idem-key-1"), "sk": tenants_dal.PROVISION_SK},
+        keys_dal.key_index_item({**record, "prefix": "mb_test_", "created_at": "2026"}),
+        {"pk": provisioning_dal.provision_pk("idem-key-1"), "sk": provisioning_dal.PROVISION_SK},
         {"pk": "STRIPE#cus_123", "sk": "CUSTOMER"},
     ]
 

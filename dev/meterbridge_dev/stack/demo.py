@@ -86,10 +86,10 @@ def provision_demo_tenant(client: httpx.Client) -> DemoTenant:
     # No admin token: the admin logic itself, against this process's tables. Its
     # tenant.provisioned event stays in the outbox for the flush to publish: publishing from
     # this thread would leave a NATS connection behind on a short-lived event loop.
-    from meterbridge.logic import tenants as tenants_logic
+    from meterbridge.logic.tenants import provisioning
     from meterbridge.models.tenant import TenantCreate
 
-    provisioned, _ = tenants_logic.provision_sync(TenantCreate(**body), idempotency_key)
+    provisioned, _ = provisioning.provision_sync(TenantCreate(**body), idempotency_key)
     secret = getattr(provisioned.api_key, "secret", None)
     if not secret:
         raise RuntimeError("the demo tenant's key secret was not returned")

@@ -28,8 +28,8 @@ _SIGV4_KEY = re.compile(r"Credential=([A-Z0-9]+)/")
 
 def demo_key() -> str:
     """A new key of the demo tenant (provisioned on first use)."""
-    from meterbridge.logic import keys
-    from meterbridge.logic.tenants import provision_sync
+    from meterbridge.logic.keys import lifecycle as keys
+    from meterbridge.logic.tenants.provisioning import provision_sync
     from meterbridge.models.tenant import TenantCreate
 
     result, _ = provision_sync(

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Header, Path, Query, Resp
 from meterbridge.api import admin_billing, admin_deadletters
 from meterbridge.api.admin_auth import require_admin
 from meterbridge.api.errors import error_responses, install_error_handlers
-from meterbridge.logic import keys as keys_logic
-from meterbridge.logic import tenants as tenants_logic
+from meterbridge.logic.keys import lifecycle as keys_logic
+from meterbridge.logic.tenants import lifecycle, provisioning, queries
 from meterbridge.models.tenant import (
     KEY_ID_PATTERN,
     TENANT_ID_PATTERN,
@@ -45,7 +45,7 @@ async def create_tenant(
 ) -> ProvisionResult:
     """Provision tenant, Stripe customer, subscription and first key. 201 with the key's secret
     (shown once); 200 replaying a completed request with the same Idempotency-Key, no secret."""
-    result = await tenants_logic.provision(body, idempotency_key)
+    result = await provisioning.provision(body, idempotency_key)
     if result.replayed:
         response.status_code = 200
     return result
@@ -59,13 +59,13 @@ async def list_tenants(
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> TenantPage:
     return await asyncio.to_thread(
-        tenants_logic.list_tenants, status=status, plan=plan, limit=limit, cursor=cursor
+        queries.list_tenants, status=status, plan=plan, limit=limit, cursor=cursor
     )
 
 
 @router.get("/tenants/{tenant_id}", response_model=Tenant, responses=error_responses(400, 401, 404))
 async def get_tenant(tenant_id: TenantId) -> Tenant:
-    return await asyncio.to_thread(tenants_logic.get_tenant, tenant_id)
+    return await asyncio.to_thread(queries.get_tenant, tenant_id)
 
 
 @router.patch(
@@ -75,7 +75,7 @@ async def get_tenant(tenant_id: TenantId) -> Tenant:
 )
 async def update_tenant(tenant_id: TenantId, change: TenantUpdate) -> Tenant:
     """Change plan (moves the Stripe subscription; quotas follow at once), name or email."""
-    return await tenants_logic.update(tenant_id, change)
+    return await lifecycle.update(tenant_id, change)
 
 
 @router.post(
@@ -84,7 +84,7 @@ async def update_tenant(tenant_id: TenantId, change: TenantUpdate) -> Tenant:
     responses=error_responses(400, 401, 404, 409),
 )
 async def suspend_tenant(tenant_id: TenantId) -> Tenant:
-    return await tenants_logic.suspend(tenant_id)
+    return await lifecycle.suspend(tenant_id)
 
 
 @router.post(
@@ -93,7 +93,7 @@ async def suspend_tenant(tenant_id: TenantId) -> Tenant:
     responses=error_responses(400, 401, 404, 409),
 )
 async def resume_tenant(tenant_id: TenantId) -> Tenant:
-    return await tenants_logic.resume(tenant_id)
+    return await lifecycle.resume(tenant_id)
 
 
 @router.delete(
@@ -103,7 +103,7 @@ async def resume_tenant(tenant_id: TenantId) -> Tenant:
 )
 async def offboard_tenant(tenant_id: TenantId) -> Tenant:
     """Offboard: revoke keys, cancel the subscription, mark deleted (usage is retained)."""
-    return await tenants_logic.offboard(tenant_id)
+    return await lifecycle.offboard(tenant_id)
 
 
 @router.post(

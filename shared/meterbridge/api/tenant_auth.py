@@ -10,7 +10,7 @@ from meterbridge.api.admission import STATE_BURSTING, STATE_PRINCIPAL
 from meterbridge.api.blocking import on_lambda, run_blocking
 from meterbridge.logic import rate
 from meterbridge.logic.auth import TenantPrincipal, authenticate, cached
-from meterbridge.logic.key_usage import note_used
+from meterbridge.logic.keys.usage import note_used
 from meterbridge.observability import bind_tenant
 from meterbridge.plans import catalog
 

@@ -1,53 +1,41 @@
-"""Tenant profiles, API key records and provisioning records in the tenants table.
+"""Tenant profiles in the tenants table, and the repository the tenant logic speaks to.
 
 Items (docs/data-model.md, docs/tenants.md):
 
 - ``TENANT#<id>``/``PROFILE``: the profile (in the ``tenants`` index: ``gsi1pk = "TENANT"``).
-- ``KEY#<lookup_id>``/``KEY``: the key record the usage API authenticates against: tenant_id,
-  key_hash, prefix, status, created_at, last_used_at, expires_at_s. All of a key's mutable
-  state lives here only.
-- ``TENANT#<id>``/``KEY#<lookup_id>``: an immutable index entry (no hash) so a tenant's keys can
-  be listed with one query; written in the same transaction as the lookup item.
-- ``PROVISION#<idempotency-key>``/``PROVISION``: the provisioning state machine.
 - ``STRIPE#<cus_id>``/``CUSTOMER``: Stripe customer -> tenant.
+
+The key records are ``dal.keys``, the provisioning records ``dal.provisioning``; the same table
+holds them, and the transaction helpers here serve all three.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import base64
+import binascii
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from meterbridge.dal import dynamo
-from meterbridge.errors import ConditionFailed
+from meterbridge.errors import ConditionFailed, TenantChanged, ValidationFailed
+
+if TYPE_CHECKING:  # pragma: no cover
+    from meterbridge.models.cloudevent import CloudEvent
+    from meterbridge.models.tenant import Tenant
+    from meterbridge.settings import Settings
 
 PROFILE_SK = "PROFILE"
-KEY_SK = "KEY"
-PROVISION_SK = "PROVISION"
 TENANTS_INDEX = "tenants"
+PAGE_KEY = ("pk", "sk", "gsi1pk", "gsi1sk")
 
 
 def tenant_pk(tenant_id: str) -> str:
     return f"TENANT#{tenant_id}"
 
 
-def key_lookup_pk(lookup_id: str) -> str:
-    return f"KEY#{lookup_id}"
-
-
-def provision_pk(idempotency_key: str) -> str:
-    return f"PROVISION#{idempotency_key}"
-
-
 def profile_key(tenant_id: str) -> dict[str, str]:
     return {"pk": tenant_pk(tenant_id), "sk": PROFILE_SK}
-
-
-def key_key(lookup_id: str) -> dict[str, str]:
-    return {"pk": key_lookup_pk(lookup_id), "sk": KEY_SK}
-
-
-def provision_key(idempotency_key: str) -> dict[str, str]:
-    return {"pk": provision_pk(idempotency_key), "sk": PROVISION_SK}
 
 
 # -- profiles ------------------------------------------------------------------------------
@@ -103,145 +91,29 @@ def list_tenants(
 
 def page_key(item: Mapping[str, Any]) -> dict[str, Any]:
     """The ``ExclusiveStartKey`` that continues a ``tenants`` index query after ``item``."""
-    return {k: item[k] for k in ("pk", "sk", "gsi1pk", "gsi1sk")}
+    return {k: item[k] for k in PAGE_KEY}
+
+
+def encode_cursor(start: Mapping[str, Any]) -> str:
+    raw = json.dumps(dict(start), separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> dict[str, Any]:
+    """The start key a cursor of ``encode_cursor`` holds; ``ValidationFailed`` if it is not one."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor.encode() + b"=" * (-len(cursor) % 4))
+        start = json.loads(raw)
+    except (binascii.Error, ValueError):
+        raise ValidationFailed("the cursor is not valid") from None
+    if not isinstance(start, dict) or set(start) != set(PAGE_KEY):
+        raise ValidationFailed("the cursor is not valid")
+    return start
 
 
 def put_customer_map(table: str, customer_id: str, tenant_id: str) -> bool:
     return dynamo.put_new(
         table, {"pk": f"STRIPE#{customer_id}", "sk": "CUSTOMER", "tenant_id": tenant_id}
-    )
-
-
-# -- keys ----------------------------------------------------------------------------------
-
-
-def key_lookup_item(record: Mapping[str, Any]) -> dict[str, Any]:
-    return {**key_key(record["lookup_id"]), **record}
-
-
-def key_index_item(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The listing entry: immutable fields only, never the hash."""
-    return {
-        "pk": tenant_pk(record["tenant_id"]),
-        "sk": key_lookup_pk(record["lookup_id"]),
-        "lookup_id": record["lookup_id"],
-        "tenant_id": record["tenant_id"],
-        "prefix": record["prefix"],
-        "created_at": record["created_at"],
-    }
-
-
-def put_key(table: str, record: dict[str, Any]) -> bool:
-    """Store a key record (hash only) under its lookup id; False if the lookup id exists.
-
-    Writes the lookup item and the tenant's index entry together (one transaction).
-    """
-    try:
-        transact_write(key_put_ops(table, record))
-    except ConditionFailed:
-        return False
-    return True
-
-
-def key_put_ops(table: str, record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The transaction operations that create a key (lookup item and index entry)."""
-    return [
-        put_op(table, key_lookup_item(record), condition="attribute_not_exists(pk)"),
-        put_op(table, key_index_item(record), condition="attribute_not_exists(pk)"),
-    ]
-
-
-def get_key(table: str, lookup_id: str) -> dict[str, Any] | None:
-    return dynamo.get(table, key_key(lookup_id), consistent=False)
-
-
-def get_key_consistent(table: str, lookup_id: str) -> dict[str, Any] | None:
-    return dynamo.get(table, key_key(lookup_id), consistent=True)
-
-
-def list_key_ids(table: str, tenant_id: str) -> list[str]:
-    """Lookup ids of every key the tenant ever had, oldest id order (not time order)."""
-    ids: list[str] = []
-    start: dict[str, Any] | None = None
-    while True:
-        items, start = dynamo.query(
-            table,
-            key_condition="pk = :p AND begins_with(sk, :k)",
-            vals={":p": tenant_pk(tenant_id), ":k": "KEY#"},
-            start_key=start,
-            consistent=True,
-        )
-        ids.extend(str(item["lookup_id"]) for item in items)
-        if start is None:
-            return ids
-
-
-def get_keys(table: str, lookup_ids: Sequence[str]) -> list[dict[str, Any]]:
-    """The lookup items of ``lookup_ids`` (BatchGetItem, 100 at a time, unprocessed retried)."""
-    found: list[dict[str, Any]] = []
-    for start in range(0, len(lookup_ids), 100):
-        pending: dict[str, Any] = {
-            table: {
-                "Keys": [dynamo.serialize(key_key(i)) for i in lookup_ids[start : start + 100]],
-                "ConsistentRead": True,
-            }
-        }
-        for _ in range(10):
-            try:
-                resp = dynamo.client().batch_get_item(RequestItems=pending)
-            except Exception as exc:
-                if dynamo.is_client_error(exc):
-                    raise dynamo.translate(exc, f"batch get {table}") from exc
-                raise
-            found.extend(dynamo.deserialize(i) for i in resp.get("Responses", {}).get(table, []))
-            pending = resp.get("UnprocessedKeys") or {}
-            if not pending:
-                break
-    return found
-
-
-def update_key(
-    table: str,
-    lookup_id: str,
-    *,
-    set_: str,
-    condition: str,
-    names: Mapping[str, str] | None = None,
-    vals: Mapping[str, Any] | None = None,
-) -> dict[str, Any] | None:
-    return dynamo.update(
-        table, key_key(lookup_id), set_=set_, condition=condition, names=names, vals=vals
-    )
-
-
-# -- provisioning --------------------------------------------------------------------------
-
-
-def start_provision(table: str, item: Mapping[str, Any]) -> bool:
-    """Claim an idempotency key: True if this call created the record."""
-    return dynamo.put_new(table, {**provision_key(item["idempotency_key"]), **item})
-
-
-def get_provision(table: str, idempotency_key: str) -> dict[str, Any] | None:
-    return dynamo.get(table, provision_key(idempotency_key))
-
-
-def update_provision(
-    table: str,
-    idempotency_key: str,
-    *,
-    set_: str,
-    condition: str,
-    names: Mapping[str, str] | None = None,
-    vals: Mapping[str, Any] | None = None,
-) -> dict[str, Any] | None:
-    return dynamo.update(
-        table,
-        provision_key(idempotency_key),
-        set_=set_,
-        condition=condition,
-        names=names,
-        vals=vals,
     )
 
 
@@ -303,19 +175,113 @@ def transact_write(ops: Sequence[Mapping[str, Any]]) -> None:
         raise
 
 
-def touch_key(table: str, lookup_id: str, now_iso: str, not_since_iso: str) -> bool:
-    """Set ``last_used_at`` on the key item unless it was set at or after ``not_since_iso``.
+def set_expr(fields: Mapping[str, Any]) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """``SET #f0 = :v0, ...`` with every attribute name aliased (no reserved-word surprises)."""
+    names = {f"#f{i}": name for i, name in enumerate(fields)}
+    vals = {f":v{i}": value for i, value in enumerate(fields.values())}
+    return "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields))), names, vals
 
-    The condition makes "at most once a minute per key" hold across processes: of many
-    concurrent callers one writes, the others get ConditionalCheckFailed (False). A key that is
-    gone is left alone.
-    """
-    return dynamo.update_if(
-        table,
-        key_key(lookup_id),
-        set_="SET last_used_at = :now",
-        condition=(
-            "attribute_exists(pk) AND (attribute_not_exists(last_used_at) OR last_used_at < :since)"
-        ),
-        vals={":now": now_iso, ":since": not_since_iso},
-    )
+
+def outbox_ops(events_table: str, event: CloudEvent, tenant_id: str) -> list[dict[str, Any]]:
+    """The lifecycle event's outbox record (only if new), for the caller's transaction: its
+    stream INSERT queues it for OpenMeter."""
+    from meterbridge.dal import outbox
+
+    item = outbox.outbox_item(event, tenant_id=tenant_id, kind="tenant")
+    return outbox.put_ops(events_table, [item])
+
+
+def _tenant(item: Mapping[str, Any]) -> Tenant:
+    from meterbridge.models.tenant import Tenant
+
+    return Tenant.model_validate(item)
+
+
+class TenantRepository:
+    """Tenant profiles in the tenant logic's verbs: models in, models out."""
+
+    def __init__(self, table: str, events_table: str) -> None:
+        self.table = table
+        self.events_table = events_table
+
+    def get(self, tenant_id: str) -> Tenant | None:
+        item = get_tenant(self.table, tenant_id)
+        return None if item is None else _tenant(item)
+
+    def plan_changes(self, tenant_id: str) -> list[Any]:
+        """The profile's record of plan changes in the current period (docs/billing.md)."""
+        profile = get_tenant(self.table, tenant_id) or {}
+        return list(profile.get("plan_changes") or [])
+
+    def create(self, tenant: Tenant) -> bool:
+        """Store a new profile; False if the tenant exists (it is never overwritten)."""
+        return put_tenant(self.table, tenant.model_dump(exclude_none=True))
+
+    def link_customer(self, customer_id: str, tenant_id: str) -> bool:
+        """Map a Stripe customer to its tenant (once; False if mapped already)."""
+        return put_customer_map(self.table, customer_id, tenant_id)
+
+    def transition(
+        self,
+        tenant_id: str,
+        *,
+        expect: int,
+        to: Mapping[str, Any],
+        event: CloudEvent | None = None,
+        removes: Sequence[str] = (),
+    ) -> None:
+        """Apply ``to`` (and drop ``removes``) and move the version to ``expect + 1``, if the
+        profile is still at version ``expect``; ``event`` joins the outbox in the same
+        transaction. ``TenantChanged`` if someone changed the profile meanwhile."""
+        set_, names, vals = set_expr({**to, "version": expect + 1})
+        if removes:
+            names.update({f"#r{i}": k for i, k in enumerate(removes)})
+            set_ += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(removes)))
+        vals[":expected"] = expect
+        names["#ver"] = "version"
+        ops = [
+            update_op(
+                self.table,
+                profile_key(tenant_id),
+                set_=set_,
+                condition="#ver = :expected",
+                names=names,
+                vals=vals,
+            )
+        ]
+        if event is not None:
+            ops.extend(outbox_ops(self.events_table, event, tenant_id))
+        try:
+            transact_write(ops)
+        except ConditionFailed as exc:
+            raise TenantChanged(
+                f"tenant {tenant_id} changed concurrently; read it and retry"
+            ) from exc
+
+    def mark_offboarding(self, tenant_id: str, *, at: str) -> dict[str, Any]:
+        """Note when offboarding began (the first time only); the profile after, as billing
+        reads it."""
+        profile = update_tenant(
+            self.table,
+            tenant_id,
+            set_="SET offboarding_at = if_not_exists(offboarding_at, :at)",
+            condition="attribute_exists(pk)",
+            vals={":at": at},
+        )
+        return profile or {}
+
+    def scan(self, cursor: str | None, *, batch: int) -> Iterator[tuple[Tenant, str]]:
+        """Every tenant from ``cursor`` on, oldest first, each with the cursor continuing after
+        it; ``batch`` profiles are read at a time."""
+        start = decode_cursor(cursor) if cursor else None
+        while True:
+            items, start = list_tenants(self.table, limit=batch, start_key=start)
+            for item in items:
+                yield _tenant(item), encode_cursor(page_key(item))
+            if start is None:
+                return
+
+
+def repository(settings: Settings) -> TenantRepository:
+    """The tenant repository of ``settings``' tables (the unit tests replace this)."""
+    return TenantRepository(settings.tenants_table, settings.events_table)

@@ -23,9 +23,10 @@ import time
 from collections import OrderedDict
 from typing import NamedTuple
 
+from meterbridge.dal import keys as keys_dal
 from meterbridge.dal import tenants as tenants_dal
 from meterbridge.errors import TenantSuspended, Unauthorized
-from meterbridge.logic import key_format as keys
+from meterbridge.logic.keys import format as keys
 from meterbridge.settings import Settings, get_settings
 
 MAX_CACHE_TTL_S = 60.0
@@ -121,11 +122,11 @@ def _lookup(raw_key: str, cache_key: str, settings: Settings) -> TenantPrincipal
     refused = _refused_before(cache_key, f"lookup:{parsed.lookup_id}")
     if refused is not None:
         raise Unauthorized(refused)
-    record = tenants_dal.get_key(settings.tenants_table, parsed.lookup_id)
+    record = keys_dal.get_key(settings.tenants_table, parsed.lookup_id)
     if record is None:
         # Confirmed by a consistent read before it is cached: a key issued a moment ago may
         # not be visible to an eventually consistent one yet.
-        record = tenants_dal.get_key_consistent(settings.tenants_table, parsed.lookup_id)
+        record = keys_dal.get_key_consistent(settings.tenants_table, parsed.lookup_id)
     if record is None:
         raise _refuse(f"lookup:{parsed.lookup_id}", "the API key is not valid", settings)
     if not keys.matches(raw_key, record.get("key_hash", ""), settings.key_pepper):
@@ -212,7 +213,7 @@ def principal_for_key(
         if refused is not None:
             raise Unauthorized(refused)
     if principal is None:
-        record = tenants_dal.get_key(settings.tenants_table, lookup_id)
+        record = keys_dal.get_key(settings.tenants_table, lookup_id)
         if record is None or record.get("tenant_id") != tenant_id:
             raise _refuse(cache_key, "the stream token is not valid", settings)
         principal = _principal(record, lookup_id, settings, cache_key)

@@ -171,6 +171,50 @@ class KeyRotation(BaseModel):
     old_key: ApiKey
 
 
+class KeyRecord(BaseModel):
+    """A key as stored: the hash and the 12-character prefix, never the secret."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    lookup_id: str
+    tenant_id: str
+    prefix: str
+    key_hash: str
+    status: Literal["active", "revoked"] = "active"
+    created_at: str
+    last_used_at: str | None = None
+    # Epoch seconds when a rotated key stops working (its grace), None: no expiry.
+    expires_at_s: int | None = None
+    revoked_at: str | None = None
+    rotated_to: str | None = None
+
+
+class ProvisionRecord(BaseModel):
+    """One ``POST /admin/tenants`` request's progress, under its Idempotency-Key.
+
+    The worker holding the lease (``lease_owner`` until ``lease_until``, epoch seconds) does the
+    steps; each finished step is noted here, so a retry resumes where the last attempt stopped.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    idempotency_key: str
+    request_hash: str
+    tenant_id: str
+    state: Literal["in_progress", "completed"] = "in_progress"
+    lease_owner: str | None = None
+    lease_until: int = 0
+    created_at: str
+    expires_at: int
+    tenant_created: bool = False
+    stripe_customer_id: str | None = None
+    stripe_subscription_id: str | None = None
+    key_id: str | None = None
+    completed_at: str | None = None
+    # The first answer without its secret, replayed to a retry of the completed request.
+    response: str | None = None
+
+
 class ProvisionResult(BaseModel):
     """What ``POST /admin/tenants`` answers.
 

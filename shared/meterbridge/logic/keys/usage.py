@@ -1,9 +1,9 @@
 """``last_used_at`` of API keys: recorded at most once a minute per key, off the request path.
 
 After a successful authentication the usage API calls ``note_used``. A per-process map skips
-keys written in the last minute without any I/O; otherwise one background thread makes a
-conditional ``UpdateItem`` on the key item (``KEY#<lookup_id>``/``KEY``), which holds the
-once-a-minute bound across processes too. A failed write is logged and forgotten: it never fails
+keys written in the last minute without any I/O; otherwise one background thread asks the key
+repository to ``touch`` the key (a conditional write), which holds the once-a-minute bound
+across processes too. A failed write is logged and forgotten: it never fails
 or slows a request.
 """
 
@@ -34,11 +34,11 @@ def _executor() -> ThreadPoolExecutor:
 
 def record(lookup_id: str, settings: Settings, now: datetime | None = None) -> bool:
     """Write ``last_used_at`` now unless it was written in the last minute (True if written)."""
-    from meterbridge.dal import tenants as tenants_dal
+    from meterbridge.dal import keys as keys_dal
 
     now = now or datetime.now(UTC)
     since = now - timedelta(seconds=INTERVAL_S)
-    return tenants_dal.touch_key(settings.tenants_table, lookup_id, rfc3339(now), rfc3339(since))
+    return keys_dal.repository(settings).touch(lookup_id, rfc3339(now), rfc3339(since))
 
 
 def _write(lookup_id: str, settings: Settings) -> None:

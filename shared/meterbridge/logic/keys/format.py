@@ -11,8 +11,8 @@ A key looks like ``mb_test_<lookup:12><secret:24><checksum:6>`` (base62 after th
 
 Only ``HMAC-SHA256(pepper, key)`` is stored; the comparison is constant-time.
 
-The key records (issue, list, revoke, rotate) are ``logic.keys``; ``auth`` needs only this
-module, so ``keys`` can call ``auth.forget`` without an import cycle.
+The key records (issue, list, revoke, rotate) are ``logic.keys.lifecycle``; ``auth`` needs only
+this module, so ``lifecycle`` can call ``auth.forget`` without an import cycle.
 """
 
 from __future__ import annotations
