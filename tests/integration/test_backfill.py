@@ -37,7 +37,7 @@ def stand_in_ingest(calls: list[int]) -> types.ModuleType:
             accepted, duplicates = accepted + new, duplicates + (not new)
         return {"accepted": accepted, "duplicates": duplicates}
 
-    module = types.ModuleType("meterbridge.logic.ingest.backfill")
+    module = types.ModuleType("meterbridge_dev.backfill")
     module.ingest_events = ingest_events  # type: ignore[attr-defined]
     return module
 
@@ -45,7 +45,7 @@ def stand_in_ingest(calls: list[int]) -> types.ModuleType:
 def test_backfill_imports_dedupes_and_reports_bad_lines(aws, tmp_path, monkeypatch):
     # Given: 250 old events, 10 repeated, one line without a type, one not JSON
     calls: list[int] = []
-    monkeypatch.setitem(sys.modules, "meterbridge.logic.ingest.backfill", stand_in_ingest(calls))
+    monkeypatch.setitem(sys.modules, "meterbridge_dev.backfill", stand_in_ingest(calls))
     lines = [
         json.dumps(
             {"id": f"h{i}", "type": "api.request", "subject": "c", "time": "2025-01-02T00:00:00Z"}

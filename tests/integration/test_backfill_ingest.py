@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from meterbridge.dal import usage as usage_dal
-from meterbridge.logic.ingest.backfill import ingest_events
 from meterbridge.logic.periods import period_of
 from meterbridge.settings import get_settings
+from meterbridge_dev.backfill import ingest_events
 from meterbridge_dev.cli.backfill import run_backfill
 from tests.support.builders import make_tenant
 

@@ -9,7 +9,7 @@ are accepted up to ``--max-age-days``; the flush delivers them like any other ev
 A batch is validated whole by ingest; when one fails, its lines are retried one by one so a
 bad line is reported (line number and reason) without holding back the good ones.
 
-The ingest entry is ``meterbridge.logic.ingest.backfill.ingest_events(tenant_id, events, *,
+The ingest entry is ``meterbridge_dev.backfill.ingest_events(tenant_id, events, *,
 backfill, max_age_days)``: it returns ``accepted`` and ``duplicates`` and raises
 ``ValidationFailed`` on an invalid batch.
 """
@@ -30,7 +30,7 @@ DEFAULT_BATCH = 100
 
 def _ingest_function() -> Callable[..., Any]:
     # Imported late: the CLI starts fast and only this command needs DynamoDB.
-    from meterbridge.logic.ingest.backfill import ingest_events
+    from meterbridge_dev.backfill import ingest_events
 
     return ingest_events
 

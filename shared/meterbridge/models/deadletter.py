@@ -1,7 +1,5 @@
 """Dead letters: events OpenMeter rejected, as the admin API and the CLI show them."""
 
-from __future__ import annotations
-
 from typing import Any
 
 from pydantic import BaseModel, Field

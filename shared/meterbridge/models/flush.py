@@ -1,7 +1,5 @@
 """One OpenMeter flush run: its tuning and its result (docs/flush.md)."""
 
-from __future__ import annotations
-
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -33,7 +31,7 @@ class FlushConfig(BaseModel):
     recovery_page: int = Field(1000, ge=1, le=10_000)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> FlushConfig:
+    def from_settings(cls, settings: Settings) -> "FlushConfig":
         # The lease covers the longest a batch may take: its send budget (every retry and
         # backoff of one batch) plus the marks; it expires well within two schedule ticks.
         budget = max(settings.openmeter_timeout_s * 3, 30.0)

@@ -1,7 +1,5 @@
 """What ``meterbridge status`` shows, and the gauges the flush emits (logic/status.py)."""
 
-from __future__ import annotations
-
 from pydantic import BaseModel, Field, computed_field
 
 

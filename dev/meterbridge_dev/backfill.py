@@ -1,4 +1,7 @@
-"""Ingest for operators' imports (``meterbridge backfill``, docs/flush.md#backfill)."""
+"""Ingest for operators' imports (``meterbridge backfill``, docs/flush.md#backfill).
+
+In the dev kit, not the layer: no Lambda runs a backfill; the CLI calls the layer's ingest.
+"""
 
 from __future__ import annotations
 
