@@ -11,7 +11,7 @@ import pytest
 from meterbridge.api import admission
 from meterbridge.errors import Unauthorized
 from meterbridge.logic import rate
-from meterbridge.logic.auth import TenantPrincipal
+from meterbridge.models.principal import TenantPrincipal
 from meterbridge.plans import catalog
 
 PRINCIPAL = TenantPrincipal(tenant_id="t_adm", key_id="k_adm", plan="free", status="active")

@@ -11,7 +11,7 @@ from starlette.requests import Request
 
 from meterbridge.api import tenant_auth
 from meterbridge.errors import Unauthorized
-from meterbridge.logic.auth import TenantPrincipal
+from meterbridge.models.principal import TenantPrincipal
 
 PRINCIPAL = TenantPrincipal(tenant_id="t_look", key_id="k_look", plan="basic", status="active")
 

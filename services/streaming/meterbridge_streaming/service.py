@@ -38,11 +38,11 @@ from meterbridge.errors import MeterbridgeError, TenantSuspended, Unauthorized, 
 from meterbridge.logic import rate
 from meterbridge.logic.auth import (
     MAX_CACHE_TTL_S,
-    TenantPrincipal,
     authenticate,
     cached,
     principal_for_key,
 )
+from meterbridge.models.principal import TenantPrincipal
 from meterbridge.observability import bind_tenant, logger
 from meterbridge.plans import Plan, catalog
 from meterbridge.settings import Settings, get_settings

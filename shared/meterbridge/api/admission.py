@@ -19,7 +19,8 @@ from typing import Any
 
 from meterbridge.errors import MeterbridgeError, RateLimited
 from meterbridge.logic import rate
-from meterbridge.logic.auth import TenantPrincipal, cached
+from meterbridge.logic.auth import cached
+from meterbridge.models.principal import TenantPrincipal
 from meterbridge.plans import catalog
 
 Scope = MutableMapping[str, Any]

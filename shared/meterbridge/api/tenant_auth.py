@@ -9,8 +9,9 @@ from meterbridge.api.admin_auth import bearer_token
 from meterbridge.api.admission import STATE_BURSTING, STATE_PRINCIPAL
 from meterbridge.api.blocking import on_lambda, run_blocking
 from meterbridge.logic import rate
-from meterbridge.logic.auth import TenantPrincipal, authenticate, cached
+from meterbridge.logic.auth import authenticate, cached
 from meterbridge.logic.keys.usage import note_used
+from meterbridge.models.principal import TenantPrincipal
 from meterbridge.observability import bind_tenant
 from meterbridge.plans import catalog
 

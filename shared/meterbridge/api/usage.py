@@ -12,9 +12,9 @@ from meterbridge.api.errors import error_responses, install_error_handlers
 from meterbridge.api.tenant_auth import require_tenant
 from meterbridge.errors import PayloadTooLarge, UnsupportedMediaType
 from meterbridge.logic import history, ingest, rate, usage_report
-from meterbridge.logic.auth import TenantPrincipal
 from meterbridge.logic.ingest import parse, publish, quota
 from meterbridge.models.cloudevent import CloudEvent
+from meterbridge.models.principal import TenantPrincipal
 from meterbridge.models.usage import (
     INBOUND_EVENT_SCHEMA,
     IngestResult,

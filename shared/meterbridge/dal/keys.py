@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from meterbridge.dal import dynamo
 from meterbridge.dal import tenants as tenants_dal
 from meterbridge.errors import ConditionFailed, KeyChanged
+from meterbridge.models.principal import StoredKey
 
 if TYPE_CHECKING:  # pragma: no cover
     from meterbridge.models.tenant import KeyRecord
@@ -95,6 +96,22 @@ def list_key_ids(table: str, tenant_id: str) -> list[str]:
         ids.extend(str(item["lookup_id"]) for item in items)
         if start is None:
             return ids
+
+
+def stored_key(table: str, lookup_id: str, *, consistent: bool = False) -> StoredKey | None:
+    """The key as authentication checks it (None: no such key). ``consistent`` confirms a key
+    issued a moment ago that an eventually consistent read may not see yet."""
+    item = get_key_consistent(table, lookup_id) if consistent else get_key(table, lookup_id)
+    if item is None:
+        return None
+    expires = item.get("expires_at_s")
+    return StoredKey(
+        lookup_id=lookup_id,
+        tenant_id=str(item["tenant_id"]),
+        key_hash=str(item.get("key_hash", "")),
+        status=str(item.get("status")),
+        expires_at=float(expires) if expires is not None else None,
+    )
 
 
 def get_keys(table: str, lookup_ids: Sequence[str]) -> list[dict[str, Any]]:

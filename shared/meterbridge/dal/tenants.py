@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from meterbridge.dal import dynamo
 from meterbridge.errors import ConditionFailed, TenantChanged, ValidationFailed
+from meterbridge.models.principal import TenantStanding
 
 if TYPE_CHECKING:  # pragma: no cover
     from meterbridge.models.cloudevent import CloudEvent
@@ -53,6 +54,18 @@ def profile_item(profile: Mapping[str, Any]) -> dict[str, Any]:
 
 def get_tenant(table: str, tenant_id: str) -> dict[str, Any] | None:
     return dynamo.get(table, profile_key(tenant_id))
+
+
+def standing(table: str, tenant_id: str) -> TenantStanding | None:
+    """The tenant's plan and status, as authentication reads them (None: no such tenant)."""
+    item = get_tenant(table, tenant_id)
+    if item is None:
+        return None
+    return TenantStanding(
+        tenant_id=str(item["tenant_id"]),
+        plan=str(item.get("plan", "free")),
+        status=str(item.get("status", "active")),
+    )
 
 
 def put_tenant(table: str, profile: dict[str, Any]) -> bool:

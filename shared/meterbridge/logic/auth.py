@@ -21,33 +21,18 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from typing import NamedTuple
 
 from meterbridge.dal import keys as keys_dal
 from meterbridge.dal import tenants as tenants_dal
 from meterbridge.errors import TenantSuspended, Unauthorized
 from meterbridge.logic.keys import format as keys
+from meterbridge.models.principal import StoredKey, TenantPrincipal
 from meterbridge.settings import Settings, get_settings
 
 MAX_CACHE_TTL_S = 60.0
 # Refusals are remembered this long (or the key-cache TTL if shorter), this many at most.
 NEGATIVE_TTL_S = 5.0
 NEGATIVE_CACHE_SIZE = 10_000
-
-
-class TenantPrincipal(NamedTuple):
-    """Who is calling: the tenant comes from the key, never from the request body.
-
-    Immutable; a NamedTuple rather than a frozen dataclass because it is defined at every cold
-    start and costs a sixth as much to define.
-    """
-
-    tenant_id: str
-    key_id: str
-    plan: str
-    status: str
-    # Epoch seconds when the key stops working (a rotated key's grace), None: no expiry.
-    expires_at: float | None = None
 
 
 _cache: dict[str, tuple[float, TenantPrincipal]] = {}
@@ -94,23 +79,22 @@ def _refused_before(*cache_keys: str) -> str | None:
 
 
 def _principal(
-    record: dict[str, object], lookup_id: str, settings: Settings, refusal_key: str
+    record: StoredKey, lookup_id: str, settings: Settings, refusal_key: str
 ) -> TenantPrincipal:
     """The principal of an authentic key record: revoked, expired and deleted are refused."""
-    if record.get("status") != "active":
+    if record.status != "active":
         raise _refuse(refusal_key, "the API key has been revoked", settings)
-    expires = record.get("expires_at_s")
-    expires_at = float(expires) if expires is not None else None  # type: ignore[arg-type]
+    expires_at = record.expires_at
     if expires_at is not None and time.time() >= expires_at:
         raise _refuse(refusal_key, "the API key has expired", settings)
-    tenant = tenants_dal.get_tenant(settings.tenants_table, str(record["tenant_id"]))
-    if tenant is None or tenant.get("status") == "deleted":
+    tenant = tenants_dal.standing(settings.tenants_table, record.tenant_id)
+    if tenant is None or tenant.status == "deleted":
         raise _refuse(refusal_key, "the API key is not valid", settings)
     return TenantPrincipal(
-        tenant_id=tenant["tenant_id"],
+        tenant_id=tenant.tenant_id,
         key_id=lookup_id,
-        plan=tenant.get("plan", "free"),
-        status=tenant.get("status", "active"),
+        plan=tenant.plan,
+        status=tenant.status,
         expires_at=expires_at,
     )
 
@@ -122,14 +106,14 @@ def _lookup(raw_key: str, cache_key: str, settings: Settings) -> TenantPrincipal
     refused = _refused_before(cache_key, f"lookup:{parsed.lookup_id}")
     if refused is not None:
         raise Unauthorized(refused)
-    record = keys_dal.get_key(settings.tenants_table, parsed.lookup_id)
+    record = keys_dal.stored_key(settings.tenants_table, parsed.lookup_id)
     if record is None:
         # Confirmed by a consistent read before it is cached: a key issued a moment ago may
         # not be visible to an eventually consistent one yet.
-        record = keys_dal.get_key_consistent(settings.tenants_table, parsed.lookup_id)
+        record = keys_dal.stored_key(settings.tenants_table, parsed.lookup_id, consistent=True)
     if record is None:
         raise _refuse(f"lookup:{parsed.lookup_id}", "the API key is not valid", settings)
-    if not keys.matches(raw_key, record.get("key_hash", ""), settings.key_pepper):
+    if not keys.matches(raw_key, record.key_hash, settings.key_pepper):
         raise _refuse(cache_key, "the API key is not valid", settings)
     return _principal(record, parsed.lookup_id, settings, cache_key)
 
@@ -213,8 +197,8 @@ def principal_for_key(
         if refused is not None:
             raise Unauthorized(refused)
     if principal is None:
-        record = keys_dal.get_key(settings.tenants_table, lookup_id)
-        if record is None or record.get("tenant_id") != tenant_id:
+        record = keys_dal.stored_key(settings.tenants_table, lookup_id)
+        if record is None or record.tenant_id != tenant_id:
             raise _refuse(cache_key, "the stream token is not valid", settings)
         principal = _principal(record, lookup_id, settings, cache_key)
         _remember(cache_key, principal, now, ttl)
