@@ -5,7 +5,7 @@
 Deterministic: the figures are DynamoDB's billing arithmetic (``bench/cost/sizes.py``) applied
 to every request the product's clients send (``bench/cost/meter.py``), not timings. For each
 request batch size (1, 10, 100, 1,000 events) with NATS off and on, ``--events`` events go
-through ``ingest.ingest`` (validation, dedupe, counters), ``ingest.publish`` (NATS on: a
+through ``ingest.ingest`` (validation, dedupe, counters), ``ingest.publish.publish`` (NATS on: a
 publisher that acknowledges everything, the happy path), and one ``flush_outbox`` run that
 delivers them to a loopback OpenMeter stand-in; units are per event over that whole life.
 The flush's per-run units (leases, checkpoints, ledger, gauges) are spread over the events of
@@ -145,6 +145,7 @@ def _client(url: str) -> Any:
 def life(batch: int, nats: bool, events: int, sink_url: str) -> dict[str, float]:
     """Units per event over ingest, publish and one flush run, by phase."""
     from meterbridge.logic import flush, ingest
+    from meterbridge.logic.ingest import publish as ingest_publish
     from meterbridge.settings import get_settings
 
     names = _fresh_tables()
@@ -152,7 +153,7 @@ def life(batch: int, nats: bool, events: int, sink_url: str) -> dict[str, float]
     get_settings.cache_clear()
     settings = get_settings()
     meter = _meter(names)
-    ingest.get_publisher = lambda: AckAll()  # type: ignore[assignment]
+    ingest_publish.get_publisher = lambda: AckAll()  # type: ignore[assignment]
     tenant = f"t_{uuid.uuid4().hex[:16]}"
     bodies = [
         [
@@ -165,7 +166,7 @@ def life(batch: int, nats: bool, events: int, sink_url: str) -> dict[str, float]
         meter.phase = "ingest"
         _, stored, alerts = ingest.ingest(tenant, "pro", body, settings=settings)
         meter.phase = "nats feed"
-        asyncio.run(ingest.publish(tenant, stored, alerts, settings=settings))
+        asyncio.run(ingest_publish.publish(tenant, stored, alerts, settings=settings))
     meter.phase = "flush"
     result = flush.flush_outbox(
         None,

@@ -221,6 +221,7 @@ def main() -> int:
         from meterbridge.dal import keys as keys_dal
         from meterbridge.dal import tenants as tenants_dal
         from meterbridge.logic import ingest
+        from meterbridge.logic.ingest import parse
         from meterbridge.logic.keys import format as keys
         from meterbridge.settings import get_settings
         from meterbridge_dev.stack.tables import create_tables
@@ -264,7 +265,7 @@ def main() -> int:
 
         def items_for(tag: str, n: int) -> list[dict[str, Any]]:
             now = datetime.now(UTC)
-            batch = ingest.validate(tenant_id, raw_events(tag, n), now=now)
+            batch = parse.validate(tenant_id, raw_events(tag, n), now=now)
             at = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
             return [
                 outbox.outbox_item(e, tenant_id=tenant_id, kind="usage", accepted_at=at)
@@ -404,12 +405,14 @@ def main() -> int:
 
         from meterbridge.dal import events as events_dal
         from meterbridge.dal import usage as usage_dal
+        from meterbridge.dal.outbox import republish as republish_dal
+        from meterbridge.models.outbox import Accepted
 
         key_record = keys_dal.get_key(settings.tenants_table, lookup)
         tenant_record = tenants_dal.get_tenant(settings.tenants_table, tenant_id)
         patches: list[tuple[Any, str, Any]] = [
-            (events_dal, "write_chunk", lambda *a, **k: events_dal.ChunkOutcome(written=True)),
-            (outbox, "mark_pending", lambda *a, **k: 0),
+            (events_dal, "write_chunk", lambda *a, **k: Accepted(written=True)),
+            (republish_dal, "mark_pending", lambda *a, **k: 0),
             (usage_dal, "take_rate_slot", lambda *a, **k: True),
             (usage_dal, "used", lambda *a, **k: 0),
             (usage_dal, "total", lambda *a, **k: Decimal(0)),

@@ -45,11 +45,6 @@ class CounterUpdate:
         return {"Update": update}
 
 
-# The name the outcome had before it became the domain's ``Accepted`` (bench/ingest's
-# route-overhead stand-in builds one).
-ChunkOutcome = Accepted
-
-
 def write_chunk(
     table: str, records: Sequence[Record], counters: Sequence[CounterUpdate | CellOp]
 ) -> Accepted:
