@@ -54,3 +54,21 @@ def test_disabled_nats_publishes_nothing() -> None:
     pub = NatsPublisher(Settings())
     # When / Then
     assert asyncio.run(pub.publish([Message("meterbridge.tenant.t.usage", "a", {})])) == set()
+
+
+async def test_publish_sync_delivers_when_called_inside_a_running_loop(
+    nats_server: NatsServer,
+) -> None:
+    # Given a synchronous caller that runs inside an event loop (an in-process flush under a
+    # browser test's driver): its private loop cannot run in this thread
+    pub = NatsPublisher(Settings())
+    msgs = [Message(tenant_subject("t_a", "usage"), f"src#loop-{i}", {"i": i}) for i in range(3)]
+    try:
+        # When it publishes synchronously
+        acked = pub.publish_sync(msgs)
+    finally:
+        pub.close()
+    # Then every message was acknowledged and is in the stream, instead of a coroutine that
+    # was never awaited and a publish silently lost
+    assert acked == {m.msg_id for m in msgs}
+    assert await _stream_messages(nats_server.url) == 3

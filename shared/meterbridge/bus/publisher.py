@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -133,16 +133,7 @@ class NatsPublisher:
             loop.run_until_complete(self._close_quietly())
             loop.close()
 
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:  # no loop runs in this thread: close here
-            run()
-            return
-        # Called from inside a running loop (an async caller, a browser test's driver): a loop
-        # cannot run inside another in one thread, so the private one closes on its own thread.
-        worker = threading.Thread(target=run, name="nats-publisher-close")
-        worker.start()
-        worker.join()
+        _outside_a_running_loop(run)
 
     def publish_sync(self, messages: Sequence[Message]) -> set[str]:
         """``publish`` for synchronous handlers (flush, webhook): a private, reused loop."""
@@ -150,7 +141,39 @@ class NatsPublisher:
             return set()
         if self._sync_loop is None or self._sync_loop.is_closed():
             self._sync_loop = asyncio.new_event_loop()
-        return self._sync_loop.run_until_complete(self.publish(messages))
+        loop = self._sync_loop
+        acked: set[str] = set()
+        _outside_a_running_loop(
+            lambda: acked.update(loop.run_until_complete(self.publish(messages)))
+        )
+        return acked
+
+
+def _outside_a_running_loop(run: Callable[[], None]) -> None:
+    """Call ``run`` here, or on a thread of its own when a loop already runs in this thread.
+
+    A synchronous caller inside a running loop (an async caller, a browser test's driver that
+    runs the flush in-process) cannot run the private loop in the same thread; on Lambda no
+    loop runs, and ``run`` is called directly.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # no loop runs in this thread
+        run()
+        return
+    failure: list[Exception] = []
+
+    def guarded() -> None:
+        try:
+            run()
+        except Exception as exc:  # noqa: BLE001 - re-raised in the caller's thread below
+            failure.append(exc)
+
+    worker = threading.Thread(target=guarded, name="nats-publisher-loop")
+    worker.start()
+    worker.join()
+    if failure:
+        raise failure[0]
 
 
 async def ensure_stream(js: Any, name: str, replicas: int = 1) -> None:
