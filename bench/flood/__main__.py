@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.flood.load import cpu_seconds, flood_worker, open_loop
+from bench.tables import fresh_tables
 
 ROOT = Path(__file__).resolve().parents[2]
 GOAL_RATIO = 2.0
@@ -141,27 +142,7 @@ ENV = {
 
 def tables(moto_url: str) -> None:
     """Fresh tables in the moto server at ``moto_url``, named in this process's environment."""
-    os.environ["AWS_ENDPOINT_URL"] = moto_url
-    suffix = uuid.uuid4().hex[:6]
-    names = {
-        lid: f"bench-{lid.lower()}-{suffix}"
-        for lid in ("TenantsTable", "EventsTable", "UsageTable", "IdempotencyTable")
-    }
-    os.environ.update(
-        {
-            "TENANTS_TABLE": names["TenantsTable"],
-            "EVENTS_TABLE": names["EventsTable"],
-            "USAGE_TABLE": names["UsageTable"],
-            "IDEMPOTENCY_TABLE": names["IdempotencyTable"],
-        }
-    )
-    from meterbridge.dal import dynamo
-    from meterbridge.settings import get_settings
-    from meterbridge_dev.stack.tables import create_tables
-
-    get_settings.cache_clear()
-    dynamo.reset_clients()
-    create_tables(dynamo.client(), names)
+    fresh_tables(moto_url)
 
 
 def _fmt(outcomes: dict[str, int]) -> str:

@@ -47,6 +47,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from bench.tables import fresh_tables
+
 GOAL_REQUESTS = 30
 GOAL_RATIO = 1.5
 GOAL_ROUTE_US = 300.0
@@ -202,20 +204,7 @@ def main() -> int:
     # Powertools flushes its metrics buffer (EMF) to stdout outside a Lambda: keep it quiet.
     quiet = contextlib.redirect_stdout(io.StringIO())
     try:
-        os.environ["AWS_ENDPOINT_URL"] = server.url
-        suffix = uuid.uuid4().hex[:6]
-        names = {
-            lid: f"bench-{lid.lower()}-{suffix}"
-            for lid in ("TenantsTable", "EventsTable", "UsageTable", "IdempotencyTable")
-        }
-        os.environ.update(
-            {
-                "TENANTS_TABLE": names["TenantsTable"],
-                "EVENTS_TABLE": names["EventsTable"],
-                "USAGE_TABLE": names["UsageTable"],
-                "IDEMPOTENCY_TABLE": names["IdempotencyTable"],
-            }
-        )
+        fresh_tables(server.url)
         from meterbridge.bus.publisher import reset_publisher
         from meterbridge.dal import dynamo, outbox
         from meterbridge.dal import keys as keys_dal
@@ -224,11 +213,7 @@ def main() -> int:
         from meterbridge.logic.ingest import parse
         from meterbridge.logic.keys import format as keys
         from meterbridge.settings import get_settings
-        from meterbridge_dev.stack.tables import create_tables
 
-        get_settings.cache_clear()
-        dynamo.reset_clients()
-        create_tables(dynamo.client(), names)
         settings = get_settings()
         counter = RequestCounter()
         dynamo.client().meta.events.register("before-call.dynamodb", counter)

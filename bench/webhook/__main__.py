@@ -40,6 +40,8 @@ from typing import Any
 
 import stripe
 
+from bench.tables import fresh_tables
+
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "whsec_bench_0123456789"
 GOAL_P99_MS = 30.0
@@ -119,20 +121,7 @@ def main() -> int:
 
     server = MotoServer().start()
     try:
-        os.environ["AWS_ENDPOINT_URL"] = server.url
-        suffix = uuid.uuid4().hex[:6]
-        names = {
-            lid: f"bench-{lid.lower()}-{suffix}"
-            for lid in ("TenantsTable", "EventsTable", "UsageTable", "IdempotencyTable")
-        }
-        os.environ.update(
-            {
-                "TENANTS_TABLE": names["TenantsTable"],
-                "EVENTS_TABLE": names["EventsTable"],
-                "USAGE_TABLE": names["UsageTable"],
-                "IDEMPOTENCY_TABLE": names["IdempotencyTable"],
-            }
-        )
+        fresh_tables(server.url)
         from meterbridge.dal import dynamo, outbox, tenant_state, webhooks
         from meterbridge.dal import tenants as tenants_dal
         from meterbridge.logic.stripe import verify as stripe_verify
@@ -141,11 +130,7 @@ def main() -> int:
         from meterbridge.models.stripe import StripeEvent
         from meterbridge.settings import get_settings
         from meterbridge_dev.stack import lambda_runtime
-        from meterbridge_dev.stack.tables import create_tables
 
-        get_settings.cache_clear()
-        dynamo.reset_clients()
-        create_tables(dynamo.client(), names)
         settings = get_settings()
         # One tenant per case: the cases run round-robin, and a case's newer events must not
         # make another case's events older (their guarded write would then be skipped).
