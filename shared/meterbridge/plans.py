@@ -27,6 +27,7 @@ from pydantic import (
 
 from meterbridge import jsonpath
 from meterbridge.errors import ValidationFailed
+from meterbridge.settings import get_settings
 
 PLANS_FILE_DEFAULT = Path(__file__).with_name("plans.json")
 CATCH_ALL = "events"
@@ -308,7 +309,6 @@ def _load(path: str) -> Catalog:
 
 def catalog() -> Catalog:
     """The plan catalogue in force (cached per file)."""
-    from meterbridge.settings import get_settings
 
     return _load(_resolved(get_settings().plans_file))
 

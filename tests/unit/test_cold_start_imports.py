@@ -65,31 +65,15 @@ TENANT_ADMIN_NEVER = (
 PENDING_DEFERRED_IMPORTS = frozenset(
     {
         "dal/keys.py",
-        "dal/outbox/segments.py",
-        "dal/outbox/stream.py",
         "dal/tenants.py",
         "dal/usage.py",
         "dal/webhooks.py",
-        "logic/billing/plan_parts.py",
-        "logic/billing/reconcile.py",
-        "logic/flush/__init__.py",
-        "logic/flush/republish.py",
         "logic/history.py",
-        "logic/ingest/publish.py",
-        "logic/keys/usage.py",
-        "logic/meters.py",
-        "logic/status.py",
-        "logic/stripe/apply.py",
-        "logic/stripe/translate.py",
-        "logic/stripe/verify.py",
-        "logic/stripe/webhook.py",
         "logic/tenants/events.py",
         "logic/tenants/lifecycle.py",
         "logic/tenants/provisioning.py",
-        "logic/usage_query.py",
         "logic/usage_report.py",
         "models/tenant.py",
-        "plans.py",
     }
 )
 # Modules pydantic or FastAPI would evaluate annotation strings of at import, that still have

@@ -18,6 +18,7 @@ from typing import Any
 
 from meterbridge import jsonpath
 from meterbridge.dal import usage as usage_dal
+from meterbridge.errors import ValidationFailed
 from meterbridge.plans import SUBJECT_KEY, Catalog, Meter, Plan
 
 # DynamoDB numbers hold 38 significant digits; a period's sum of 1,000-event batches of values
@@ -355,7 +356,6 @@ def with_subject(data: dict[str, Any], subject: str | None) -> dict[str, Any]:
 def resolve_batch(cat: Catalog, parsed: Sequence[tuple[int, Any]], total: int) -> list[list[Feed]]:
     """The feeds of each parsed event (``(index, InboundEvent)``); one bad value fails the
     whole batch with ``400``, details naming the index, the meter and the path."""
-    from meterbridge.errors import ValidationFailed
 
     out: list[list[Feed]] = []
     problems: list[dict[str, Any]] = []

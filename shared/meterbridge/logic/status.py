@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meterbridge.dal import status as status_dal
 from meterbridge.models.flush import FlushResult
@@ -26,8 +26,14 @@ from meterbridge.models.status import (
     TenantUsage,
 )
 from meterbridge.resilience import BreakerState
+from meterbridge.runtime.lazy import LazyLoader
 from meterbridge.settings import Settings, get_settings
 from meterbridge.timestamps import rfc3339
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    httpx = LazyLoader("httpx", globals(), "httpx")
 
 BREAKER_NAMES = {int(s): s.name.lower() for s in BreakerState}
 _NATS_STATE = re.compile(r"^meterbridge_nats_circuit_state(?:\{[^}]*\})?\s+([0-9.eE+-]+)\s*$", re.M)
@@ -134,7 +140,6 @@ def fetch_nats_breaker(
     streaming_url: str, *, timeout_s: float = 5.0
 ) -> tuple[str | None, str | None]:
     """(state, error) from ``<streaming_url>/metrics``; a failure is reported, not raised."""
-    import httpx
 
     try:
         resp = httpx.get(streaming_url.rstrip("/") + "/metrics", timeout=timeout_s)

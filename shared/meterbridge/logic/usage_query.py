@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from meterbridge.dal import usage as usage_dal
+from meterbridge.logic.billing import plan_parts
 from meterbridge.logic.periods import bounds
 from meterbridge.models.usage import GroupUsage, MeterUsage, PartUsage, PeriodUsage
 from meterbridge.plans import Plan, as_number, catalog, round_cents
@@ -23,7 +24,6 @@ def period_usage(
     *,
     changes: Sequence[Mapping[str, Any]] = (),
 ) -> PeriodUsage:
-    from meterbridge.logic.billing import plan_parts
 
     cat = catalog()
     meters = []

@@ -18,6 +18,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from meterbridge.dal import dynamo
@@ -25,6 +26,7 @@ from meterbridge.dal.dynamo import TRANSACT_MAX
 from meterbridge.dal.outbox.records import DEDUPE_RETENTION_S, epoch_s, event_pk
 from meterbridge.errors import StorageUnavailable
 from meterbridge.models.cloudevent import CloudEvent, Kind, now_rfc3339
+from meterbridge.settings import get_settings
 
 OUTBOX_SHARDS = 8
 OUTBOX_INDEX = "outbox"
@@ -55,8 +57,6 @@ def legacy_item(
     ``nats_pending`` defaults to whether NATS is enabled: with NATS off, nothing waits for it.
     """
     if nats_pending is None:
-        from meterbridge.settings import get_settings
-
         nats_pending = get_settings().nats_enabled
     at = accepted_at or now_rfc3339()
     item: dict[str, Any] = {
@@ -189,7 +189,6 @@ def pending_page(
 def count_pending(table: str) -> int:
     """Events waiting for OpenMeter: the ``count`` of every pending segment, over every shard
     (only that attribute is read; the shards are counted in parallel)."""
-    from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(OUTBOX_SHARDS, thread_name_prefix="outbox-count") as pool:
         return sum(pool.map(lambda shard: _count_shard(table, str(shard)), range(OUTBOX_SHARDS)))

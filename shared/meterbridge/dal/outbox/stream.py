@@ -16,6 +16,7 @@ import contextlib
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from meterbridge.dal import dynamo
@@ -351,7 +352,6 @@ def record_time(record: Mapping[str, Any]) -> str:
     for q in queued(record):
         if q.accepted_at:
             return q.accepted_at
-    from datetime import UTC, datetime
 
     created = record.get("dynamodb", {}).get("ApproximateCreationDateTime")
     stamp = created.timestamp() if hasattr(created, "timestamp") else float(created or 0)

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from meterbridge.dal import usage as usage_dal
 from meterbridge.logic.periods import bounds, period_of
 from meterbridge.models.billing import Part, PartCharge
 from meterbridge.plans import Overage, Plan, Tier, Tiers, catalog
@@ -32,7 +33,6 @@ def change_record(
     tenant_id: str, from_plan: str, to_plan: str, settings: Settings, now: datetime | None = None
 ) -> dict[str, Any]:
     """What a plan change records: its instant and the additive meters' totals at it."""
-    from meterbridge.dal import usage as usage_dal
 
     now = now or datetime.now(UTC)
     period = period_of(now)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from meterbridge.adapters.stripe_invoices import StripeInvoices, get_invoices
 from meterbridge.dal import billing as billing_dal
 from meterbridge.dal import tenants as tenants_dal
@@ -20,6 +22,7 @@ from meterbridge.logic.billing import invoice as invoice_logic
 from meterbridge.logic.billing.overage import overage_lines, plan_of
 from meterbridge.logic.periods import bounds
 from meterbridge.models.billing import BillingRecord, OverageLine, ReconcileReport, ReconcileRow
+from meterbridge.observability import metrics, set_gauge
 from meterbridge.settings import Settings, get_settings
 
 PAGE = 100
@@ -134,9 +137,6 @@ def _fix(
 def publish_unbilled(report: ReconcileReport) -> None:
     """The alarm metric: CloudWatch ``BillingUnbilledCents`` (EMF, flushed by the Lambda) and
     Prometheus ``meterbridge_billing_unbilled_cents`` (the local stack's ``/metrics``)."""
-    from aws_lambda_powertools.metrics import MetricUnit
-
-    from meterbridge.observability import metrics, set_gauge
 
     metrics.add_metric(
         name="BillingUnbilledCents", unit=MetricUnit.Count, value=report.unbilled_cents

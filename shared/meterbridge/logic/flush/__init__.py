@@ -13,9 +13,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from meterbridge.adapters.openmeter import OpenMeterClient, get_client
+from meterbridge.bus.publisher import get_publisher
 from meterbridge.errors import MeterbridgeError
 from meterbridge.logic.flush.runner import Flusher
+from meterbridge.logic.status import outbox_gauges, record_flush
 from meterbridge.models.flush import FlushConfig, FlushResult
 from meterbridge.observability import logger, metrics
 from meterbridge.settings import Settings, get_settings
@@ -31,12 +35,9 @@ def flush_outbox(
     clock: Callable[[], float] = time.time,
 ) -> FlushResult:
     """Run one flush; log the result and emit it as metrics."""
-    from aws_lambda_powertools.metrics import MetricUnit
 
     settings = settings or get_settings()
     if publisher is None:
-        from meterbridge.bus.publisher import get_publisher
-
         publisher = get_publisher()
     flusher = Flusher(
         table=settings.events_table,
@@ -76,9 +77,6 @@ def _record_for_operators(result: FlushResult, breaker: int, settings: Settings)
 
     Bookkeeping only: a failure here is logged and never fails the run it describes.
     """
-    from aws_lambda_powertools.metrics import MetricUnit
-
-    from meterbridge.logic.status import outbox_gauges, record_flush
 
     try:
         record_flush(result, openmeter_breaker=breaker, settings=settings)

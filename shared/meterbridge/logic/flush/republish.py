@@ -10,7 +10,8 @@ import contextlib
 import json
 from typing import Any
 
-from meterbridge.bus.subjects import nats_msg_id, tenant_subject
+from meterbridge.bus.publisher import Message
+from meterbridge.bus.subjects import DUPLICATE_WINDOW_S, nats_msg_id, tenant_subject
 from meterbridge.dal.outbox import epoch_s, stream
 from meterbridge.dal.outbox.repository import DynamoOutbox
 from meterbridge.logic.flush.config import REPUBLISH_MARGIN_S, Run, shard_order
@@ -33,8 +34,6 @@ class Republisher:
         (ingest published them, or marked them for ``marked``)."""
         if not self.enabled():
             return
-        from meterbridge.bus.publisher import Message
-        from meterbridge.bus.subjects import DUPLICATE_WINDOW_S
 
         horizon = self.run.clock() - DUPLICATE_WINDOW_S + REPUBLISH_MARGIN_S
         messages = []
@@ -55,7 +54,6 @@ class Republisher:
     def marked(self) -> None:
         """Republish the events marked after a failed publish (the ``republish`` index), and
         remove each marker NATS acknowledged."""
-        from meterbridge.bus.publisher import Message
 
         budget = self.run.config.republish_limit
         for shard in shard_order():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from meterbridge.bus.publisher import Message, get_publisher
@@ -24,7 +25,6 @@ async def publish(
     What JetStream acknowledged costs no write; the rest is marked for the flush (the
     ``republish`` index), which republishes it with the same ``Nats-Msg-Id``.
     """
-    import asyncio
 
     settings = settings or get_settings()
     everything = events + alerts

@@ -14,6 +14,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+from meterbridge.dal import keys as keys_dal
+from meterbridge.errors import MeterbridgeError
+from meterbridge.observability import logger
 from meterbridge.settings import Settings, get_settings
 from meterbridge.timestamps import rfc3339
 
@@ -34,7 +37,6 @@ def _executor() -> ThreadPoolExecutor:
 
 def record(lookup_id: str, settings: Settings, now: datetime | None = None) -> bool:
     """Write ``last_used_at`` now unless it was written in the last minute (True if written)."""
-    from meterbridge.dal import keys as keys_dal
 
     now = now or datetime.now(UTC)
     since = now - timedelta(seconds=INTERVAL_S)
@@ -42,8 +44,6 @@ def record(lookup_id: str, settings: Settings, now: datetime | None = None) -> b
 
 
 def _write(lookup_id: str, settings: Settings) -> None:
-    from meterbridge.errors import MeterbridgeError
-    from meterbridge.observability import logger
 
     try:
         record(lookup_id, settings)

@@ -26,6 +26,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from meterbridge.bus.publisher import Message, get_publisher
 from meterbridge.bus.subjects import nats_msg_id, tenant_subject
 from meterbridge.dal import outbox, tenant_state, webhooks
@@ -34,7 +36,7 @@ from meterbridge.logic.stripe.resolve import resolve_profile
 from meterbridge.logic.stripe.translate import pinned_api_version, translate
 from meterbridge.models.cloudevent import CloudEvent, now_rfc3339
 from meterbridge.models.stripe import BillingChange, StripeEvent, WebhookResult
-from meterbridge.observability import logger
+from meterbridge.observability import logger, metrics
 from meterbridge.settings import Settings, get_settings
 
 FAILED_PAYMENTS_TO_SUSPEND = 3
@@ -64,9 +66,6 @@ def process(
 def api_versions(event: StripeEvent) -> dict[str, str | None]:
     """The event's API version, and the pinned one when they differ (logged and counted:
     fields of another version may be missing, e.g. an invoice's subscription or price)."""
-    from aws_lambda_powertools.metrics import MetricUnit
-
-    from meterbridge.observability import metrics
 
     pinned = pinned_api_version()
     if event.api_version is None or event.api_version == pinned:

@@ -24,10 +24,16 @@ subscription is under ``parent.subscription_details``, a line's price under
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meterbridge.models.stripe import BillingChange, StripeEvent
 from meterbridge.plans import catalog
+from meterbridge.runtime.lazy import LazyLoader
+
+if TYPE_CHECKING:
+    import stripe
+else:
+    stripe = LazyLoader("stripe", globals(), "stripe")
 
 SUBSCRIPTION_STARTED = "subscription.started"
 SUBSCRIPTION_UPDATED = "subscription.updated"
@@ -60,7 +66,6 @@ _TYPE_RANK = {
 
 def pinned_api_version() -> str:
     """The Stripe API version the translations read fields for: the pinned stripe-python's."""
-    import stripe
 
     return str(stripe.api_version)
 

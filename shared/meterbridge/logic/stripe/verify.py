@@ -9,12 +9,18 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from meterbridge.errors import InvalidSignature, MeterbridgeError, ValidationFailed
 from meterbridge.models.stripe import StripeEvent
+from meterbridge.runtime.lazy import LazyLoader
+
+if TYPE_CHECKING:
+    import stripe
+else:
+    stripe = LazyLoader("stripe", globals(), "stripe")
 
 SIGNATURE_TOLERANCE_S = 300
 # Deeper than any Stripe payload (about a dozen levels): refused before anything else.
@@ -58,7 +64,6 @@ def verify(
     The stripe library checks the HMAC and staleness (300 s); it accepts any future timestamp,
     so a signature dated more than 300 s ahead is refused here.
     """
-    import stripe
 
     if not secrets:
         raise WebhookMisconfigured("no Stripe webhook signing secret is configured")

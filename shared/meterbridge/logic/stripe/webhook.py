@@ -11,13 +11,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from meterbridge.dal import webhooks
 from meterbridge.errors import InvalidSignature
+from meterbridge.logic.billing.invoice import on_invoice_created
 from meterbridge.logic.stripe.apply import api_versions, process
 from meterbridge.logic.stripe.translate import unhandled
 from meterbridge.logic.stripe.verify import header, load_body, parse_event, verify
 from meterbridge.models.stripe import Outcome, StripeEvent, WebhookResult
-from meterbridge.observability import logger
+from meterbridge.observability import logger, metrics
 from meterbridge.settings import Settings, get_settings
 
 # Not translations (no tenant state changes): the invoice gets its overage lines.
@@ -27,7 +30,6 @@ BILLING_TYPES = frozenset({"invoice.created"})
 def bill_invoice(event: StripeEvent, settings: Settings) -> WebhookResult:
     """``invoice.created``: add the period's overage items, exactly once; a Stripe failure
     raises ``UpstreamUnavailable`` (502) so Stripe delivers the event again."""
-    from meterbridge.logic.billing.invoice import on_invoice_created
 
     billed = on_invoice_created(event.data.object, settings)
     outcome: Outcome = "applied" if billed.outcome == "applied" else "ignored"
@@ -51,9 +53,6 @@ def handle(raw_body: bytes, headers: Mapping[str, str]) -> tuple[int, dict[str, 
 
     Raises ``InvalidSignature`` (400) before anything is written when the signature fails.
     """
-    from aws_lambda_powertools.metrics import MetricUnit
-
-    from meterbridge.observability import metrics
 
     settings = get_settings()
     secrets = webhooks.webhook_secrets(
