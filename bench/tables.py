@@ -1,7 +1,19 @@
-"""Fresh tables for a benchmark: named in this process's environment, made from template.yaml."""
+"""A benchmark's environment and fresh tables, named in it and made from template.yaml."""
 
 import os
 import uuid
+
+# A bench's processes: the usage API alone (NATS, OpenMeter, tracing and metrics off).
+BENCH_ENV = {
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_LOG_LEVEL": "WARNING",
+    "POWERTOOLS_METRICS_DISABLED": "true",
+    "NATS_ENABLED": "false",
+    "OPENMETER_ENABLED": "false",
+}
 
 TABLES = {
     "TenantsTable": "TENANTS_TABLE",

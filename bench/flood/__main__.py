@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.flood.load import cpu_seconds, flood_worker, open_loop
-from bench.tables import fresh_tables
+from bench.tables import BENCH_ENV, fresh_tables
 
 ROOT = Path(__file__).resolve().parents[2]
 GOAL_RATIO = 2.0
@@ -127,17 +127,7 @@ def _tenant(plan: str) -> str:
     return make_tenant(plan=plan)[1]
 
 
-# The bench's processes: the usage API alone (NATS, OpenMeter, tracing and metrics off).
-ENV = {
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "POWERTOOLS_TRACE_DISABLED": "true",
-    "POWERTOOLS_LOG_LEVEL": "WARNING",
-    "POWERTOOLS_METRICS_DISABLED": "true",
-    "NATS_ENABLED": "false",
-    "OPENMETER_ENABLED": "false",
-}
+ENV = BENCH_ENV
 
 
 def tables(moto_url: str) -> None:

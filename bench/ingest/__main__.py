@@ -47,7 +47,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from bench.tables import fresh_tables
+from bench.tables import BENCH_ENV, fresh_tables
 
 GOAL_REQUESTS = 30
 GOAL_RATIO = 1.5
@@ -182,14 +182,7 @@ def main() -> int:
 
     os.environ.update(
         {
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ACCESS_KEY_ID": "bench",
-            "AWS_SECRET_ACCESS_KEY": "bench",
-            "POWERTOOLS_TRACE_DISABLED": "true",
-            "POWERTOOLS_LOG_LEVEL": "WARNING",
-            "POWERTOOLS_METRICS_DISABLED": "true",
-            "NATS_ENABLED": "false",
-            "OPENMETER_ENABLED": "false",
+            **BENCH_ENV,
             "METERBRIDGE_KEY_PEPPER": "bench-pepper",
             "METERBRIDGE_KEY_CACHE_TTL_S": "60",
         }
