@@ -2,7 +2,7 @@
 ``admin_deadletters``. Every route requires admin auth (``admin_auth.require_admin``)."""
 
 import asyncio
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Header, Path, Query, Response
 
@@ -10,7 +10,7 @@ from meterbridge.api import admin_billing, admin_deadletters
 from meterbridge.api.admin_auth import require_admin
 from meterbridge.api.errors import error_responses, install_error_handlers
 from meterbridge.logic.keys import lifecycle as keys_logic
-from meterbridge.logic.tenants import lifecycle, provisioning, queries
+from meterbridge.logic.tenants import queries
 from meterbridge.models.tenant import (
     KEY_ID_PATTERN,
     TENANT_ID_PATTERN,
@@ -25,6 +25,13 @@ from meterbridge.models.tenant import (
     TenantStatus,
     TenantUpdate,
 )
+from meterbridge.runtime.lazy import LazyLoader
+
+if TYPE_CHECKING:  # pragma: no cover
+    from meterbridge.logic.tenants import lifecycle, provisioning
+else:  # Stripe's gateway, the plans, the NATS publisher: not the admin API's cold start
+    lifecycle = LazyLoader("lifecycle", globals(), "meterbridge.logic.tenants.lifecycle")
+    provisioning = LazyLoader("provisioning", globals(), "meterbridge.logic.tenants.provisioning")
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 

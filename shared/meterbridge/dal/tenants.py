@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from meterbridge.dal import dynamo
+from meterbridge.dal import dynamo, outbox
 from meterbridge.errors import ConditionFailed, TenantChanged, ValidationFailed
 from meterbridge.models.principal import TenantStanding
 
@@ -198,8 +198,6 @@ def set_expr(fields: Mapping[str, Any]) -> tuple[str, dict[str, str], dict[str, 
 def outbox_ops(events_table: str, event: CloudEvent, tenant_id: str) -> list[dict[str, Any]]:
     """The lifecycle event's outbox record (only if new), for the caller's transaction: its
     stream INSERT queues it for OpenMeter."""
-    from meterbridge.dal import outbox
-
     item = outbox.outbox_item(event, tenant_id=tenant_id, kind="tenant")
     return outbox.put_ops(events_table, [item])
 

@@ -236,9 +236,6 @@ def meter_state(
     table: str, tenant_id: str, period: str, meter: str, aggregation: str
 ) -> MeterState:
     """A meter's total and groups for one period, merged over shards (exact: Decimal)."""
-    from boto3.dynamodb.types import TypeDeserializer
-
-    de = TypeDeserializer()
     state = MeterState()
     start: dict[str, Any] | None = None
     while True:
@@ -254,7 +251,7 @@ def meter_state(
             kwargs["ExclusiveStartKey"] = start
         resp = dynamo.call("query", f"query {table}", **kwargs)
         for raw in resp.get("Items", []):
-            item = {k: de.deserialize(v) for k, v in raw.items()}
+            item = dynamo.deserialize_exact(raw)
             sk = str(item["sk"])
             if sk.startswith("SHARD#"):
                 _merge(state.total, item, aggregation)

@@ -18,9 +18,15 @@ import contextlib
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from meterbridge.dal import dynamo, outbox
+from meterbridge.runtime.lazy import LazyLoader
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aws_lambda_powertools.utilities import parameters
+else:
+    parameters = LazyLoader("parameters", globals(), "aws_lambda_powertools.utilities.parameters")
 
 WEBHOOK_SK = "WEBHOOK"
 RECORD_TTL_S = 4 * 24 * 3600
@@ -196,7 +202,5 @@ def webhook_secrets(env_secrets: list[str], parameter_name: str) -> list[str]:
         return list(env_secrets)
     if not parameter_name:
         return []
-    from aws_lambda_powertools.utilities.parameters import get_parameter
-
-    raw = get_parameter(parameter_name, decrypt=True, max_age=300)
+    raw = parameters.get_parameter(parameter_name, decrypt=True, max_age=300)
     return [part.strip() for part in str(raw or "").split(",") if part.strip()]

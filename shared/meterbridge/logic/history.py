@@ -10,13 +10,19 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meterbridge.errors import MeterbridgeError, ValidationFailed
 from meterbridge.logic import openmeter_meters
 from meterbridge.plans import CATCH_ALL, SUBJECT_DIMENSION, as_number, catalog
+from meterbridge.runtime.lazy import LazyLoader
 from meterbridge.settings import Settings, get_settings
 from meterbridge.timestamps import rfc3339
+
+if TYPE_CHECKING:  # pragma: no cover
+    from meterbridge.adapters import openmeter_api
+else:
+    openmeter_api = LazyLoader("openmeter_api", globals(), "meterbridge.adapters.openmeter_api")
 
 WINDOWS = ("MINUTE", "HOUR", "DAY", "MONTH")
 MAX_SPAN_DAYS = {"MINUTE": 2, "HOUR": 93, "DAY": 400, "MONTH": 800}
@@ -70,9 +76,7 @@ def query(
     if not settings.openmeter_enabled:
         raise HistoryUnavailable("history comes from OpenMeter, which is disabled here")
     if api is None:
-        from meterbridge.adapters.openmeter_api import OpenMeterApi
-
-        api = OpenMeterApi(settings)
+        api = openmeter_api.OpenMeterApi(settings)
     params: list[tuple[str, str]] = [
         ("subject", tenant_id),  # forced: the key's tenant, never the request's
         ("from", rfc3339(start, timespec="auto")),
@@ -81,13 +85,11 @@ def query(
         ("windowTimeZone", "UTC"),
         *(("groupBy", d) for d in group_by),
     ]
-    from meterbridge.adapters.openmeter import OpenMeterMisconfigured, OpenMeterUnavailable
-
     merged: dict[tuple[str, str, tuple[tuple[str, Any], ...]], Decimal] = {}
     for slug, _ in slugs:
         try:
             answer = api.query(slug, params)
-        except (OpenMeterUnavailable, OpenMeterMisconfigured) as exc:
+        except (openmeter_api.OpenMeterUnavailable, openmeter_api.OpenMeterMisconfigured) as exc:
             raise HistoryUnavailable(f"OpenMeter could not answer: {exc.message}") from exc
         for row in answer.get("data", []):
             if row.get("subject") not in (None, tenant_id):

@@ -29,6 +29,10 @@ LAZY_MODULES: dict[str, str] = {
     "nats.js.api": "the publisher's stream set-up",
     "nats.js.errors": "the publisher's stream set-up",
     "meterbridge.logic.billing.reconcile": "the reconcile route only",
+    "meterbridge.logic.tenants.lifecycle": "the admin lifecycle routes: Stripe, billing, NATS",
+    "meterbridge.logic.tenants.provisioning": "the admin provisioning route: Stripe, NATS",
+    "meterbridge.adapters.openmeter_api": "the usage history route only: OpenMeter's client",
+    "meterbridge.logic.billing.overage": "the usage report's next invoice: GET /v1/usage only",
 }
 
 

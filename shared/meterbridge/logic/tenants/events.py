@@ -11,6 +11,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from meterbridge.bus.publisher import Message, get_publisher
+from meterbridge.bus.subjects import tenant_subject
 from meterbridge.dal import outbox
 from meterbridge.models.cloudevent import ADMIN_SOURCE, CloudEvent, now_rfc3339, stable_id
 from meterbridge.observability import logger
@@ -40,9 +42,6 @@ async def publish(events: Sequence[CloudEvent], settings: Settings | None = None
     """
     if not events:
         return
-    from meterbridge.bus.publisher import Message, get_publisher
-    from meterbridge.bus.subjects import tenant_subject
-
     settings = settings or get_settings()
     publisher = get_publisher()
     if not publisher.enabled:

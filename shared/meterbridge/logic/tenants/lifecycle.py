@@ -10,9 +10,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from meterbridge.adapters.stripe_billing import get_gateway, plan_price
 from meterbridge.dal import tenants as tenants_dal
 from meterbridge.errors import Conflict, TenantChanged
 from meterbridge.logic.auth import forget
+from meterbridge.logic.billing import plan_parts
+from meterbridge.logic.billing.final import bill_final_period
 from meterbridge.logic.keys import lifecycle as keys
 from meterbridge.logic.tenants.events import lifecycle_event, publish
 from meterbridge.logic.tenants.queries import get_tenant
@@ -85,8 +88,6 @@ def update_sync(tenant_id: str, change: TenantUpdate, settings: Settings | None 
         sets["plan"] = change.plan
         subscription_id = _move_subscription(tenant, change.plan, settings)
         # Each part of the period is priced with the plan in force (docs/billing.md#plan-changes).
-        from meterbridge.logic.billing import plan_parts
-
         earlier = tenants_dal.repository(settings).plan_changes(tenant_id)
         record = plan_parts.change_record(tenant_id, tenant.plan, change.plan, settings)
         sets["plan_changes"] = plan_parts.with_change(earlier, record)
@@ -114,8 +115,6 @@ def update_sync(tenant_id: str, change: TenantUpdate, settings: Settings | None 
 
 def _move_subscription(tenant: Tenant, plan_id: str, settings: Settings) -> str | None:
     """The subscription id after moving to ``plan_id`` (None: no subscription)."""
-    from meterbridge.adapters.stripe_billing import get_gateway, plan_price
-
     gateway = get_gateway(settings)
     current = tenant.stripe_subscription_id
     if gateway is None or not tenant.stripe_customer_id:
@@ -171,16 +170,12 @@ def offboard_sync(tenant_id: str, settings: Settings | None = None) -> Change:
     tenant = get_tenant(tenant_id, settings)
     if tenant.status == "deleted":
         return tenant, []
-    from meterbridge.adapters.stripe_billing import get_gateway
-
     revoked = keys.revoke_all(tenant_id, settings)
     gateway = get_gateway(settings)
     final_invoice = None
     if gateway is not None and tenant.stripe_customer_id:
         # Bill the last, partial period before the subscription ends (the webhook would move
         # an ended subscription's tenant to free, and price nothing): docs/billing.md#offboarding.
-        from meterbridge.logic.billing.final import bill_final_period
-
         profile = tenants_dal.repository(settings).mark_offboarding(tenant_id, at=rfc3339())
         final_invoice = bill_final_period(profile, settings)
     if gateway is not None and tenant.stripe_subscription_id:

@@ -16,6 +16,7 @@ import time
 import uuid
 from typing import Any
 
+from meterbridge.adapters.stripe_billing import get_gateway, plan_price
 from meterbridge.dal import provisioning as provisioning_dal
 from meterbridge.dal import tenants as tenants_dal
 from meterbridge.errors import Conflict, IdempotencyMismatch, LeaseLost, ValidationFailed
@@ -139,8 +140,6 @@ def _stripe_steps(
     rec: ProvisionRecord, req: TenantCreate, owner: str, settings: Settings
 ) -> dict[str, Any]:
     """Customer, then subscription (if the plan has a Stripe price); each recorded when done."""
-    from meterbridge.adapters.stripe_billing import get_gateway, plan_price
-
     tenant_id, idem = rec.tenant_id, rec.idempotency_key
     gateway = get_gateway(settings)
     if gateway is None:
