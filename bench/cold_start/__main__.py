@@ -17,6 +17,13 @@ process is timed too, to show what is warm.
 - baseline: FastAPI + Mangum + a boto3 client built at import (``baseline_handler.py``),
   invoked with the same ``POST /v1/events`` event (one ``GetItem`` and a conditional
   ``PutItem`` per event, on the same moto server).
+- floor: the smallest handler the product's stated stack allows (``floor_handler.py``):
+  FastAPI + Mangum + a botocore DynamoDB client built at import, no boto3, no Powertools, no
+  settings; the same event and the same calls as the baseline. Its ratio to the baseline is
+  the lowest any FastAPI + Mangum + botocore handler can reach (docs/performance/cold_start.md).
+  ``floor + runtime measures`` (``floor_measured_handler.py``) is the same handler built with
+  the measures of ``meterbridge.runtime`` our handlers take (no GC during init, FastAPI's v1
+  probe): the floor for our handlers; what they cost above it is ours.
 
 Interpreter start-up is outside the figure (it is the runtime's, the same for every
 function). Rounds interleave the targets (the order rotates each round) so the load of the
@@ -54,6 +61,11 @@ SAMPLES = {
 }
 BASELINE = "baseline (fastapi+mangum+boto3 client)"
 BASELINE_PATH = ROOT / "bench/cold_start/baseline_handler.py"
+FLOOR = "floor (fastapi+mangum+botocore client)"
+FLOOR_PATH = ROOT / "bench/cold_start/floor_handler.py"
+FLOOR_MEASURED = "floor + runtime measures"
+FLOOR_MEASURED_PATH = ROOT / "bench/cold_start/floor_measured_handler.py"
+FLOORS = (FLOOR, FLOOR_MEASURED)
 # Issue 2's goal, judged on the HTTP handlers (the two that share the baseline's shape).
 GOAL = 0.70
 JUDGED = ("usage_api", "tenant_admin")
@@ -196,7 +208,7 @@ class Stack:
                 body = json.loads(event["body"])
                 body["id"] = f"evt_cold_{uuid.uuid4().hex[:16]}"
                 event["body"] = json.dumps(body)
-            elif name in ("usage_api", BASELINE):
+            elif name in ("usage_api", BASELINE, *FLOORS):
                 body = json.loads(event["body"])
                 for e in body:
                     e["id"] = f"cold-{uuid.uuid4().hex}"
@@ -262,7 +274,12 @@ def main() -> int:
 
 
 def run(stack: Stack, rounds: int) -> int:
-    targets = {BASELINE: BASELINE_PATH, **HANDLERS}
+    targets = {
+        BASELINE: BASELINE_PATH,
+        FLOOR: FLOOR_PATH,
+        FLOOR_MEASURED: FLOOR_MEASURED_PATH,
+        **HANDLERS,
+    }
     names = list(targets)
     load_before = os.getloadavg()
     # One unmeasured sample each writes any missing bytecode (the deployed package ships
@@ -317,7 +334,9 @@ def run(stack: Stack, rounds: int) -> int:
                 verdict, ok = "  MISSES GOAL (imports FastAPI)", False
         else:
             goal = ""
-        label = name if name == BASELINE else f"{name} ({SAMPLES[name].removesuffix('.json')})"
+        label = name
+        if name not in (BASELINE, *FLOORS):
+            label = f"{name} ({SAMPLES[name].removesuffix('.json')})"
         print(
             f"{label[:42]:42} {med[name]['init']:7.1f} {med[name]['first']:8.1f}"
             f" {cold[name]:7.1f} {ratio:6.2f} {goal:>6} {med[name]['second']:8.1f}"
@@ -332,6 +351,18 @@ def run(stack: Stack, rounds: int) -> int:
         )
         + ")"
     )
+    for floor in FLOORS:
+        floor_cold, floor_cpu = cold[floor] / base, med[floor]["cpu"] / med[BASELINE]["cpu"]
+        verdict = "below it: out of reach" if floor_cold > GOAL else "above it"
+        print(
+            f"({floor}: {floor_cold:.2f}x of the baseline's cold ms, {floor_cpu:.2f}x of its"
+            f" CPU; the goal, {GOAL:.2f}x, is {verdict}; above it, cold ms / CPU: "
+            + ", ".join(
+                f"{n} {cold[n] / cold[floor]:.2f}x / {med[n]['cpu'] / med[floor]['cpu']:.2f}x"
+                for n in JUDGED
+            )
+            + ")"
+        )
     import_ratio = {n: med[n]["init"] / med[BASELINE]["init"] for n in JUDGED}
     print(
         "(init alone, the old measure: "
