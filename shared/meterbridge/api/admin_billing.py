@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query
 
 from meterbridge.api.admin_auth import require_admin
 from meterbridge.api.errors import error_responses
-from meterbridge.models.billing import ReconcileReport
+from meterbridge.models.reconcile import ReconcileReport
 from meterbridge.runtime.lazy import LazyLoader
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -1,6 +1,6 @@
 """Billing models: the parts of a period split by plan changes, the overage lines of a
 period, the records of the lines meterbridge adds to Stripe invoices, what ``invoice.created``
-did, and the reconcile report (docs/billing.md#reconcile-runbook)."""
+did. The reconcile report is in ``models.reconcile``: the admin API's, not the usage API's."""
 
 # No ``from __future__ import annotations`` here: pydantic would compile and evaluate every
 # field's annotation string when the model class is built (docs/performance/cold_start.md).
@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import BaseModel, Field
 
 if TYPE_CHECKING:
     # A name only (the dataclasses below do not evaluate it): the admin API imports this module
@@ -88,21 +86,3 @@ class InvoiceBilling:
     tenant_id: str | None = None
     period: str | None = None
     items: list[str] = field(default_factory=list)
-
-
-class ReconcileRow(BaseModel):
-    tenant_id: str
-    meter: str
-    metered_cents: int
-    invoiced_cents: int
-    difference_cents: int
-
-
-class ReconcileReport(BaseModel):
-    period: str
-    rows: list[ReconcileRow]
-    difference_cents: int
-    # Sum of the positive differences: overage nobody has been invoiced for.
-    unbilled_cents: int
-    # Stripe invoice item ids ``--fix`` made or found.
-    fixed: list[str] = Field(default_factory=list)

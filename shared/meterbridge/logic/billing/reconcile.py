@@ -21,7 +21,8 @@ from meterbridge.errors import UpstreamUnavailable
 from meterbridge.logic.billing import invoice as invoice_logic
 from meterbridge.logic.billing.overage import overage_lines, plan_of
 from meterbridge.logic.periods import bounds
-from meterbridge.models.billing import BillingRecord, OverageLine, ReconcileReport, ReconcileRow
+from meterbridge.models.billing import BillingRecord, OverageLine
+from meterbridge.models.reconcile import ReconcileReport, ReconcileRow
 from meterbridge.observability import metrics, set_gauge
 from meterbridge.settings import Settings, get_settings
 
