@@ -4,7 +4,7 @@
 
 The JSON is written with sorted keys and a two-space indent, so a change in the served schema
 is a readable diff. ``--check`` writes nothing and exits 1 when the file differs from the
-served schema (``tests/unit/test_openapi_drift.py`` makes the same comparison).
+served schema (``tests/unit/project/test_openapi_drift.py`` makes the same comparison).
 """
 
 from __future__ import annotations

@@ -109,21 +109,9 @@ def test_wrong_secrets_revoked_and_expired_keys_are_remembered_as_refused(
     _, expired = make_tenant()
     lookup_revoked = keys.parse(revoked).lookup_id  # type: ignore[union-attr]
     lookup_expired = keys.parse(expired).lookup_id  # type: ignore[union-attr]
+    keys_dal.update_key(settings.tenants_table, lookup_revoked, fields={"status": "revoked"})
     keys_dal.update_key(
-        settings.tenants_table,
-        lookup_revoked,
-        set_="SET #s = :r",
-        condition="attribute_exists(lookup_id)",
-        names={"#s": "status"},
-        vals={":r": "revoked"},
-    )
-    keys_dal.update_key(
-        settings.tenants_table,
-        lookup_expired,
-        set_="SET expires_at_s = :e",
-        condition="attribute_exists(lookup_id)",
-        names=None,
-        vals={":e": int(time.time()) - 1},
+        settings.tenants_table, lookup_expired, fields={"expires_at_s": int(time.time()) - 1}
     )
     head = revoked[: -keys.CHECKSUM_LEN - 1] + ("A" if revoked[-7] != "A" else "B")
     forged = head + keys.checksum(head)

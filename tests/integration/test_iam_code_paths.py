@@ -6,7 +6,7 @@ botocore hook records every DynamoDB request. Each request is then authorized th
 it for DynamoDB (a transaction item by item; ``dynamodb:LeadingKeys`` = the partition key,
 ``dynamodb:Attributes`` = the attributes the request names, ``dynamodb:ReturnValues``) against
 the statements template.yaml gives that function. A request no statement allows would be an
-AccessDenied on AWS: the test fails with it. tests/unit/test_template_iam.py holds the other
+AccessDenied on AWS: the test fails with it. tests/unit/project/test_template_iam.py holds the other
 direction (no grant beyond what the code writes).
 """
 

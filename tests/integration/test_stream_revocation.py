@@ -82,14 +82,7 @@ def _lifecycle_tenant() -> tuple[str, str]:
 
 def _revoke_elsewhere(key_id: str) -> None:
     """Revoke as another process would (the admin Lambda): no ``forget`` in this one."""
-    keys_dal.update_key(
-        get_settings().tenants_table,
-        key_id,
-        set_="SET #s = :r",
-        condition="attribute_exists(lookup_id)",
-        names={"#s": "status"},
-        vals={":r": "revoked"},
-    )
+    keys_dal.update_key(get_settings().tenants_table, key_id, fields={"status": "revoked"})
 
 
 async def test_a_revoked_keys_streams_close_and_its_tokens_stop_within_the_ttl(

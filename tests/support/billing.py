@@ -210,7 +210,6 @@ def link_subscription(tenant: Tenant) -> None:
         get_settings().tenants_table,
         tenant.tenant_id,
         # As provisioning leaves it: the subscription linked, and a version for the admin API.
-        set_="SET stripe_subscription_id = :s, version = if_not_exists(version, :v)",
-        condition="attribute_exists(pk)",
-        vals={":s": tenant.subscription, ":v": 1},
+        fields={"stripe_subscription_id": tenant.subscription},
+        if_absent={"version": 1},
     )

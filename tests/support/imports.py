@@ -1,6 +1,6 @@
 """Import graphs read from source (ast): who imports whom, cycles, upward imports, reach.
 
-Used by tests/unit/test_import_graph.py (the layer's own graph) and
+Used by tests/unit/project/test_import_graph.py (the layer's own graph) and
 tests/integration/test_layer_build.py (what the built layer holds). Every import counts,
 including those deferred inside functions (a deferred import is still a dependency; it only
 moves the cost). Layers, from the top: ``api`` > ``logic`` > ``dal``, ``adapters``, ``bus`` >

@@ -7,7 +7,7 @@ DynamoDB on AWS and to a moto server locally.
 The client is created on first use (not at import), with botocore alone
 (``meterbridge.runtime.aws``: no boto3, s3transfer or ``multiprocessing``), and tests can reset
 it with ``reset_clients()``. The typed wire form is converted here too, with the rules of
-boto3's ``TypeSerializer`` and ``TypeDeserializer`` (tests/unit/test_dynamo_codec.py compares).
+boto3's ``TypeSerializer`` and ``TypeDeserializer`` (tests/unit/dal/test_dynamo_codec.py compares).
 """
 
 from __future__ import annotations

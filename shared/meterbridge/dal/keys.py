@@ -142,13 +142,20 @@ def update_key(
     table: str,
     lookup_id: str,
     *,
-    set_: str,
-    condition: str,
-    names: Mapping[str, str] | None = None,
-    vals: Mapping[str, Any] | None = None,
+    fields: Mapping[str, Any],
+    expect: Mapping[str, Any] | None = None,
 ) -> dict[str, Any] | None:
+    """Set ``fields`` on the key item if it exists and each attribute of ``expect`` has its
+    value there; the item after. ``ConditionFailed`` otherwise."""
+    set_, names, vals = tenants_dal.set_expr(fields)
+    condition, expect_names, expect_vals = tenants_dal.match_expr(expect or {})
     return dynamo.update(
-        table, key_key(lookup_id), set_=set_, condition=condition, names=names, vals=vals
+        table,
+        key_key(lookup_id),
+        set_=set_,
+        condition=condition,
+        names={**names, **expect_names},
+        vals={**vals, **expect_vals},
     )
 
 
@@ -220,10 +227,8 @@ class KeyRepository:
             record = update_key(
                 self.table,
                 lookup_id,
-                set_="SET #s = :revoked, revoked_at = :now",
-                condition="tenant_id = :t AND #s = :active",
-                names={"#s": "status"},
-                vals={":revoked": "revoked", ":active": "active", ":now": at, ":t": tenant_id},
+                fields={"status": "revoked", "revoked_at": at},
+                expect={"tenant_id": tenant_id, "status": "active"},
             )
         except ConditionFailed as exc:
             raise KeyChanged(f"key {lookup_id} is not active") from exc

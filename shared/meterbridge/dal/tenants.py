@@ -77,14 +77,19 @@ def update_tenant(
     table: str,
     tenant_id: str,
     *,
-    set_: str,
-    condition: str,
-    names: Mapping[str, str] | None = None,
-    vals: Mapping[str, Any] | None = None,
+    fields: Mapping[str, Any] | None = None,
+    if_absent: Mapping[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """A conditional update of the profile; ``ConditionFailed`` when ``condition`` does not hold."""
+    """Set ``fields`` on the profile, and each of ``if_absent`` where the profile has no value
+    yet; the profile after. ``ConditionFailed`` when there is no profile."""
+    set_, names, vals = set_expr(fields or {}, if_absent)
     return dynamo.update(
-        table, profile_key(tenant_id), set_=set_, condition=condition, names=names, vals=vals
+        table,
+        profile_key(tenant_id),
+        set_=set_,
+        condition="attribute_exists(pk)",
+        names=names,
+        vals=vals,
     )
 
 
@@ -188,11 +193,26 @@ def transact_write(ops: Sequence[Mapping[str, Any]]) -> None:
         raise
 
 
-def set_expr(fields: Mapping[str, Any]) -> tuple[str, dict[str, str], dict[str, Any]]:
-    """``SET #f0 = :v0, ...`` with every attribute name aliased (no reserved-word surprises)."""
-    names = {f"#f{i}": name for i, name in enumerate(fields)}
-    vals = {f":v{i}": value for i, value in enumerate(fields.values())}
-    return "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields))), names, vals
+def set_expr(
+    fields: Mapping[str, Any], if_absent: Mapping[str, Any] | None = None
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """``SET #f0 = :v0, ...`` with every attribute name aliased (no reserved-word surprises);
+    the attributes of ``if_absent`` are set only where the item has none (``if_not_exists``)."""
+    assignments = [*fields.items(), *(if_absent or {}).items()]
+    names = {f"#f{i}": name for i, (name, _) in enumerate(assignments)}
+    vals = {f":v{i}": value for i, (_, value) in enumerate(assignments)}
+    parts = [f"#f{i} = :v{i}" for i in range(len(fields))]
+    parts += [f"#f{i} = if_not_exists(#f{i}, :v{i})" for i in range(len(fields), len(assignments))]
+    return "SET " + ", ".join(parts), names, vals
+
+
+def match_expr(expect: Mapping[str, Any]) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """The condition "the item exists and each attribute of ``expect`` has its value", aliased
+    as ``#e0``/``:e0``... so it joins a ``set_expr`` without a clash."""
+    names = {f"#e{i}": name for i, name in enumerate(expect)}
+    vals = {f":e{i}": value for i, value in enumerate(expect.values())}
+    parts = ["attribute_exists(pk)", *(f"#e{i} = :e{i}" for i in range(len(expect)))]
+    return " AND ".join(parts), names, vals
 
 
 def outbox_ops(events_table: str, event: CloudEvent, tenant_id: str) -> list[dict[str, Any]]:
@@ -272,13 +292,7 @@ class TenantRepository:
     def mark_offboarding(self, tenant_id: str, *, at: str) -> dict[str, Any]:
         """Note when offboarding began (the first time only); the profile after, as billing
         reads it."""
-        profile = update_tenant(
-            self.table,
-            tenant_id,
-            set_="SET offboarding_at = if_not_exists(offboarding_at, :at)",
-            condition="attribute_exists(pk)",
-            vals={":at": at},
-        )
+        profile = update_tenant(self.table, tenant_id, if_absent={"offboarding_at": at})
         return profile or {}
 
     def scan(self, cursor: str | None, *, batch: int) -> Iterator[tuple[Tenant, str]]:

@@ -56,7 +56,7 @@ class InboundEvent(BaseModel):
 # InboundEvent's JSON schema for the OpenAPI document (the ingest route reads its body raw, so
 # FastAPI cannot derive it). Written out rather than built with ``model_json_schema()`` at
 # import, which the usage API's cold start would pay (about 2 ms); a unit test keeps the two
-# equal (tests/unit/test_cold_start_imports.py).
+# equal (tests/unit/project/test_cold_start_imports.py).
 INBOUND_EVENT_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "description": (

@@ -10,7 +10,7 @@ A v1 model cannot exist unless ``pydantic.v1`` has been imported, so while it is
 own check runs as before, so a v1 model is still refused exactly as FastAPI refuses it. The same
 change was proposed upstream (fastapi pull request 16374); drop this module once the pinned
 FastAPI has it. If a FastAPI upgrade renames these functions, ``install`` does nothing and the
-only effect is the 20 ms (tests/unit/test_cold_start_imports.py notices).
+only effect is the 20 ms (tests/unit/project/test_cold_start_imports.py notices).
 
 Nothing installs it by importing ``meterbridge.api``: each HTTP handler calls ``install()`` in
 its ``with InitPhase():`` block, before the route modules are imported (they declare routes).

@@ -4,9 +4,9 @@ A handler's cold start pays for every module its init imports, so the few heavy 
 some requests (or only some functions) use are bound at module level to a ``LazyLoader``, which
 imports the real module the first time an attribute is read (Powertools does the same for the
 X-Ray SDK: ``aws_lambda_powertools/shared/lazy_import.py``). Everything else is imported at the
-top of its module. ``tests/unit/test_cold_start_imports.py`` holds both sides: no import inside
-a function body outside the modules it lists as pending, and no lazy module loaded by a
-handler's init.
+top of its module. ``tests/unit/project/test_cold_start_imports.py`` holds both sides: no
+import inside a function body outside the modules it lists as pending, and no lazy module
+loaded by a handler's init.
 
     from meterbridge.runtime.lazy import LazyLoader
 

@@ -1,6 +1,7 @@
 """meterbridge.runtime: the lazy module list and the tracer's on/off rule (issue 19).
 
-What a handler's init and first request import is checked in test_cold_start_imports.py.
+What a handler's init and first request import is checked in
+tests/unit/project/test_cold_start_imports.py.
 """
 
 import itertools

@@ -23,7 +23,7 @@ from meterbridge.models.usage import INBOUND_EVENT_SCHEMA, InboundEvent
 from meterbridge.runtime import fastapi_probe
 from meterbridge.runtime.lazy import LAZY_MODULES
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 LAYER = ROOT / "shared/meterbridge"
 HANDLERS = {
     "usage_api": ROOT / "functions/usage_api/app.py",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-LOGIC = Path(__file__).resolve().parents[2] / "shared" / "meterbridge" / "logic"
+LOGIC = Path(__file__).resolve().parents[3] / "shared" / "meterbridge" / "logic"
 
 FORBIDDEN_IMPORTS = ("boto3", "botocore", "fastapi", "starlette", "mangum")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tests.support.imports import cycles, graph, unreachable, upward
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 LAYER = ROOT / "shared"
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from meterbridge.settings import Settings
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "environment-variables.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "environment-variables.md"
 
 
 def _documented_settings() -> set[str]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from meterbridge_dev.stack.tables import load_template
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE = load_template(ROOT / "template.yaml")
 RESOURCES: dict[str, dict[str, Any]] = TEMPLATE["Resources"]
 PARAMETERS: dict[str, dict[str, Any]] = TEMPLATE["Parameters"]

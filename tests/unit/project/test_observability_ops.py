@@ -27,7 +27,7 @@ from tests.support.observability import (
     series_in,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 RUNBOOK = ROOT / "docs" / "runbook.md"
 RUNBOOK_LINK = re.compile(r"docs/runbook\.md#([a-z0-9-]+)")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from meterbridge_dev.stack.tables import load_template
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 GUIDE = (ROOT / "docs" / "deploy.md").read_text()
 TEMPLATE = load_template(ROOT / "template.yaml")
 SAMCONFIG = tomllib.loads((ROOT / "samconfig.toml").read_text())

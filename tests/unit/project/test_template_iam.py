@@ -29,7 +29,7 @@ from meterbridge.models.cloudevent import (
 )
 from meterbridge_dev.stack.tables import load_template
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE = load_template(ROOT / "template.yaml")
 RESOURCES: dict[str, dict[str, Any]] = TEMPLATE["Resources"]
 

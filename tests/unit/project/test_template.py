@@ -21,7 +21,7 @@ import pytest
 from meterbridge.settings import Settings, get_settings
 from meterbridge_dev.stack.tables import create_tables, load_template, table_specs
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE_PATH = ROOT / "template.yaml"
 TEMPLATE = load_template(TEMPLATE_PATH)
 RESOURCES: dict[str, dict[str, Any]] = TEMPLATE["Resources"]
