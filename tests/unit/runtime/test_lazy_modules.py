@@ -1,8 +1,8 @@
 """The declared lazy modules (meterbridge.runtime.lazy.LAZY_MODULES) are the ones bound lazily.
 
-The list is the whole list (``LazyLoader`` refuses any other name, tests/unit/runtime/test_runtime.py);
-here the other direction: every declared module is bound somewhere in the layer, so an entry
-left behind by a refactor does not stay on the list.
+The list is the whole list (``LazyLoader`` refuses any other name,
+tests/unit/runtime/test_runtime.py); here the other direction: every declared module is bound
+somewhere in the layer, so an entry left behind by a refactor does not stay on the list.
 """
 
 import ast
