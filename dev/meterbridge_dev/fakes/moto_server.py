@@ -16,7 +16,9 @@ measures an item's size once instead of once per attribute (the same 400 KB limi
 
 DynamoDB Streams: ``GetRecords`` is encoded directly (moto's shape walker takes seconds a
 page), moto's search of every response body for an XML ``<RequestId>`` is skipped on bodies
-without one (JSON), and the stream trims on request as AWS trims after 24 hours.
+without one (JSON), and the stream trims on request as AWS trims after 24 hours. Two lookups
+moto repeats on every request (its service packages on disk, a handler's method names) are
+made once.
 
     python -m meterbridge_dev.fakes.moto_server -H 127.0.0.1 -p 5000
 
@@ -110,6 +112,7 @@ def install() -> None:
         if method is not None:
             setattr(DynamoDBBackend, name, _counted(method))
     _request_id_only_where_present()
+    _lookups_once()
     # moto's server is threaded and its writes are not atomic with each other: a transaction
     # could read, fail and restore while another request writes the same item. DynamoDB
     # serialises conflicting writes (TransactionConflict); one lock over moto's writes does too.
@@ -308,6 +311,27 @@ def _request_id_only_where_present() -> None:
         return original(headers, body)
 
     BaseResponse._enrich_response = staticmethod(_enrich_response)  # type: ignore[method-assign, assignment]
+
+
+def _lookups_once() -> None:
+    """Two answers moto computes again on every request, though they cannot change while it
+    runs: the names of its service packages (``os.listdir`` of its own directory and an
+    ``isdir`` per entry, twice a request, to route by the ``Host`` header: 14% of its CPU per
+    DynamoDB call under the flood bench) and a handler class's method names
+    (``inspect.getmembers`` of the class, to find the action: 7%). Each is computed once; the
+    answers are the same lists."""
+    import functools
+
+    import moto.backends as backends
+    import moto.core.responses as responses
+
+    modules = tuple(backends.list_of_moto_modules())
+
+    def list_of_moto_modules() -> Any:
+        return iter(modules)
+
+    backends.list_of_moto_modules = list_of_moto_modules
+    responses.method_names_from_class = functools.cache(responses.method_names_from_class)  # type: ignore[assignment]
 
 
 # Per table: the first sequence number its stream still holds (``/_meterbridge/streams/trim``).
