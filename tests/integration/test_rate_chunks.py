@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 import pytest
 
 from meterbridge.dal import dynamo
-from meterbridge.errors import RateLimited
 from meterbridge.logic import rate
-from meterbridge.plans import Plan, catalog
+from meterbridge.plans import catalog
 from meterbridge.settings import Settings, get_settings
 from tests.support.dynamo import dynamodb_calls
+from tests.support.rate import admitted_until_refused, take
 
 NOW = datetime(2026, 12, 3, 18, 0, 5, tzinfo=UTC)
 
@@ -33,16 +33,6 @@ def _window_count(settings: Settings, tenant_id: str) -> int:
     return int((item or {}).get("count", 0))
 
 
-def _admit_until_refused(tenant_id: str, plan: Plan, settings: Settings) -> int:
-    admitted = 0
-    while True:
-        try:
-            rate.take_shared(tenant_id, plan, settings, NOW)
-        except RateLimited:
-            return admitted
-        admitted += 1
-
-
 def test_a_basic_window_costs_one_write_per_ten_requests_and_holds_the_limit(
     settings: Settings,
 ) -> None:
@@ -51,7 +41,7 @@ def test_a_basic_window_costs_one_write_per_ten_requests_and_holds_the_limit(
 
     # When one process admits its requests of one minute until refused
     with dynamodb_calls("UpdateItem") as writes:
-        admitted = _admit_until_refused("t_chunks", plan, settings)
+        admitted = admitted_until_refused("t_chunks", plan, settings, NOW)
 
     # Then exactly the limit passed, the stored window says so, and it took 100 writes of 10
     # plus the refused chunk and the refused single slot
@@ -63,13 +53,12 @@ def test_a_basic_window_costs_one_write_per_ten_requests_and_holds_the_limit(
 def test_a_process_gone_with_its_chunk_leaves_the_others_the_rest(settings: Settings) -> None:
     # Given a process that reserved a chunk of 10 of a Basic window and used 3 of it
     plan = catalog().plan("basic")
-    for _ in range(3):
-        rate.take_shared("t_gone", plan, settings, NOW)
+    take(3, "t_gone", plan, settings, NOW)
     assert _window_count(settings, "t_gone") == 10
     rate.reset()  # that process ends: its 7 unused slots go with it
 
     # When another process admits the tenant's requests in the same minute until refused
-    admitted = _admit_until_refused("t_gone", plan, settings)
+    admitted = admitted_until_refused("t_gone", plan, settings, NOW)
 
     # Then the window ends exactly at the limit, and the tenant lost the 7 (under one chunk)
     assert _window_count(settings, "t_gone") == 1000

@@ -13,8 +13,9 @@ import pytest
 from meterbridge.dal import usage as usage_dal
 from meterbridge.errors import RateLimited
 from meterbridge.logic import rate
-from meterbridge.plans import Plan, catalog
+from meterbridge.plans import catalog
 from meterbridge.settings import Settings
+from tests.support.rate import admitted_until_refused, take
 
 MINUTE = datetime(2026, 12, 3, 18, 0, 5, tzinfo=UTC)
 NEXT_MINUTE = datetime(2026, 12, 3, 18, 1, 5, tzinfo=UTC)
@@ -67,17 +68,6 @@ def settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
     return Settings()
 
 
-def _admitted(plan: Plan, settings: Settings, now: datetime, tenant: str = "t_a") -> int:
-    """Requests admitted by the shared window until the first refusal."""
-    admitted = 0
-    while True:
-        try:
-            rate.take_shared(tenant, plan, settings, now)
-        except RateLimited:
-            return admitted
-        admitted += 1
-
-
 def test_a_process_takes_its_window_in_chunks_and_never_past_the_limit(
     windows: FakeWindows, settings: Settings
 ) -> None:
@@ -86,7 +76,7 @@ def test_a_process_takes_its_window_in_chunks_and_never_past_the_limit(
     assert rate.chunk_size(1000) == 10
 
     # When one process admits requests in one minute until refused
-    admitted = _admitted(plan, settings, MINUTE)
+    admitted = admitted_until_refused("t_a", plan, settings, MINUTE)
 
     # Then exactly the limit passes, with one write per 10 requests (100, not 1,000), and the
     # refusal costs a refused chunk and a refused single slot
@@ -109,7 +99,7 @@ def test_the_last_slots_left_by_other_processes_go_one_at_a_time(
     windows.count[("t_a", MINUTE.strftime("%Y%m%d%H%M"), 0)] = 995
 
     # When this process admits requests until refused
-    admitted = _admitted(plan, settings, MINUTE)
+    admitted = admitted_until_refused("t_a", plan, settings, MINUTE)
 
     # Then its chunk of 10 does not fit, and the 5 slots left are taken singly: the window
     # holds exactly the limit
@@ -123,8 +113,7 @@ def test_a_reserved_slot_is_used_only_in_its_own_minute(
 ) -> None:
     # Given a Basic tenant that used 3 of the 10 slots it reserved this minute
     plan = catalog().plan("basic")
-    for _ in range(3):
-        rate.take_shared("t_a", plan, settings, MINUTE)
+    take(3, "t_a", plan, settings, MINUTE)
     assert windows.writes == [10]
 
     # When its next request comes in the next minute
@@ -140,12 +129,11 @@ def test_what_a_lost_reservation_costs_is_at_most_a_chunk_per_process(
 ) -> None:
     # Given a process that reserved 10 slots of a Basic window and used 4 before it ended
     plan = catalog().plan("basic")
-    for _ in range(4):
-        rate.take_shared("t_a", plan, settings, MINUTE)
+    take(4, "t_a", plan, settings, MINUTE)
     rate.reset()  # the process is gone with its 6 unused slots
 
     # When another process admits the tenant's requests in the same minute until refused
-    admitted = _admitted(plan, settings, MINUTE)
+    admitted = admitted_until_refused("t_a", plan, settings, MINUTE)
 
     # Then the tenant got 6 fewer than its limit in that minute (under one chunk), never more
     assert 4 + admitted == 1000 - 6
@@ -157,7 +145,7 @@ def test_small_plans_keep_one_write_per_request(windows: FakeWindows, settings: 
     plan = catalog().plan("free")
 
     # When it admits requests until refused
-    admitted = _admitted(plan, settings, MINUTE)
+    admitted = admitted_until_refused("t_a", plan, settings, MINUTE)
 
     # Then each request took its own slot, as before chunks
     assert admitted == 100
@@ -175,7 +163,7 @@ def test_sharded_windows_take_chunks_per_shard_and_hold_the_limit(
     monkeypatch.setattr(rate, "random", random.Random(0))  # which shards are tried
 
     # When one process admits requests until refused (two full shards in a row)
-    admitted = _admitted(plan, settings, MINUTE)
+    admitted = admitted_until_refused("t_a", plan, settings, MINUTE)
 
     # Then no shard and not the window ever passed its cap, and most of the window was used
     assert windows.total("t_a", MINUTE) == admitted <= plan.requests_per_minute
