@@ -12,7 +12,7 @@ Three layers, cheapest first:
    read have a budget each (``scope``), so a backend at its ingest limit leaves its dashboard
    readable. Once a window is refused, the process remembers it until the minute ends: the
    rest of that minute's requests cost no write. A process reserves its slots in chunks
-   (``chunk_size``: 1% of the window, at least 1) with one conditional ``ADD k`` and hands
+   (``chunk_size``: 1% of a window shard, at least 1) with one conditional ``ADD k`` and hands
    them out itself, so a steady or flooding tenant costs one write per k requests, not one
    per request. The limit is never exceeded (a chunk is taken only if it fits; the window's
    last slots go one at a time); a reserved slot a process does not use by the minute's end
@@ -153,6 +153,8 @@ def _keep(key: tuple[str, str], minute: str, spare: int) -> None:
         return
     with _lock:
         held = _held.get(key)
+        if held is not None and held[0] > minute:
+            return  # a later minute's slots are held already (this call was slow)
         before = held[1] if held is not None and held[0] == minute else 0
         _held[key] = (minute, before + spare)
 

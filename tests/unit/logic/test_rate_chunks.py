@@ -189,3 +189,18 @@ def test_the_ingest_and_read_budgets_hold_their_own_chunks(
         ("t_a", MINUTE.strftime("%Y%m%d%H%M"), 0),
         ("t_a#read", MINUTE.strftime("%Y%m%d%H%M"), 0),
     }
+
+
+def test_a_slow_reservation_of_a_past_minute_leaves_the_next_minutes_slots_alone(
+    windows: FakeWindows, settings: Settings
+) -> None:
+    # Given a Basic tenant holding 9 spare slots of the next minute
+    plan = catalog().plan("basic")
+    rate.take_shared("t_a", plan, settings, NEXT_MINUTE)
+
+    # When a request of the minute before reserves its own chunk only now (a slow call)
+    rate.take_shared("t_a", plan, settings, MINUTE)
+
+    # Then the next minute's 9 still serve its next 9 requests without a write
+    take(9, "t_a", plan, settings, NEXT_MINUTE)
+    assert windows.writes == [10, 10]
