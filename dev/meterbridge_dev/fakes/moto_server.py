@@ -16,7 +16,9 @@ measures an item's size once instead of once per attribute (the same 400 KB limi
 
 DynamoDB Streams: ``GetRecords`` is encoded directly (moto's shape walker takes seconds a
 page), moto's search of every response body for an XML ``<RequestId>`` is skipped on bodies
-without one (JSON), and the stream trims on request as AWS trims after 24 hours.
+without one (JSON), and the stream trims on request as AWS trims after 24 hours. Two lookups
+moto repeats on every request (its service packages on disk, a handler's method names) are
+made once.
 
     python -m meterbridge_dev.fakes.moto_server -H 127.0.0.1 -p 5000
 
@@ -110,6 +112,8 @@ def install() -> None:
         if method is not None:
             setattr(DynamoDBBackend, name, _counted(method))
     _request_id_only_where_present()
+    _lookups_once()
+    _plain_dynamodb_results()
     # moto's server is threaded and its writes are not atomic with each other: a transaction
     # could read, fail and restore while another request writes the same item. DynamoDB
     # serialises conflicting writes (TransactionConflict); one lock over moto's writes does too.
@@ -308,6 +312,105 @@ def _request_id_only_where_present() -> None:
         return original(headers, body)
 
     BaseResponse._enrich_response = staticmethod(_enrich_response)  # type: ignore[method-assign, assignment]
+
+
+def _lookups_once() -> None:
+    """Two answers moto computes again on every request, though they cannot change while it
+    runs: the names of its service packages (``os.listdir`` of its own directory and an
+    ``isdir`` per entry, twice a request, to route by the ``Host`` header: 14% of its CPU per
+    DynamoDB call under the flood bench) and a handler class's method names
+    (``inspect.getmembers`` of the class, to find the action: 7%). Each is computed once; the
+    answers are the same lists."""
+    import functools
+
+    import moto.backends as backends
+    import moto.core.responses as responses
+
+    modules = tuple(backends.list_of_moto_modules())
+
+    def list_of_moto_modules() -> Any:
+        return iter(modules)
+
+    backends.list_of_moto_modules = list_of_moto_modules
+    responses.method_names_from_class = functools.cache(responses.method_names_from_class)  # type: ignore[assignment]
+
+
+class _Walk(Exception):
+    """A value the plain copy does not handle: moto's own serializer writes it."""
+
+
+def _plain(value: Any, shape: Any) -> Any:
+    """``value`` as moto's JSON serializer writes it for ``shape``, for plain JSON values
+    (strings, numbers, booleans, lists, maps, structures named by their members); ``_Walk``
+    for anything else (bytes, timestamps, None in a map or list, a key that is not a member,
+    a member renamed on the wire)."""
+    kind = shape.type_name
+    if kind == "structure":
+        if not isinstance(value, dict) or shape.is_document_type:
+            raise _Walk
+        members = shape.members
+        out = {}
+        for key, item in value.items():
+            member = members.get(key)
+            if member is None or "name" in member.serialization:
+                raise _Walk
+            if item is not None:  # moto leaves a None member out
+                out[key] = _plain(item, member)
+        return out
+    if kind == "map":
+        if not isinstance(value, dict):
+            raise _Walk
+        return {k: _plain(v, shape.value) for k, v in value.items() if _scalar_key(k)}
+    if kind == "list":
+        if not isinstance(value, list):
+            raise _Walk
+        return [_plain(v, shape.member) for v in value]
+    if kind == "string" and type(value) is str:
+        return value
+    if kind in ("integer", "long") and type(value) is int:
+        return value
+    if kind in ("double", "float") and type(value) in (int, float):
+        return float(value)  # as moto writes it (``CapacityUnits``)
+    if kind == "boolean" and type(value) is bool:
+        return value
+    raise _Walk
+
+
+def _scalar_key(key: Any) -> bool:
+    if type(key) is not str:
+        raise _Walk
+    return True
+
+
+def _plain_dynamodb_results() -> None:
+    """moto writes each DynamoDB response through its generic shape walker, which looks every
+    member up under several aliases (a quarter of its CPU per call under the flood bench). A
+    DynamoDB result is already the wire's JSON (``dynamo_to_dict``): it is copied member by
+    member against the same output shape instead (``_plain``), and anything that copy does not
+    handle goes to moto's walker as before. The body parses to the same JSON
+    (tests/integration/test_moto_server_lookups.py compares both on every response of a
+    workload)."""
+    from moto.core.serialize import JSONSerializer
+
+    original = JSONSerializer._serialize_result
+
+    def _serialize_result(self: Any, resp: Any, result: Any) -> Any:
+        shape = self.operation_model.output_shape
+        picker = getattr(self, "_value_picker", None)
+        if (
+            shape is not None
+            and self.operation_model.service_model.service_name == "dynamodb"
+            and not getattr(picker, "response_transformers", None)
+        ):
+            try:
+                plain = _plain(result, shape)
+            except _Walk:
+                pass
+            else:
+                return self._serialized_result_to_response(resp, result, shape, plain)
+        return original(self, resp, result)
+
+    JSONSerializer._serialize_result = _serialize_result  # type: ignore[method-assign]
 
 
 # Per table: the first sequence number its stream still holds (``/_meterbridge/streams/trim``).

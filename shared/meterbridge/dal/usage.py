@@ -48,17 +48,19 @@ def total(table: str, tenant_id: str, period: str, meter: str, aggregation: str)
 
 
 def take_rate_slot(
-    table: str, tenant_id: str, minute: str, shard: int, cap: int, expires_at: int
+    table: str, tenant_id: str, minute: str, shard: int, cap: int, expires_at: int, n: int = 1
 ) -> bool:
-    """Count one request in this minute's shard unless it is at ``cap``."""
-
+    """Count ``n`` requests in this minute's shard unless that would take it past ``cap``
+    (one conditional write whatever ``n``: logic/rate.py reserves slots in chunks)."""
+    if not 1 <= n <= cap:
+        raise ValueError(f"a chunk of {n} slots does not fit a window of {cap}")
     return dynamo.update_if(
         table,
         {"pk": f"RATE#{tenant_id}#{minute}", "sk": f"SHARD#{shard}"},
-        set_="ADD #c :one SET expires_at = :exp",
-        condition="attribute_not_exists(#c) OR #c < :cap",
+        set_="ADD #c :n SET expires_at = :exp",
+        condition="attribute_not_exists(#c) OR #c <= :room",
         names={"#c": "count"},
-        vals={":one": 1, ":cap": cap, ":exp": expires_at},
+        vals={":n": n, ":room": cap - n, ":exp": expires_at},
     )
 
 

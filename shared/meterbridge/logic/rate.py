@@ -11,8 +11,15 @@ Three layers, cheapest first:
    on this minute's counter in DynamoDB (sharded for the large plans); ingest and the usage
    read have a budget each (``scope``), so a backend at its ingest limit leaves its dashboard
    readable. Once a window is refused, the process remembers it until the minute ends: the
-   rest of that minute's requests cost no write. The streaming task uses layer 1 only (its
-   connects and tokens are few, and its role needs no write to the usage table).
+   rest of that minute's requests cost no write. A process reserves its slots in chunks
+   (``chunk_size``: 1% of a window shard, at least 1) with one conditional ``ADD k`` and hands
+   them out itself, so a steady or flooding tenant costs one write per k requests, not one
+   per request. The limit is never exceeded (a chunk is taken only if it fits; the window's
+   last slots go one at a time); a reserved slot a process does not use by the minute's end
+   is lost, so a tenant served by N processes in a minute may be refused up to N x (k - 1)
+   requests early (under 1% of its limit per process; docs/performance/flood.md). The
+   streaming task uses layer 1 only (its connects and tokens are few, and its role needs no
+   write to the usage table).
 3. ``gate``: at most ``max_in_flight(plan)`` blocking calls of a tenant at once in a process
    (``api/blocking.py``), and fair between tenants: a tenant spending its burst (its bucket
    below 90% full, ``take_local`` says so) runs, while any other tenant's calls run or
@@ -56,6 +63,13 @@ _lock = threading.Lock()
 _buckets: dict[str, tuple[float, float]] = {}
 # (tenant, scope) -> the minute (YYYYmmddHHMM) whose shared window is known to be full
 _full: dict[tuple[str, str], str] = {}
+# (tenant, scope) -> (minute, slots of that minute's window this process reserved, unused)
+_held: dict[tuple[str, str], tuple[str, int]] = {}
+# (tenant, scope, shard) -> the minute whose window shard refused a chunk: its last slots go
+# one at a time
+_tight: dict[tuple[str, str, int], str] = {}
+# A chunk of the shared window reserved at once: this share of a shard's cap (at least 1).
+CHUNK_SHARE = 0.01
 # A bucket below this share of its capacity is spending its burst (``take_local``'s answer):
 # a tenant that has gone a second's worth of its rate beyond its plan (a tenth of a bucket of
 # 10 s) is above its plan, and is served from spare capacity from then on. (At half, a Basic
@@ -96,20 +110,53 @@ def take_shared(
     minute = now.strftime("%Y%m%d%H%M")
     retry = 60 - now.second
     message = f"more than {plan.requests_per_minute} requests per minute"
-    if _full.get((tenant_id, scope)) == minute:
-        raise _limited(message, retry)
+    key = (tenant_id, scope)
+    with _lock:
+        if _full.get(key) == minute:
+            raise _limited(message, retry)
+        held = _held.get(key)
+        if held is not None and held[0] == minute and held[1] > 0:
+            _held[key] = (minute, held[1] - 1)  # a slot this process reserved: no write
+            return
     shards = 1 if plan.requests_per_minute <= 1000 else usage_dal.RATE_SHARDS
     cap = -(-plan.requests_per_minute // shards)
+    chunk = chunk_size(cap)
     expires = int(now.timestamp()) + 3600
     first = random.randrange(shards)
     window = f"{tenant_id}#{scope}" if scope else tenant_id
     for step in range(min(shards, 2)):
-        if usage_dal.take_rate_slot(
-            settings.usage_table, window, minute, (first + step) % shards, cap, expires
-        ):
-            return
-    _full[(tenant_id, scope)] = minute
+        shard = (first + step) % shards
+        tight = chunk == 1 or _tight.get((tenant_id, scope, shard)) == minute
+        for n in (1,) if tight else (chunk, 1):
+            if usage_dal.take_rate_slot(
+                settings.usage_table, window, minute, shard, cap, expires, n
+            ):
+                _keep(key, minute, n - 1)
+                return
+            if n > 1:
+                with _lock:
+                    _tight[(tenant_id, scope, shard)] = minute
+    with _lock:
+        _full[key] = minute
     raise _limited(message, retry)
+
+
+def chunk_size(cap: int) -> int:
+    """How many slots of a window shard of ``cap`` a process reserves with one write."""
+    return max(1, min(cap, int(cap * CHUNK_SHARE)))
+
+
+def _keep(key: tuple[str, str], minute: str, spare: int) -> None:
+    """Hold ``spare`` reserved slots of ``minute`` for this process's next requests (the
+    slots of an earlier minute are dropped: that window is gone)."""
+    if spare <= 0:
+        return
+    with _lock:
+        held = _held.get(key)
+        if held is not None and held[0] > minute:
+            return  # a later minute's slots are held already (this call was slow)
+        before = held[1] if held is not None and held[0] == minute else 0
+        _held[key] = (minute, before + spare)
 
 
 def pace_s(plan: Plan) -> float:
@@ -265,4 +312,6 @@ def reset() -> None:
     with _lock:
         _buckets.clear()
         _full.clear()
+        _held.clear()
+        _tight.clear()
         _fair.clear()
